@@ -1,0 +1,37 @@
+"""Settings in one place: read from the environment (and ``.env``), with defaults for one machine."""
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Project settings. Environment variables win over these defaults."""
+
+    model_config = SettingsConfigDict(env_prefix="FRAUD_", env_file=PROJECT_ROOT / ".env", extra="ignore")
+
+    runs_dir: Path = PROJECT_ROOT / "runs"
+    notebooks_dir: Path = PROJECT_ROOT / "notebooks"
+    params_dir: Path = PROJECT_ROOT / "params"
+    mlflow_tracking_uri: str = Field(
+        default=f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}",
+        validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "FRAUD_MLFLOW_TRACKING_URI"),
+    )
+    mlflow_artifact_root: str = (PROJECT_ROOT / "mlartifacts").as_uri()
+    mlflow_experiment: str = "fraud-detection-pipeline"
+    kernel_name: str = "python3"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
+
+
+def resolve(path: str | Path) -> Path:
+    """A path parameter as given, or relative to the project root (so notebooks run from any cwd)."""
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else PROJECT_ROOT / path

@@ -1,0 +1,175 @@
+"""How closely a transaction file matches real PaySim: type mix, amounts, fraud and balance signatures."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from lib.acquire import read_batches
+from lib.schema import TRANSACTION_TYPES
+from lib.simulate import FULL_ROWS, PUBLISHED_FRAUDS, PUBLISHED_TYPE_COUNTS
+
+QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9, 0.99)
+_COLUMNS = ["step", "type", "amount", "oldbalanceOrg", "newbalanceOrig", "oldbalanceDest", "newbalanceDest", "isFraud"]
+_CENT = 0.005
+
+SIGNATURES = {
+    "fraud_whole_balance": "fraud: amount == oldbalanceOrg and newbalanceOrig == 0",
+    "fraud_dest_unchanged_zero": "fraud: oldbalanceDest == newbalanceDest == 0, amount > 0",
+    "genuine_tc_dest_unchanged_zero": "genuine TRANSFER/CASH_OUT: oldbalanceDest == newbalanceDest == 0, amount > 0",
+    "genuine_tc_zero_origin": "genuine TRANSFER/CASH_OUT: oldbalanceOrg == 0",
+    "genuine_tc_origin_error": "genuine TRANSFER/CASH_OUT: newbalanceOrig + amount - oldbalanceOrg != 0",
+}
+
+
+def load_columns(path: str | Path) -> dict[str, np.ndarray]:
+    """The columns fidelity needs as NumPy arrays (no pandas frame of the whole file)."""
+    path = str(path)
+    if path.endswith(".parquet"):
+        table = pq.read_table(path, columns=_COLUMNS)
+    else:
+        import pyarrow as pa
+
+        table = pa.Table.from_batches(list(read_batches(path))).select(_COLUMNS)
+    return {c: table.column(c).to_numpy() for c in _COLUMNS}
+
+
+def signatures(cols: dict[str, np.ndarray]) -> dict[str, float]:
+    """Shares (0..1) of the balance signatures listed in the data README."""
+    fraud = cols["isFraud"] == 1
+    tc = np.isin(cols["type"], ["TRANSFER", "CASH_OUT"]) & ~fraud
+    amount, old_o, new_o = cols["amount"], cols["oldbalanceOrg"], cols["newbalanceOrig"]
+    dest_zero = (cols["oldbalanceDest"] == 0) & (cols["newbalanceDest"] == 0) & (amount > 0)
+
+    def share(mask: np.ndarray, within: np.ndarray) -> float:
+        return float(mask[within].mean()) if within.any() else float("nan")
+
+    return {
+        "fraud_whole_balance": share((np.abs(amount - old_o) < _CENT) & (new_o == 0), fraud),
+        "fraud_dest_unchanged_zero": share(dest_zero, fraud),
+        "genuine_tc_dest_unchanged_zero": share(dest_zero, tc),
+        "genuine_tc_zero_origin": share(old_o == 0, tc),
+        "genuine_tc_origin_error": share(np.abs(new_o + amount - old_o) > _CENT, tc),
+    }
+
+
+def type_table(cols: dict[str, np.ndarray], sample: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
+    """Type counts and shares next to the published full-data totals (and the real sample)."""
+    types = pd.Series(cols["type"])
+    frauds = pd.Series(cols["type"][cols["isFraud"] == 1]).value_counts()
+    rows = len(types)
+    table = (
+        pd.DataFrame(
+            {
+                "rows": types.value_counts(),
+                "published_rows_scaled": pd.Series(PUBLISHED_TYPE_COUNTS) * rows / FULL_ROWS,
+                "frauds": frauds,
+            }
+        )
+        .reindex(list(TRANSACTION_TYPES))
+        .fillna(0)
+    )
+    table["rows_vs_published_pct"] = 100 * (table["rows"] / table["published_rows_scaled"] - 1)
+    table["fraud_rate_pct"] = 100 * table["frauds"] / table["rows"]
+    if sample is not None:
+        real = pd.Series(sample["type"])
+        table["real_sample_share_pct"] = 100 * real.value_counts(normalize=True)
+        real_fraud = pd.Series(sample["type"][sample["isFraud"] == 1]).value_counts()
+        table["real_sample_fraud_rate_pct"] = 100 * real_fraud / real.value_counts()
+    table.loc["total"] = table.sum(numeric_only=True)
+    table.loc["total", "published_rows_scaled"] = rows * sum(PUBLISHED_TYPE_COUNTS.values()) / FULL_ROWS
+    table.loc["total", "rows_vs_published_pct"] = 100 * (
+        table.loc["total", "rows"] / table.loc["total", "published_rows_scaled"] - 1
+    )
+    table.loc["total", "fraud_rate_pct"] = 100 * table.loc["total", "frauds"] / rows
+    return (
+        table.drop(columns=[c for c in table if c.startswith("real_sample")], index=[])
+        .join(table[[c for c in table if c.startswith("real_sample")]])
+        .fillna(0)
+    )
+
+
+def fraud_totals(cols: dict[str, np.ndarray]) -> dict[str, float]:
+    rows = len(cols["isFraud"])
+    frauds = int(cols["isFraud"].sum())
+    expected = PUBLISHED_FRAUDS * rows / FULL_ROWS
+    return {
+        "rows": rows,
+        "frauds": frauds,
+        "frauds_expected": expected,
+        "frauds_vs_expected_pct": 100 * (frauds / expected - 1),
+    }
+
+
+def amount_quantiles(cols: dict[str, np.ndarray], sample: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Amount quantiles of genuine rows per type: this data vs the real sample."""
+    frames = []
+    for name, c in (("this data", cols), ("real sample", sample)):
+        frame = pd.DataFrame({"type": c["type"], "amount": c["amount"]})[c["isFraud"] == 0]
+        q = frame.groupby("type")["amount"].quantile(list(QUANTILES)).unstack()
+        q.columns = [f"q{int(p * 100)}" for p in QUANTILES]
+        frames.append(q.assign(source=name).set_index("source", append=True))
+    return pd.concat(frames).sort_index().round(0)
+
+
+def signature_table(cols: dict[str, np.ndarray], sample: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Each signature in percent for this data and the real sample, and the gap in percentage points."""
+    ours, real = signatures(cols), signatures(sample)
+    table = pd.DataFrame(
+        {
+            "signature": [SIGNATURES[k] for k in SIGNATURES],
+            "this_data_pct": [100 * ours[k] for k in SIGNATURES],
+            "real_sample_pct": [100 * real[k] for k in SIGNATURES],
+        },
+        index=list(SIGNATURES),
+    )
+    table["gap_pp"] = table["this_data_pct"] - table["real_sample_pct"]
+    table["within_5pp"] = table["gap_pp"].abs() <= 5
+    return table
+
+
+def plot_volume(cols: dict[str, np.ndarray], sample: dict[str, np.ndarray]):
+    """Transactions and frauds per step (log scale), with the real sample's first 8 hours."""
+    import matplotlib.pyplot as plt
+
+    steps = np.arange(1, 744)
+    volume = np.bincount(cols["step"], minlength=744)[1:744]
+    frauds = np.bincount(cols["step"][cols["isFraud"] == 1], minlength=744)[1:744]
+    real = np.bincount(sample["step"], minlength=744)[1:744]
+    fig, ax = plt.subplots(figsize=(11, 3.5))
+    ax.plot(steps, np.maximum(volume, 0.8), lw=0.8, label="all transactions")
+    ax.plot(steps, np.maximum(frauds, 0.8), lw=0.8, label="frauds")
+    ax.plot(
+        steps[:8], real[:8] * len(cols["step"]) / FULL_ROWS, "k.", label="real data, steps 1-8 (scaled to this size)"
+    )
+    ax.set_yscale("log")
+    ax.set_xlabel("step (hour)")
+    ax.set_ylabel("transactions per step")
+    ax.legend(loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
+def plot_amounts(cols: dict[str, np.ndarray], sample: dict[str, np.ndarray]):
+    """Amount distributions per type (log10), this data vs the real sample; frauds separately."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(TRANSACTION_TYPES) + 1, figsize=(15, 3), sharey=False)
+    bins = np.linspace(0, 8, 41)
+    for ax, t in zip(axes, TRANSACTION_TYPES, strict=False):
+        for name, c, style in (("this data", cols, "step"), ("real sample", sample, "stepfilled")):
+            mask = (c["type"] == t) & (c["isFraud"] == 0)
+            ax.hist(np.log10(c["amount"][mask] + 1), bins=bins, density=True, histtype=style, alpha=0.5, label=name)
+        ax.set_title(t)
+        ax.set_xlabel("log10 amount")
+    ax = axes[-1]
+    for name, c, style in (("this data", cols, "step"), ("real sample", sample, "stepfilled")):
+        ax.hist(
+            np.log10(c["amount"][c["isFraud"] == 1] + 1), bins=bins, density=True, histtype=style, alpha=0.5, label=name
+        )
+    ax.set_title("fraud (all types)")
+    ax.set_xlabel("log10 amount")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,98 @@
+"""HTML of executed notebooks and the run's ``index.html`` that links them with the headline metrics."""
+
+import os
+from pathlib import Path
+
+import jinja2
+import nbformat
+from nbconvert import HTMLExporter
+
+from lib import outputs as nb_outputs
+
+# JupyterLab's look, without the CDN scripts (require.js, MathJax, Mermaid): reports open offline.
+_OFFLINE_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
+{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+"""
+
+_INDEX = jinja2.Environment(autoescape=True).from_string(
+    """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Pipeline run {{ state.run_id }}</title>
+<style>
+body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 70rem; color: #222; }
+table { border-collapse: collapse; margin: 1rem 0; } td, th { border: 1px solid #ccc; padding: .3rem .6rem; text-align: left; }
+.ok { color: #176317; } .failed { color: #b00020; font-weight: bold; } .pending { color: #777; }
+pre { background: #f6f6f6; padding: .8rem; overflow-x: auto; }
+</style></head>
+<body>
+<h1>Pipeline run <code>{{ state.run_id }}</code></h1>
+<p>Status: <span class="{{ 'ok' if state.ok else 'failed' }}">{{ 'finished' if state.ok else 'FAILED' }}</span>
+ &middot; profile <code>{{ state.profile }}</code> &middot; started {{ state.started }} &middot; finished {{ state.finished or '-' }}</p>
+<p>MLflow: run <code>{{ mlflow.run_id }}</code> in experiment {{ mlflow.experiment_id }} at <code>{{ mlflow.tracking_uri }}</code></p>
+<h2>Notebooks</h2>
+<table><tr><th>notebook</th><th>status</th><th>seconds</th><th>report</th><th>notebook</th></tr>
+{% for nb in notebooks %}<tr><td>{{ nb.name }}</td><td class="{{ nb.status }}">{{ nb.status }}</td><td>{{ nb.seconds }}</td>
+<td>{% if nb.html %}<a href="{{ nb.html }}">{{ nb.html }}</a>{% endif %}</td>
+<td>{% if nb.ipynb %}<a href="{{ nb.ipynb }}">{{ nb.ipynb }}</a>{% endif %}</td></tr>
+{% endfor %}</table>
+{% if state.failure %}<h2>Failure</h2><pre>{{ failure_text }}</pre>{% endif %}
+<h2>Headline metrics</h2>
+<table><tr><th>notebook</th><th>metric</th><th>value</th></tr>
+{% for nb, values in metrics.items() %}{% for k, v in values.items() %}<tr><td>{{ nb }}</td><td>{{ k }}</td><td>{{ '%.6g' % v }}</td></tr>
+{% endfor %}{% endfor %}</table>
+{% if extra_links %}<h2>Other reports</h2><ul>{% for label, href in extra_links %}<li><a href="{{ href }}">{{ label }}</a></li>{% endfor %}</ul>{% endif %}
+<p>Also here: <a href="params.yaml">params.yaml</a> &middot; <a href="outputs.json">outputs.json</a> &middot; <a href="run.json">run.json</a></p>
+</body></html>
+"""
+)
+
+
+def render_notebook(executed: Path) -> Path:
+    """Write ``<name>.html`` beside the executed notebook."""
+    exporter = HTMLExporter(
+        extra_loaders=[jinja2.DictLoader({"offline.html.j2": _OFFLINE_TEMPLATE})], template_file="offline.html.j2"
+    )
+    body, _ = exporter.from_notebook_node(nbformat.read(str(executed), as_version=4))
+    html = executed.with_suffix(".html")
+    tmp = html.with_name(f".{html.name}.tmp")
+    tmp.write_text(body, encoding="utf-8")
+    os.replace(tmp, html)
+    return html
+
+
+def write_index(run_dir: Path, state, outputs: dict, mlflow_info: dict) -> Path:
+    """``index.html`` of a run: every notebook, its status and reports, headline metrics, other reports."""
+    from lib.runner import format_failure
+
+    notebooks = []
+    for name in state.notebooks:
+        notebooks.append(
+            {
+                "name": name,
+                "status": state.status.get(name, "pending"),
+                "seconds": state.durations.get(name, ""),
+                "html": f"{name}.html" if (run_dir / f"{name}.html").exists() else None,
+                "ipynb": f"{name}.ipynb" if (run_dir / f"{name}.ipynb").exists() else None,
+            }
+        )
+    metrics = {nb: nb_outputs.headline_metrics(values) for nb, values in outputs.items()}
+    extra_links = [
+        (str(v), str(v))
+        for values in outputs.values()
+        for k, v in values.items()
+        if k.endswith("_report") and isinstance(v, str) and (run_dir / v).exists()
+    ]
+    html = _INDEX.render(
+        state=state,
+        notebooks=notebooks,
+        metrics={k: v for k, v in metrics.items() if v},
+        mlflow=mlflow_info,
+        failure_text=format_failure(state.failure, state.run_id) if state.failure else "",
+        extra_links=extra_links,
+    )
+    index = run_dir / "index.html"
+    tmp = index.with_name(".index.html.tmp")
+    tmp.write_text(html, encoding="utf-8")
+    os.replace(tmp, index)
+    return index

@@ -1,0 +1,343 @@
+"""Run the pipeline notebooks in order with papermill and keep a browsable, MLflow-logged record.
+
+Parameters: a profile file (``params/<profile>.yaml``) merged with ``KEY=VALUE`` overrides, later
+wins. A parameter goes to every selected notebook whose ``parameters`` cell declares it; a name no
+selected notebook declares is refused with the valid names (papermill itself only warns).
+Each run lives in ``runs/<run_id>/``: executed notebooks, their HTML, ``params.yaml``,
+``outputs.json``, ``run.json`` (state, for ``--run-id`` resume) and ``index.html``.
+"""
+
+import ast
+import json
+import os
+import re
+import secrets
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import papermill as pm
+import yaml
+from papermill.engines import NBClientEngine, papermill_engines
+from papermill.exceptions import PapermillExecutionError
+
+from lib import outputs as nb_outputs
+from lib import report
+from lib.config import PROJECT_ROOT, Settings, get_settings
+from lib.errors import ParameterError
+
+_NOTEBOOK_NAME = re.compile(r"^\d\d_[a-z0-9_]+$")
+
+
+def _print(message: str) -> None:
+    print(message, flush=True)
+
+
+class _PlainProgressEngine(NBClientEngine):
+    """papermill's engine, printing one plain line per finished cell (for logs that are not a TTY)."""
+
+    @classmethod
+    def execute_managed_notebook(cls, nb_man, kernel_name, **kwargs):
+        total = len(nb_man.nb.cells)
+        complete = nb_man.cell_complete
+
+        def cell_complete(cell, cell_index=None, **kw):
+            complete(cell, cell_index=cell_index, **kw)
+            _print(f"      cell {cell_index + 1}/{total} done")
+
+        nb_man.cell_complete = cell_complete
+        return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
+
+
+papermill_engines.register("plain-progress", _PlainProgressEngine)
+
+
+def discover(notebooks_dir: Path) -> list[Path]:
+    """The pipeline notebooks ``NN_name.ipynb``, in order."""
+    found = sorted(p for p in Path(notebooks_dir).glob("*.ipynb") if _NOTEBOOK_NAME.match(p.stem))
+    if not found:
+        raise ParameterError(f"no pipeline notebooks (NN_name.ipynb) in {notebooks_dir}")
+    return found
+
+
+def _match(names: list[str], wanted: str, flag: str) -> str:
+    hits = [n for n in names if n == wanted or n.startswith(f"{wanted}_") or n.split("_", 1)[-1] == wanted]
+    if len(hits) != 1:
+        raise ParameterError(f"{flag} {wanted!r} matches {hits or 'no notebook'}; choose one of {names}")
+    return hits[0]
+
+
+def select(
+    notebooks: list[Path], only: list[str] | None = None, start: str | None = None, until: str | None = None
+) -> list[Path]:
+    """The slice of notebooks to run: ``only`` some, or ``start``..``until`` inclusive."""
+    names = [p.stem for p in notebooks]
+    if only:
+        if start or until:
+            raise ParameterError("--only cannot be combined with --from/--until")
+        chosen = {_match(names, o, "--only") for o in only}
+        return [p for p in notebooks if p.stem in chosen]
+    lo = names.index(_match(names, start, "--from")) if start else 0
+    hi = names.index(_match(names, until, "--until")) if until else len(names) - 1
+    if lo > hi:
+        raise ParameterError(f"--from {start} comes after --until {until}")
+    return notebooks[lo : hi + 1]
+
+
+def load_profile(profile: str, params_dir: Path) -> dict:
+    """Parameters of a profile name (``params/<name>.yaml``) or a YAML file path."""
+    path = Path(profile) if profile.endswith((".yaml", ".yml")) else Path(params_dir) / f"{profile}.yaml"
+    if not path.exists():
+        known = sorted(p.stem for p in Path(params_dir).glob("*.yaml"))
+        raise ParameterError(f"profile {profile!r} not found at {path}; known profiles: {known}")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ParameterError(f"{path}: a profile is a mapping of PARAMETER: value")
+    return data
+
+
+def parse_overrides(pairs: list[str] | None) -> dict:
+    """``["ROWS=1000", "SOURCE=data.csv"]`` -> typed values (YAML rules: 1000 is an int)."""
+    parsed = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ParameterError(f"-p {pair!r}: write overrides as KEY=VALUE")
+        parsed[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+    return parsed
+
+
+def declared_parameters(notebook: Path) -> dict:
+    """Names and defaults of the notebook's ``parameters`` cell."""
+    return pm.inspect_notebook(str(notebook))
+
+
+def plan_parameters(notebooks: list[Path], params: dict) -> dict[str, dict]:
+    """Each notebook's parameters; refuse names that no selected notebook declares."""
+    declared = {nb.stem: declared_parameters(nb) for nb in notebooks}
+    unknown = sorted(k for k in params if not any(k in d for d in declared.values()))
+    if unknown:
+        valid = "\n".join(f"  {name}: {', '.join(sorted(d)) or '(none)'}" for name, d in declared.items())
+        raise ParameterError(
+            f"unknown parameter(s) {', '.join(unknown)}: no selected notebook declares them.\n"
+            f"Valid parameters by notebook:\n{valid}"
+        )
+    return {name: {k: v for k, v in params.items() if k in d} for name, d in declared.items()}
+
+
+@dataclass
+class RunState:
+    """What ``runs/<run_id>/run.json`` keeps: enough to resume a failed run."""
+
+    run_id: str
+    profile: str
+    overrides: dict
+    notebooks: list[str]
+    status: dict[str, str] = field(default_factory=dict)
+    durations: dict[str, float] = field(default_factory=dict)
+    mlflow_run_id: str | None = None
+    started: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    finished: str | None = None
+    failure: dict | None = None
+
+    @property
+    def ok(self) -> bool:
+        return all(self.status.get(n) == "ok" for n in self.notebooks)
+
+    def save(self, run_dir: Path) -> None:
+        _write_atomic(run_dir / "run.json", json.dumps(self.__dict__, indent=2))
+
+    @classmethod
+    def load(cls, run_dir: Path) -> "RunState":
+        path = run_dir / "run.json"
+        if not path.exists():
+            raise ParameterError(
+                f"--run-id: no run at {run_dir} (run.json missing); see the folders in {run_dir.parent}"
+            )
+        return cls(**json.loads(path.read_text()))
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    run_dir: Path
+    ok: bool
+    outputs: dict
+    mlflow_run_id: str | None
+    failure: dict | None = None
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def new_run_id() -> str:
+    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+
+
+def _point_latest(runs_dir: Path, run_id: str) -> None:
+    link = runs_dir / "latest"
+    tmp = runs_dir / f".latest.{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(run_id, target_is_directory=True)
+    os.replace(tmp, link)
+
+
+def _failure_details(exc: PapermillExecutionError, notebook: str, executed: Path) -> dict:
+    return {
+        "notebook": notebook,
+        "cell_index": exc.cell_index,
+        "execution_count": exc.exec_count,
+        "source": exc.source,
+        "error": f"{exc.ename}: {exc.evalue}",
+        "executed_notebook": str(executed),
+    }
+
+
+def _cell_number(failure: dict) -> str:
+    return "?" if failure["cell_index"] is None else str(failure["cell_index"] + 1)
+
+
+def format_failure(failure: dict, run_id: str) -> str:
+    """One readable block: notebook, cell, error, where the executed copy is, how to resume."""
+    source = "\n".join(f"        {line}" for line in failure["source"].splitlines()[:12])
+    return (
+        f"Pipeline run {run_id} FAILED\n"
+        f"  notebook:  {failure['notebook']}\n"
+        f"  cell:      {_cell_number(failure)} of the executed notebook (execution count {failure['execution_count']})\n"
+        f"  error:     {failure['error']}\n"
+        f"  code:\n{source}\n"
+        f"  executed:  {failure['executed_notebook']} (the failing cell is marked)\n"
+        f"  resume:    python run_pipeline.py --run-id {run_id}"
+    )
+
+
+def _flatten(params: dict[str, dict]) -> dict[str, object]:
+    return {f"{nb}.{k}": v for nb, values in params.items() for k, v in values.items()}
+
+
+def run_pipeline(
+    profile: str = "default",
+    overrides: dict | None = None,
+    only: list[str] | None = None,
+    start: str | None = None,
+    until: str | None = None,
+    run_id: str | None = None,
+    settings: Settings | None = None,
+    progress: bool | None = None,
+    log: Callable[[str], None] = _print,
+) -> RunResult:
+    """Run (or resume) the pipeline; returns what happened, never raises for a failing notebook."""
+    from lib import tracking
+
+    settings = settings or get_settings()
+    runs_dir = Path(settings.runs_dir)
+    notebooks = discover(settings.notebooks_dir)
+    overrides = dict(overrides or {})
+
+    if run_id:  # resume: same profile, selection and parameters, plus any new overrides
+        run_dir = runs_dir / run_id
+        state = RunState.load(run_dir)
+        state.overrides = {**state.overrides, **overrides}
+        if only or start or until:
+            state.notebooks = [p.stem for p in select(notebooks, only, start, until)]
+        state.failure = None
+    else:
+        run_id = new_run_id()
+        run_dir = runs_dir / run_id
+        state = RunState(run_id, profile, overrides, [p.stem for p in select(notebooks, only, start, until)])
+    by_name = {p.stem: p for p in notebooks}
+    missing = [n for n in state.notebooks if n not in by_name]
+    if missing:
+        raise ParameterError(f"run {run_id} used notebooks {missing} that are no longer in {settings.notebooks_dir}")
+    selected = [by_name[n] for n in state.notebooks]
+    params = {**load_profile(state.profile, settings.params_dir), **state.overrides}
+    plan = plan_parameters(selected, params)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _write_atomic(
+        run_dir / "params.yaml",
+        yaml.safe_dump({"profile": state.profile, "overrides": state.overrides, "notebooks": plan}, sort_keys=False),
+    )
+    outputs_path = run_dir / "outputs.json"
+    all_outputs = json.loads(outputs_path.read_text()) if outputs_path.exists() else {}
+    tty = sys.stdout.isatty() if progress is None else progress
+    todo = [nb for nb in selected if state.status.get(nb.stem) != "ok"]
+    log(f"Pipeline run {run_id}: {len(todo)} of {len(selected)} notebook(s) to run -> {run_dir}")
+
+    tracker = tracking.PipelineTracker(settings, run_id, state.mlflow_run_id)
+    state.mlflow_run_id = tracker.mlflow_run_id
+    tracker.log_params(_flatten(plan), {"profile": state.profile})
+    state.save(run_dir)
+    _point_latest(runs_dir, run_id)
+
+    for position, notebook in enumerate(todo, start=1):
+        name = notebook.stem
+        executed = run_dir / f"{name}.ipynb"
+        log(f"[{position}/{len(todo)}] {name} ...")
+        state.status[name] = "running"
+        state.save(run_dir)
+        began = time.perf_counter()
+        try:
+            pm.execute_notebook(
+                str(notebook),
+                str(executed),
+                parameters=plan[name],
+                kernel_name=settings.kernel_name,
+                cwd=str(PROJECT_ROOT),
+                progress_bar=tty,
+                engine_name=None if tty else "plain-progress",
+                stdout_file=None,
+            )
+        except PapermillExecutionError as exc:
+            state.status[name] = "failed"
+            state.failure = _failure_details(exc, name, executed)
+        except Exception as exc:  # the kernel died or the notebook could not be read/written
+            state.status[name] = "failed"
+            state.failure = {
+                "notebook": name, "cell_index": None, "execution_count": None, "source": "",
+                "error": f"{type(exc).__name__}: {exc}", "executed_notebook": str(executed),
+            }  # fmt: skip
+        else:
+            state.status[name] = "ok"
+            all_outputs[name] = nb_outputs.read(executed)
+        state.durations[name] = round(time.perf_counter() - began, 2)
+        html = report.render_notebook(executed) if executed.exists() else None
+        tracker.log_notebook(executed, html, all_outputs.get(name, {}), name)
+        _write_atomic(outputs_path, json.dumps(all_outputs, indent=2))
+        state.save(run_dir)
+        if state.failure:
+            log(f"      {name} failed after {state.durations[name]:.1f} s")
+            break
+        log(f"      {name} done in {state.durations[name]:.1f} s")
+
+    state.finished = datetime.now(UTC).isoformat(timespec="seconds")
+    state.save(run_dir)
+    index = report.write_index(run_dir, state, all_outputs, tracker.describe())
+    tracker.finish(run_dir, [index, outputs_path, run_dir / "params.yaml", run_dir / "run.json"], ok=state.ok)
+    if state.failure:
+        log(format_failure(state.failure, run_id))
+    else:
+        log(f"Pipeline run {run_id} finished: {index}")
+    return RunResult(run_id, run_dir, state.ok, all_outputs, state.mlflow_run_id, state.failure)
+
+
+def check_profile_defaults(profile: str = "default", settings: Settings | None = None) -> list[str]:
+    """Differences between a profile and the notebooks' own defaults (the default profile must match)."""
+    settings = settings or get_settings()
+    values = load_profile(profile, settings.params_dir)
+    problems = []
+    for notebook in discover(settings.notebooks_dir):
+        for name, info in declared_parameters(notebook).items():
+            if name in values:
+                default = ast.literal_eval(info["default"]) if info["default"] else None
+                if default != values[name]:
+                    problems.append(
+                        f"{notebook.stem}.{name}: notebook default {info['default']} != profile {values[name]!r}"
+                    )
+    return problems

@@ -1,0 +1,149 @@
+"""The pipeline runner on small fixture notebooks: parameters, slicing, failure report, resume, MLflow record."""
+
+import json
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from lib import runner
+from lib.errors import ParameterError
+from lib.tracking import find_pipeline_run
+from tests.conftest import write_notebook
+
+RECORD = "from lib import outputs\noutputs.record(value=VALUE * 2, label=LABEL)"
+
+
+@pytest.fixture
+def notebooks(tmp_path):
+    folder = tmp_path / "notebooks"
+    write_notebook(folder / "01_first.ipynb", "VALUE = 1\nLABEL = 'a'", RECORD)
+    write_notebook(folder / "02_second.ipynb", "SHOULD_FAIL = False", "assert not SHOULD_FAIL, 'asked to fail'")
+    write_notebook(folder / "03_third.ipynb", "VALUE = 5", "from lib import outputs\noutputs.record(third=VALUE)")
+    (folder / "scratch.ipynb").write_text("{}")  # not NN_name: not part of the pipeline
+    params = tmp_path / "params"
+    params.mkdir()
+    (params / "default.yaml").write_text("VALUE: 3\n")
+    return folder, params
+
+
+def test_discover_and_select(notebooks):
+    found = runner.discover(notebooks[0])
+    assert [p.stem for p in found] == ["01_first", "02_second", "03_third"]
+    assert [p.stem for p in runner.select(found, only=["second"])] == ["02_second"]
+    assert [p.stem for p in runner.select(found, start="02")] == ["02_second", "03_third"]
+    assert [p.stem for p in runner.select(found, until="02_second")] == ["01_first", "02_second"]
+    with pytest.raises(ParameterError, match="matches no notebook"):
+        runner.select(found, only=["nope"])
+    with pytest.raises(ParameterError, match="comes after"):
+        runner.select(found, start="03", until="01")
+
+
+def test_overrides_are_typed_and_later_wins():
+    assert runner.parse_overrides(["ROWS=1000", "SOURCE=a.csv", "ROWS=5", "RATE=0.5", "FLAG=true"]) == {
+        "ROWS": 5,
+        "SOURCE": "a.csv",
+        "RATE": 0.5,
+        "FLAG": True,
+    }
+    with pytest.raises(ParameterError, match="KEY=VALUE"):
+        runner.parse_overrides(["ROWS"])
+
+
+def test_unknown_parameter_is_refused_with_valid_names(notebooks, make_settings):
+    settings = make_settings(*notebooks)
+    with pytest.raises(ParameterError) as info:
+        runner.run_pipeline(overrides={"VALEU": 2}, settings=settings, log=lambda _: None)
+    message = str(info.value)
+    assert "VALEU" in message and "01_first: LABEL, VALUE" in message and "02_second: SHOULD_FAIL" in message
+    assert not (settings.runs_dir).exists() or not any(settings.runs_dir.iterdir())
+
+
+def test_parameter_only_declared_by_unselected_notebook_is_refused(notebooks, make_settings):
+    with pytest.raises(ParameterError, match="SHOULD_FAIL"):
+        runner.run_pipeline(overrides={"SHOULD_FAIL": True}, only=["01"], settings=make_settings(*notebooks))
+
+
+def test_failure_is_reported_kept_and_resumable(notebooks, make_settings, capsys):
+    settings = make_settings(*notebooks)
+    failed = runner.run_pipeline(overrides={"SHOULD_FAIL": True, "LABEL": "x"}, settings=settings, progress=False)
+    assert not failed.ok
+    printed = capsys.readouterr().out
+    assert "FAILED" in printed and "02_second" in printed and "AssertionError: asked to fail" in printed
+    assert f"--run-id {failed.run_id}" in printed
+    assert failed.failure["cell_index"] == 3  # 0-based, after papermill's injected-parameters cell
+    assert "cell:      4 of the executed notebook (execution count 3)" in printed
+    # the failed executed notebook is kept with papermill's error marker
+    executed = json.loads((failed.run_dir / "02_second.ipynb").read_text())
+    assert any("papermill-error-cell-tag" in c.get("metadata", {}).get("tags", []) for c in executed["cells"])
+    assert (failed.run_dir / "02_second.html").exists()
+    assert not (failed.run_dir / "03_third.ipynb").exists()
+    assert failed.outputs == {"01_first": {"value": 6, "label": "x"}}  # profile VALUE=3, doubled
+    mlflow_run = find_pipeline_run(settings.mlflow_tracking_uri, settings.mlflow_experiment, failed.run_id)
+    assert mlflow_run.info.status == "FAILED"
+
+    first_mtime = (failed.run_dir / "01_first.ipynb").stat().st_mtime_ns
+    resumed = runner.run_pipeline(run_id=failed.run_id, overrides={"SHOULD_FAIL": False}, settings=settings)
+    assert resumed.ok and resumed.run_id == failed.run_id
+    assert (failed.run_dir / "01_first.ipynb").stat().st_mtime_ns == first_mtime  # not re-run
+    assert resumed.outputs["03_third"] == {"third": 3}  # the profile value reaches every notebook declaring it
+    assert resumed.mlflow_run_id == failed.mlflow_run_id
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    run = client.get_run(resumed.mlflow_run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["01_first.value"] == 6
+    assert (
+        run.data.params["02_second.SHOULD_FAIL"] == "True"
+        and run.data.tags["override.02_second.SHOULD_FAIL"] == "False"
+    )
+    logged = {
+        a.path for folder in ("notebooks", "reports", "run") for a in client.list_artifacts(run.info.run_id, folder)
+    }
+    assert {"notebooks/02_second.ipynb", "reports/03_third.html", "run/index.html", "run/outputs.json"} <= logged
+
+
+def test_run_record_layout(notebooks, make_settings):
+    settings = make_settings(*notebooks)
+    result = runner.run_pipeline(until="01", overrides={"VALUE": 4}, settings=settings, log=lambda _: None)
+    assert result.ok
+    run_dir = result.run_dir
+    assert (settings.runs_dir / "latest").resolve() == run_dir.resolve()
+    params = yaml.safe_load((run_dir / "params.yaml").read_text())
+    assert params["notebooks"] == {"01_first": {"VALUE": 4}}
+    assert json.loads((run_dir / "outputs.json").read_text()) == {"01_first": {"value": 8, "label": "a"}}
+    index = (run_dir / "index.html").read_text()
+    assert 'href="01_first.html"' in index and 'href="01_first.ipynb"' in index and result.run_id in index
+    html = (run_dir / "01_first.html").read_text()
+    assert "cdnjs" not in html  # reports open offline
+
+
+def test_unknown_run_id(notebooks, make_settings):
+    with pytest.raises(ParameterError, match=r"run\.json missing"):
+        runner.run_pipeline(run_id="nope", settings=make_settings(*notebooks))
+
+
+def test_cli_exit_codes(notebooks, make_settings, monkeypatch):
+    import run_pipeline
+
+    settings = make_settings(*notebooks)
+    monkeypatch.setattr(runner, "get_settings", lambda: settings)
+    assert run_pipeline.main(["-p", "NOPE=1"]) == 2
+    assert run_pipeline.main(["-p", "SHOULD_FAIL=true"]) == 1
+    assert run_pipeline.main(["--until", "01_first"]) == 0
+
+
+def test_default_profile_matches_notebook_defaults():
+    assert runner.check_profile_defaults("default") == []
+
+
+def test_every_pipeline_notebook_follows_the_conventions():
+    from lib.config import PROJECT_ROOT
+
+    for path in runner.discover(PROJECT_ROOT / "notebooks"):
+        nb = json.loads(path.read_text())
+        code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+        assert sum("parameters" in c["metadata"].get("tags", []) for c in code) == 1, path
+        assert not any(c.get("outputs") or c.get("execution_count") for c in code), f"{path} committed with outputs"
+        source = "\n".join("".join(c["source"]) for c in code)
+        assert "\ndef " not in f"\n{source}" and "\nclass " not in f"\n{source}", f"{path} defines code; move it to lib"
+        assert "outputs.record(" in "".join(code[-1]["source"]), f"{path}: the last cell must record outputs"
