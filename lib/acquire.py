@@ -197,7 +197,7 @@ def write_batches(batches: Iterable[pa.RecordBatch], out: Path) -> Path:
                 for batch in batches:
                     writer.write_batch(batch, row_group_size=len(batch))
         else:
-            with pacsv.CSVWriter(tmp, RAW_SCHEMA, write_options=pacsv.WriteOptions(quoting_style="needed")) as writer:
+            with pacsv.CSVWriter(tmp, RAW_SCHEMA, write_options=pacsv.WriteOptions(quoting_style="none")) as writer:
                 for batch in batches:
                     writer.write_batch(batch)
         os.replace(tmp, out)

@@ -115,16 +115,28 @@ def declared_parameters(notebook: Path) -> dict:
     return pm.inspect_notebook(str(notebook))
 
 
-def plan_parameters(notebooks: list[Path], params: dict) -> dict[str, dict]:
-    """Each notebook's parameters; refuse names that no selected notebook declares."""
-    declared = {nb.stem: declared_parameters(nb) for nb in notebooks}
-    unknown = sorted(k for k in params if not any(k in d for d in declared.values()))
+def _refuse_unknown(names: list[str], declared: dict[str, dict], what: str) -> None:
+    unknown = sorted(k for k in names if not any(k in d for d in declared.values()))
     if unknown:
         valid = "\n".join(f"  {name}: {', '.join(sorted(d)) or '(none)'}" for name, d in declared.items())
         raise ParameterError(
-            f"unknown parameter(s) {', '.join(unknown)}: no selected notebook declares them.\n"
-            f"Valid parameters by notebook:\n{valid}"
+            f"unknown parameter(s) {', '.join(unknown)}: no {what} declares them.\nValid parameters by notebook:\n{valid}"
         )
+
+
+def plan_parameters(
+    selected: list[Path], profile: dict, overrides: dict, pipeline: list[Path] | None = None
+) -> dict[str, dict]:
+    """Each selected notebook's parameters (profile, then overrides: later wins).
+
+    An override must be declared by a selected notebook; a profile key by some pipeline notebook
+    (a profile serves every slice of the pipeline).
+    """
+    declared = {nb.stem: declared_parameters(nb) for nb in selected}
+    _refuse_unknown(list(overrides), declared, "selected notebook")
+    everywhere = {**{nb.stem: declared_parameters(nb) for nb in pipeline or []}, **declared}
+    _refuse_unknown(list(profile), everywhere, "pipeline notebook")
+    params = {**profile, **overrides}
     return {name: {k: v for k, v in params.items() if k in d} for name, d in declared.items()}
 
 
@@ -256,8 +268,7 @@ def run_pipeline(
     if missing:
         raise ParameterError(f"run {run_id} used notebooks {missing} that are no longer in {settings.notebooks_dir}")
     selected = [by_name[n] for n in state.notebooks]
-    params = {**load_profile(state.profile, settings.params_dir), **state.overrides}
-    plan = plan_parameters(selected, params)
+    plan = plan_parameters(selected, load_profile(state.profile, settings.params_dir), state.overrides, notebooks)
 
     run_dir.mkdir(parents=True, exist_ok=True)
     _write_atomic(

@@ -23,7 +23,7 @@ def notebooks(tmp_path):
     (folder / "scratch.ipynb").write_text("{}")  # not NN_name: not part of the pipeline
     params = tmp_path / "params"
     params.mkdir()
-    (params / "default.yaml").write_text("VALUE: 3\n")
+    (params / "default.yaml").write_text("VALUE: 3\nSHOULD_FAIL: false\n")
     return folder, params
 
 
@@ -115,6 +115,15 @@ def test_run_record_layout(notebooks, make_settings):
     assert 'href="01_first.html"' in index and 'href="01_first.ipynb"' in index and result.run_id in index
     html = (run_dir / "01_first.html").read_text()
     assert "cdnjs" not in html  # reports open offline
+
+
+def test_profile_serves_every_slice_but_a_typo_in_it_is_refused(notebooks, make_settings):
+    folder, params = notebooks
+    settings = make_settings(folder, params)
+    assert runner.run_pipeline(only=["01"], settings=settings, log=lambda _: None).ok  # SHOULD_FAIL is 02's
+    (params / "typo.yaml").write_text("VALEU: 3\n")
+    with pytest.raises(ParameterError, match="no pipeline notebook declares"):
+        runner.run_pipeline(profile="typo", settings=settings)
 
 
 def test_unknown_run_id(notebooks, make_settings):

@@ -1,0 +1,190 @@
+"""The feature spec: every model feature defined once, evaluated by NumPy (scoring) and by Spark (batch).
+
+Each formula is a function of a backend ``x`` that offers the raw columns and a handful of
+operations (``log1p``, ``flag``, ``where``, ...). ``NumpyBackend`` evaluates it on arrays for one
+transaction or a micro-batch; ``lib.preprocess`` hands in a Spark backend and gets a Column
+expression. Arithmetic and comparisons are the operators both already share, so there is one
+formula and two evaluators, and ``tests/data/test_features.py`` proves they give the same matrix.
+"""
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from lib.errors import DataValidationError
+from lib.schema import TRANSACTION_TYPES
+
+CENT = 0.005  # half a cent: amounts and balances are given in cents
+
+# The raw inputs the features need: the 9 columns a scoring request carries (labels are optional).
+INPUT_COLUMNS: tuple[str, ...] = (
+    "step", "type", "amount", "nameOrig", "oldbalanceOrg", "newbalanceOrig", "nameDest", "oldbalanceDest", "newbalanceDest",
+)  # fmt: skip
+NUMERIC_INPUTS: tuple[str, ...] = (
+    "step",
+    "amount",
+    "oldbalanceOrg",
+    "newbalanceOrig",
+    "oldbalanceDest",
+    "newbalanceDest",
+)
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One model input: its name, dtype, formula (as text and as code) and whether it is known before settlement."""
+
+    name: str
+    dtype: str  # "double" or "int8"
+    formula: str
+    compute: Callable[[Any], Any]
+    after_the_fact: bool = False  # uses the post-transaction balances newbalanceOrig / newbalanceDest
+
+
+def _type_flag(t: str) -> Feature:
+    return Feature(f"type_{t}", "int8", f"type == '{t}'", lambda x: x.flag(x.type == t))
+
+
+FEATURES: tuple[Feature, ...] = (
+    Feature("log_amount", "double", "log1p(amount)", lambda x: x.log1p(x.amount)),
+    Feature("log_oldbalance_orig", "double", "log1p(oldbalanceOrg)", lambda x: x.log1p(x.oldbalanceOrg)),
+    Feature("log_oldbalance_dest", "double", "log1p(oldbalanceDest)", lambda x: x.log1p(x.oldbalanceDest)),
+    Feature(
+        "log_newbalance_orig",
+        "double",
+        "log1p(newbalanceOrig)",
+        lambda x: x.log1p(x.newbalanceOrig),
+        after_the_fact=True,
+    ),
+    Feature(
+        "log_newbalance_dest",
+        "double",
+        "log1p(newbalanceDest)",
+        lambda x: x.log1p(x.newbalanceDest),
+        after_the_fact=True,
+    ),
+    *(_type_flag(t) for t in TRANSACTION_TYPES),
+    Feature(
+        "balance_error_orig",
+        "double",
+        "newbalanceOrig + amount - oldbalanceOrg",
+        lambda x: x.newbalanceOrig + x.amount - x.oldbalanceOrg,
+        after_the_fact=True,
+    ),
+    Feature(
+        "balance_error_dest",
+        "double",
+        "oldbalanceDest + amount - newbalanceDest",
+        lambda x: x.oldbalanceDest + x.amount - x.newbalanceDest,
+        after_the_fact=True,
+    ),
+    Feature("orig_zero_before", "int8", "oldbalanceOrg == 0", lambda x: x.flag(x.oldbalanceOrg == 0)),
+    Feature("dest_zero_before", "int8", "oldbalanceDest == 0", lambda x: x.flag(x.oldbalanceDest == 0)),
+    Feature(
+        "orig_zero_after", "int8", "newbalanceOrig == 0", lambda x: x.flag(x.newbalanceOrig == 0), after_the_fact=True
+    ),
+    Feature(
+        "dest_unchanged_zero",
+        "int8",
+        "oldbalanceDest == 0 and newbalanceDest == 0",
+        lambda x: x.flag((x.oldbalanceDest == 0) & (x.newbalanceDest == 0)),
+        after_the_fact=True,
+    ),
+    Feature(
+        "amount_is_whole_balance",
+        "int8",
+        "|amount - oldbalanceOrg| < 0.005",
+        lambda x: x.flag(x.abs(x.amount - x.oldbalanceOrg) < CENT),
+    ),
+    Feature(
+        "amount_to_balance", "double", "amount / (oldbalanceOrg + 1)", lambda x: x.amount / (x.oldbalanceOrg + 1.0)
+    ),
+    Feature("merchant_dest", "int8", "nameDest starts with 'M'", lambda x: x.flag(x.starts_with(x.nameDest, "M"))),
+    Feature("hour_of_day", "int8", "step % 24", lambda x: x.step % 24),
+    Feature("day", "int8", "(step - 1) // 24", lambda x: x.floor_div(x.step - 1, 24)),
+)
+
+FEATURE_SETS: dict[str, tuple[str, ...]] = {
+    "full": tuple(f.name for f in FEATURES),
+    "realtime_safe": tuple(f.name for f in FEATURES if not f.after_the_fact),
+}
+FEATURE_SPEC_VERSION = (
+    "fs-"
+    + hashlib.sha256(
+        json.dumps([(f.name, f.dtype, f.formula, f.after_the_fact) for f in FEATURES]).encode()
+    ).hexdigest()[:10]
+)
+
+
+def feature_names(feature_set: str = "full") -> tuple[str, ...]:
+    try:
+        return FEATURE_SETS[feature_set]
+    except KeyError:
+        raise DataValidationError(
+            f"unknown feature set {feature_set!r}; choose one of {sorted(FEATURE_SETS)}"
+        ) from None
+
+
+def describe() -> list[dict]:
+    """The spec as plain data (for manifests, bundles and the notebooks)."""
+    return [
+        {"name": f.name, "dtype": f.dtype, "formula": f.formula, "after_the_fact": f.after_the_fact} for f in FEATURES
+    ]
+
+
+class NumpyBackend:
+    """Evaluates formulas on NumPy arrays (one transaction = arrays of length 1)."""
+
+    def __init__(self, columns: Mapping[str, np.ndarray]) -> None:
+        self._columns = columns
+
+    def __getattr__(self, name: str) -> np.ndarray:
+        try:
+            return self._columns[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    log1p = staticmethod(np.log1p)
+    abs = staticmethod(np.abs)
+
+    @staticmethod
+    def flag(condition: np.ndarray) -> np.ndarray:
+        return condition.astype(np.int32)
+
+    @staticmethod
+    def starts_with(values: np.ndarray, prefix: str) -> np.ndarray:
+        return np.char.startswith(values.astype(str), prefix)
+
+    @staticmethod
+    def floor_div(a: np.ndarray, b: int) -> np.ndarray:
+        return np.floor_divide(a, b)
+
+
+def columns_from_records(records: list[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+    """Raw transactions (dicts, already validated) -> column arrays, without pandas."""
+    columns: dict[str, np.ndarray] = {c: np.array([r[c] for r in records], dtype=np.float64) for c in NUMERIC_INPUTS}
+    columns["step"] = columns["step"].astype(np.int64)
+    for c in ("type", "nameOrig", "nameDest"):
+        columns[c] = np.array([r[c] for r in records], dtype=object)
+    return columns
+
+
+def compute(columns: Mapping[str, np.ndarray], feature_set: str = "full") -> np.ndarray:
+    """The feature matrix (rows x features, float64) of raw columns, in the feature set's order."""
+    missing = [c for c in INPUT_COLUMNS if c not in columns]
+    if missing:
+        raise DataValidationError(f"raw transactions lack column(s) {missing}; features need {list(INPUT_COLUMNS)}")
+    prepared = dict(columns)
+    for c in NUMERIC_INPUTS:
+        prepared[c] = np.asarray(columns[c], dtype=np.int64 if c == "step" else np.float64)
+    backend = NumpyBackend(prepared)
+    wanted = set(feature_names(feature_set))
+    n = len(prepared["amount"])
+    matrix = np.empty((n, len(wanted)), dtype=np.float64)
+    for j, feature in enumerate(f for f in FEATURES if f.name in wanted):
+        matrix[:, j] = feature.compute(backend)
+    return matrix
