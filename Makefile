@@ -46,4 +46,4 @@ lock:
 		--no-header --annotation-style line -o requirements.lock
 
 clean:
-	rm -rf $(VENV) runs/2* runs/latest mlflow.db mlartifacts data/raw
+	rm -rf $(VENV) runs/2* runs/latest runs/.cache mlflow.db mlartifacts data/raw data/processed data/*.dvc dvc-remote

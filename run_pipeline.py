@@ -22,6 +22,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--from", dest="start", metavar="NOTEBOOK", help="start at this notebook")
     parser.add_argument("--until", metavar="NOTEBOOK", help="stop after this notebook")
     parser.add_argument("--run-id", help="resume this run from its failed (or first unfinished) notebook")
+    parser.add_argument("--force", action="store_true", help="recompute steps even when their cached outputs are valid")
+    parser.add_argument(
+        "--data-version", metavar="RUN_ID|GIT_REV", help="restore the DVC-versioned data of a run or git revision first"
+    )
     args = parser.parse_args(argv)
     try:
         result = run_pipeline(
@@ -31,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
             start=args.start,
             until=args.until,
             run_id=args.run_id,
+            force=args.force,
+            data_version=args.data_version,
         )
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -214,6 +214,21 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def content_sha256(path: Path) -> str:
+    """sha256 of a file, or of a folder's files (relative names and contents, hidden files skipped)."""
+    path = Path(path)
+    if path.is_file():
+        return file_sha256(path)
+    digest = hashlib.sha256()
+    for file in sorted(
+        p
+        for p in path.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+    ):
+        digest.update(f"{file.relative_to(path).as_posix()}\0{file_sha256(file)}\n".encode())
+    return digest.hexdigest()
+
+
 def source_batches(source: str, rows: int, seed: int, drift: DriftScenario | None = None) -> Iterator[pa.RecordBatch]:
     """Batches of the raw schema from the simulator or a file/URL."""
     if source == "simulator":

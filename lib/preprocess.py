@@ -7,6 +7,7 @@ partitioned by split into a temporary folder that replaces the output only when 
 
 import json
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -200,6 +201,7 @@ def run_job(
                 f"Find the bad rows with `python -m lib validate {source}`."
             ) from exc
         job_seconds = time.perf_counter() - began
+        _stable_file_names(tmp)
         counts = _split_counts(tmp)
         manifest = {
             "feature_spec_version": FEATURE_SPEC_VERSION,
@@ -212,14 +214,24 @@ def run_job(
             "rows": sum(c["rows"] for c in counts.values()),
             "input": source,
             "input_sha256": input_sha256 or (file_sha256(Path(source)) if Path(source).is_file() else None),
-            "spark_master": spark.sparkContext.master,
-            "job_seconds": round(job_seconds, 2),
         }
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))  # same data -> same bytes
         _replace_dir(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return manifest
+    return {**manifest, "spark_master": spark.sparkContext.master, "job_seconds": round(job_seconds, 2)}
+
+
+_PART_NAME = re.compile(r"^(part-\d+)-[0-9a-f-]{36}(\.c\d+)?(\..*)?$")
+
+
+def _stable_file_names(folder: Path) -> None:
+    """Drop the random job id Spark puts in file names (and its checksums), so equal data hashes equally."""
+    for path in list(folder.rglob("*")):
+        if (path.name.startswith(".") and path.name.endswith(".crc")) or path.name == "_SUCCESS":
+            path.unlink()
+        elif match := _PART_NAME.match(path.name):
+            path.rename(path.with_name("".join(g or "" for g in match.groups())))
 
 
 def _split_counts(folder: Path) -> dict[str, dict]:

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -24,12 +25,13 @@ import yaml
 from papermill.engines import NBClientEngine, papermill_engines
 from papermill.exceptions import PapermillExecutionError
 
+from lib import cache, report
 from lib import outputs as nb_outputs
-from lib import report
 from lib.config import PROJECT_ROOT, Settings, get_settings
 from lib.errors import ParameterError
 
 _NOTEBOOK_NAME = re.compile(r"^\d\d_[a-z0-9_]+$")
+_DONE = ("ok", "cached")
 
 
 def _print(message: str) -> None:
@@ -157,7 +159,7 @@ class RunState:
 
     @property
     def ok(self) -> bool:
-        return all(self.status.get(n) == "ok" for n in self.notebooks)
+        return all(self.status.get(n) in _DONE for n in self.notebooks)
 
     def save(self, run_dir: Path) -> None:
         _write_atomic(run_dir / "run.json", json.dumps(self.__dict__, indent=2))
@@ -229,6 +231,36 @@ def format_failure(failure: dict, run_id: str) -> str:
     )
 
 
+def _execute(notebook: Path, executed: Path, params: dict, settings: Settings, tty: bool) -> dict | None:
+    """Run one notebook with papermill; the failure details, or None when it succeeded."""
+    try:
+        pm.execute_notebook(
+            str(notebook),
+            str(executed),
+            parameters=params,
+            kernel_name=settings.kernel_name,
+            cwd=str(PROJECT_ROOT),
+            progress_bar=tty,
+            engine_name=None if tty else "plain-progress",
+        )
+    except PapermillExecutionError as exc:
+        return _failure_details(exc, notebook.stem, executed)
+    except Exception as exc:  # the kernel died or the notebook could not be read/written
+        return {
+            "notebook": notebook.stem, "cell_index": None, "execution_count": None, "source": "",
+            "error": f"{type(exc).__name__}: {exc}", "executed_notebook": str(executed),
+        }  # fmt: skip
+    return None
+
+
+def _reuse_executed(source_run: Path, run_dir: Path, name: str) -> None:
+    """A cache hit links the executed notebook and report of the run that computed them."""
+    for suffix in (".ipynb", ".html"):
+        original = source_run / f"{name}{suffix}"
+        if original.exists() and source_run != run_dir:
+            shutil.copy2(original, run_dir / original.name)
+
+
 def _flatten(params: dict[str, dict]) -> dict[str, object]:
     return {f"{nb}.{k}": v for nb, values in params.items() for k, v in values.items()}
 
@@ -240,12 +272,14 @@ def run_pipeline(
     start: str | None = None,
     until: str | None = None,
     run_id: str | None = None,
+    force: bool = False,
+    data_version: str | None = None,
     settings: Settings | None = None,
     progress: bool | None = None,
     log: Callable[[str], None] = _print,
 ) -> RunResult:
     """Run (or resume) the pipeline; returns what happened, never raises for a failing notebook."""
-    from lib import tracking
+    from lib import tracking, versioning
 
     settings = settings or get_settings()
     runs_dir = Path(settings.runs_dir)
@@ -270,6 +304,11 @@ def run_pipeline(
     selected = [by_name[n] for n in state.notebooks]
     plan = plan_parameters(selected, load_profile(state.profile, settings.params_dir), state.overrides, notebooks)
 
+    if data_version:  # before anything of this run is written: a failed restore leaves no trace
+        params = {**load_profile(state.profile, settings.params_dir), **state.overrides}
+        restored = versioning.restore(data_version, runs_dir, params)
+        log(f"Data version {data_version} restored: {', '.join(restored)}")
+
     run_dir.mkdir(parents=True, exist_ok=True)
     _write_atomic(
         run_dir / "params.yaml",
@@ -278,54 +317,51 @@ def run_pipeline(
     outputs_path = run_dir / "outputs.json"
     all_outputs = json.loads(outputs_path.read_text()) if outputs_path.exists() else {}
     tty = sys.stdout.isatty() if progress is None else progress
-    todo = [nb for nb in selected if state.status.get(nb.stem) != "ok"]
+    todo = [nb for nb in selected if state.status.get(nb.stem) not in _DONE]
     log(f"Pipeline run {run_id}: {len(todo)} of {len(selected)} notebook(s) to run -> {run_dir}")
 
     tracker = tracking.PipelineTracker(settings, run_id, state.mlflow_run_id)
     state.mlflow_run_id = tracker.mlflow_run_id
-    tracker.log_params(_flatten(plan), {"profile": state.profile})
+    tags = {"profile": state.profile, **({"data_version": data_version} if data_version else {})}
+    tracker.log_params(_flatten(plan), tags)
     state.save(run_dir)
     _point_latest(runs_dir, run_id)
 
+    cache_dir = runs_dir / ".cache"
     for position, notebook in enumerate(todo, start=1):
         name = notebook.stem
         executed = run_dir / f"{name}.ipynb"
-        log(f"[{position}/{len(todo)}] {name} ...")
-        state.status[name] = "running"
-        state.save(run_dir)
-        began = time.perf_counter()
-        try:
-            pm.execute_notebook(
-                str(notebook),
-                str(executed),
-                parameters=plan[name],
-                kernel_name=settings.kernel_name,
-                cwd=str(PROJECT_ROOT),
-                progress_bar=tty,
-                engine_name=None if tty else "plain-progress",
-                stdout_file=None,
+        cache_key = cache.key(notebook, plan[name], cache.upstream_data(all_outputs))
+        hit = None if force else cache.lookup(cache_dir, name, cache_key)
+        if hit:
+            _reuse_executed(runs_dir / hit["run_id"], run_dir, name)
+            state.status[name], state.durations[name], all_outputs[name] = "cached", 0.0, hit["outputs"]
+            log(
+                f"[{position}/{len(todo)}] {name}: skipped, same code, parameters and upstream data as run "
+                f"{hit['run_id']} (outputs verified); --force recomputes"
             )
-        except PapermillExecutionError as exc:
-            state.status[name] = "failed"
-            state.failure = _failure_details(exc, name, executed)
-        except Exception as exc:  # the kernel died or the notebook could not be read/written
-            state.status[name] = "failed"
-            state.failure = {
-                "notebook": name, "cell_index": None, "execution_count": None, "source": "",
-                "error": f"{type(exc).__name__}: {exc}", "executed_notebook": str(executed),
-            }  # fmt: skip
         else:
-            state.status[name] = "ok"
-            all_outputs[name] = nb_outputs.read(executed)
-        state.durations[name] = round(time.perf_counter() - began, 2)
-        html = report.render_notebook(executed) if executed.exists() else None
-        tracker.log_notebook(executed, html, all_outputs.get(name, {}), name)
+            log(f"[{position}/{len(todo)}] {name} ...")
+            state.status[name] = "running"
+            state.save(run_dir)
+            began = time.perf_counter()
+            state.failure = _execute(notebook, executed, plan[name], settings, tty)
+            state.durations[name] = round(time.perf_counter() - began, 2)
+            state.status[name] = "failed" if state.failure else "ok"
+            if not state.failure:
+                all_outputs[name] = nb_outputs.read(executed)
+                cache.store(cache_dir, name, cache_key, run_id, all_outputs[name])
+        html = executed.with_suffix(".html")
+        if executed.exists() and state.status[name] != "cached":
+            html = report.render_notebook(executed)
+        tracker.log_notebook(executed, html if html.exists() else None, all_outputs.get(name, {}), name)
         _write_atomic(outputs_path, json.dumps(all_outputs, indent=2))
         state.save(run_dir)
         if state.failure:
             log(f"      {name} failed after {state.durations[name]:.1f} s")
             break
-        log(f"      {name} done in {state.durations[name]:.1f} s")
+        if state.status[name] == "ok":
+            log(f"      {name} done in {state.durations[name]:.1f} s")
 
     state.finished = datetime.now(UTC).isoformat(timespec="seconds")
     state.save(run_dir)

@@ -48,6 +48,8 @@ class PipelineTracker:
             self.client.log_artifact(self.mlflow_run_id, str(html), "reports")
         for key, value in nb_outputs.headline_metrics(outputs).items():
             self.client.log_metric(self.mlflow_run_id, f"{name}.{key}", value)
+        for key, value in outputs.get("mlflow_tags", {}).items():  # e.g. the DVC data versions
+            self.client.set_tag(self.mlflow_run_id, key, str(value))
 
     def finish(self, run_dir: Path, files: list[Path], ok: bool) -> None:
         for path in files:

@@ -126,6 +126,34 @@ def test_profile_serves_every_slice_but_a_typo_in_it_is_refused(notebooks, make_
         runner.run_pipeline(profile="typo", settings=settings)
 
 
+def test_step_cache_skips_unchanged_steps_only(tmp_path, make_settings):
+    folder = tmp_path / "nb"
+    produce = (
+        "from pathlib import Path\nfrom lib import outputs\nfrom lib.acquire import file_sha256\n"
+        "Path(OUT).write_text(f'data {SEED}')\n"
+        "outputs.record(seed=SEED, data_outputs={'data': {'path': OUT, 'sha256': file_sha256(Path(OUT))}})"
+    )
+    write_notebook(folder / "01_make.ipynb", f"SEED = 1\nOUT = '{tmp_path / 'data.txt'}'", produce)
+    write_notebook(folder / "02_use.ipynb", "FACTOR = 2", "from lib import outputs\noutputs.record(used=FACTOR)")
+    params = tmp_path / "params"
+    params.mkdir()
+    (params / "default.yaml").write_text("{}\n")
+    settings = make_settings(folder, params)
+    lines: list[str] = []
+    first = runner.run_pipeline(settings=settings, log=lines.append)
+    second = runner.run_pipeline(settings=settings, log=lines.append)
+    assert json.loads((second.run_dir / "run.json").read_text())["status"] == {"01_make": "cached", "02_use": "ok"}
+    assert any(f"01_make: skipped, same code, parameters and upstream data as run {first.run_id}" in ln for ln in lines)
+    assert (second.run_dir / "01_make.html").exists() and second.outputs["01_make"] == first.outputs["01_make"]
+    changed = runner.run_pipeline(overrides={"SEED": 2}, settings=settings, log=lines.append)
+    assert json.loads((changed.run_dir / "run.json").read_text())["status"]["01_make"] == "ok"
+    forced = runner.run_pipeline(overrides={"SEED": 2}, force=True, settings=settings, log=lines.append)
+    assert json.loads((forced.run_dir / "run.json").read_text())["status"]["01_make"] == "ok"
+    (tmp_path / "data.txt").write_text("tampered")  # an output that changed is not trusted
+    tampered = runner.run_pipeline(overrides={"SEED": 2}, settings=settings, log=lines.append)
+    assert json.loads((tampered.run_dir / "run.json").read_text())["status"]["01_make"] == "ok"
+
+
 def test_unknown_run_id(notebooks, make_settings):
     with pytest.raises(ParameterError, match=r"run\.json missing"):
         runner.run_pipeline(run_id="nope", settings=make_settings(*notebooks))

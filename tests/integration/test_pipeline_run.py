@@ -1,21 +1,21 @@
 """The README's run command on a small size: a finished run whose index links every report, checked in Chromium."""
 
 import json
+import shutil
 import subprocess
 import sys
 
 import pytest
 
+from lib.acquire import content_sha256
 from lib.config import PROJECT_ROOT
 from lib.runner import discover
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-@pytest.fixture(scope="module")
-def pipeline_run(tmp_path_factory):
-    """``python run_pipeline.py`` as a user runs it, with runs and MLflow in a temporary folder."""
-    home = tmp_path_factory.mktemp("pipeline")
+def run_pipeline(home, *args: str) -> subprocess.CompletedProcess:
+    """``python run_pipeline.py`` as a user runs it, with runs, MLflow and the DVC remote in ``home``."""
     env = {
         "PATH": f"{PROJECT_ROOT / '.venv' / 'bin'}:/usr/bin:/bin",
         "HOME": str(home),
@@ -23,10 +23,17 @@ def pipeline_run(tmp_path_factory):
         "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
         "FRAUD_MLFLOW_ARTIFACT_ROOT": (home / "artifacts").as_uri(),
     }
-    command = [sys.executable, "run_pipeline.py", "-p", "ROWS=50000", "-p", f"RAW_PATH={home / 'raw.parquet'}"]
+    command = [sys.executable, "run_pipeline.py", *args]
     done = subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stdout + done.stderr
-    return home / "runs" / "latest", done.stdout
+    return done
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(tmp_path_factory):
+    home = tmp_path_factory.mktemp("pipeline")
+    done = run_pipeline(home, "-p", "ROWS=50000", "-p", f"DVC_REMOTE={home / 'dvc-remote'}", "--force")
+    return (home / "runs" / "latest").resolve(), done.stdout
 
 
 def test_run_record_is_complete(pipeline_run):
@@ -39,6 +46,33 @@ def test_run_record_is_complete(pipeline_run):
         assert f'href="{name}.html"' in index
     acquired = json.loads((run_dir / "outputs.json").read_text())["01_acquire"]
     assert acquired["rows"] == 50_000 and acquired["signatures_within_5pp"] is True
+    versioned = json.loads((run_dir / "outputs.json").read_text())["03_version"]
+    assert set(versioned["dvc_versions"]) == {"data/raw", "data/processed"}
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{run_dir.parent.parent / 'mlflow.db'}")
+    run = client.search_runs(client.search_experiments()[0].experiment_id)[-1]
+    assert run.data.tags["dvc.data/raw"] == versioned["dvc_versions"]["data/raw"]["md5"]
+
+
+def test_rerun_uses_the_cache_and_data_versions_restore(pipeline_run):
+    run_dir, _ = pipeline_run
+    home = run_dir.parent.parent
+    first = json.loads((run_dir / "outputs.json").read_text())
+    remote = f"DVC_REMOTE={home / 'dvc-remote'}"
+    again = run_pipeline(home, "-p", "ROWS=50000", "-p", remote).stdout
+    assert "01_acquire: skipped" in again and "02_preprocess: skipped" in again and "03_version done" in again
+    changed = run_pipeline(home, "-p", "ROWS=50000", "-p", "SEED=43", "--until", "02_preprocess").stdout
+    assert "01_acquire: skipped" not in changed and "02_preprocess: skipped" not in changed
+    # bring back the first run's data after deleting the working copy; 02 recomputes the very same features
+    for folder in ("raw", "processed"):
+        shutil.rmtree(PROJECT_ROOT / "data" / folder)
+    restored = run_pipeline(home, "--data-version", run_dir.name, "--from", "02_preprocess", "-p", remote).stdout
+    assert "restored" in restored and "02_preprocess done" in restored
+    raw_hash = first["01_acquire"]["data_outputs"]["raw"]["sha256"]
+    assert content_sha256(PROJECT_ROOT / "data" / "raw" / "transactions.parquet") == raw_hash
+    versions = json.loads((home / "runs" / "latest" / "outputs.json").read_text())["03_version"]["dvc_versions"]
+    assert versions == first["03_version"]["dvc_versions"]
 
 
 @pytest.mark.browser
