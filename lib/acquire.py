@@ -215,7 +215,12 @@ def file_sha256(path: Path) -> str:
 
 
 def content_sha256(path: Path) -> str:
-    """sha256 of a file, or of a folder's files (relative names and contents, hidden files skipped)."""
+    """sha256 of a file's bytes, or of a folder's files (relative names and contents, hidden files skipped).
+
+    Inside a folder, a Parquet file counts by its schema and decoded values, not its bytes: Spark's
+    Parquet writer lists column encodings in a different order from one JVM to the next, so equal
+    data would otherwise hash differently.
+    """
     path = Path(path)
     if path.is_file():
         return file_sha256(path)
@@ -225,7 +230,20 @@ def content_sha256(path: Path) -> str:
         for p in path.rglob("*")
         if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
     ):
-        digest.update(f"{file.relative_to(path).as_posix()}\0{file_sha256(file)}\n".encode())
+        content = _parquet_data_sha256(file) if file.suffix == ".parquet" else file_sha256(file)
+        digest.update(f"{file.relative_to(path).as_posix()}\0{content}\n".encode())
+    return digest.hexdigest()
+
+
+def _parquet_data_sha256(path: Path) -> str:
+    parquet = pq.ParquetFile(path)
+    digest = hashlib.sha256(parquet.schema_arrow.remove_metadata().to_string().encode())
+    for batch in parquet.iter_batches(batch_size=1 << 20):
+        for column in batch.columns:
+            values = column.to_numpy(zero_copy_only=False)
+            digest.update(
+                values.astype(str).tobytes() if values.dtype == object else np.ascontiguousarray(values).tobytes()
+            )
     return digest.hexdigest()
 
 

@@ -146,4 +146,6 @@ def test_same_input_same_processed_bytes(spark, raw_rows, tmp_path):
     source = write_batches(raw_rows.to_batches(), tmp_path / "raw.parquet")
     for i in range(2):
         run_job(spark, source, tmp_path / f"out{i}", SplitWindows(300, 350))
-    assert content_sha256(tmp_path / "out0") == content_sha256(tmp_path / "out1")  # DVC hashes stay stable too
+    assert content_sha256(tmp_path / "out0") == content_sha256(tmp_path / "out1")
+    names = sorted(p.relative_to(tmp_path / "out0") for p in (tmp_path / "out0").rglob("*"))
+    assert names == sorted(p.relative_to(tmp_path / "out1") for p in (tmp_path / "out1").rglob("*"))
