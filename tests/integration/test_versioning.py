@@ -6,6 +6,8 @@ import socket
 import subprocess
 
 import boto3
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from lib import versioning
@@ -24,7 +26,10 @@ def project(tmp_path):
     versioning.ensure_repo(root)
     write_batches(simulate_batches(5_000, seed=1), root / "data" / "raw" / "transactions.parquet")
     (root / "data" / "processed" / "split=train").mkdir(parents=True)
-    (root / "data" / "processed" / "split=train" / "part-0.parquet").write_bytes(b"features" * 1000)
+    pq.write_table(
+        pa.table({"log_amount": [0.5, 1.5], "isFraud": [0, 1]}),
+        root / "data" / "processed" / "split=train" / "part-0.parquet",
+    )
     (root / "data" / "processed" / "manifest.json").write_text('{"rows": 5000}')
     return root
 
