@@ -41,6 +41,10 @@ pre { background: #f6f6f6; padding: .8rem; overflow-x: auto; }
 <table><tr><th>notebook</th><th>metric</th><th>value</th></tr>
 {% for nb, values in metrics.items() %}{% for k, v in values.items() %}<tr><td>{{ nb }}</td><td>{{ k }}</td><td>{{ '%.6g' % v }}</td></tr>
 {% endfor %}{% endfor %}</table>
+{% if tags %}<h2>Data versions and tags</h2>
+<table><tr><th>notebook</th><th>tag</th><th>value</th></tr>
+{% for nb, values in tags.items() %}{% for k, v in values.items() %}<tr><td>{{ nb }}</td><td>{{ k }}</td><td><code>{{ v }}</code></td></tr>
+{% endfor %}{% endfor %}</table>{% endif %}
 {% if extra_links %}<h2>Other reports</h2><ul>{% for label, href in extra_links %}<li><a href="{{ href }}">{{ label }}</a></li>{% endfor %}</ul>{% endif %}
 <p>Also here: <a href="params.yaml">params.yaml</a> &middot; <a href="outputs.json">outputs.json</a> &middot; <a href="run.json">run.json</a></p>
 </body></html>
@@ -90,6 +94,7 @@ def write_index(run_dir: Path, state, outputs: dict, mlflow_info: dict) -> Path:
         mlflow=mlflow_info,
         failure_text=format_failure(state.failure, state.run_id) if state.failure else "",
         extra_links=extra_links,
+        tags={nb: values["mlflow_tags"] for nb, values in outputs.items() if values.get("mlflow_tags")},
     )
     index = run_dir / "index.html"
     tmp = index.with_name(".index.html.tmp")

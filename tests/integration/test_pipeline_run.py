@@ -48,6 +48,7 @@ def test_run_record_is_complete(pipeline_run):
     assert acquired["rows"] == 50_000 and acquired["signatures_within_5pp"] is True
     versioned = json.loads((run_dir / "outputs.json").read_text())["03_version"]
     assert set(versioned["dvc_versions"]) == {"data/raw", "data/processed"}
+    assert versioned["dvc_versions"]["data/raw"]["md5"] in index  # the data version is on the run's page
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{run_dir.parent.parent / 'mlflow.db'}")
