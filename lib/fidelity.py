@@ -83,11 +83,7 @@ def type_table(cols: dict[str, np.ndarray], sample: dict[str, np.ndarray] | None
         table.loc["total", "rows"] / table.loc["total", "published_rows_scaled"] - 1
     )
     table.loc["total", "fraud_rate_pct"] = 100 * table.loc["total", "frauds"] / rows
-    return (
-        table.drop(columns=[c for c in table if c.startswith("real_sample")], index=[])
-        .join(table[[c for c in table if c.startswith("real_sample")]])
-        .fillna(0)
-    )
+    return table.fillna(0)
 
 
 def fraud_totals(cols: dict[str, np.ndarray]) -> dict[str, float]:

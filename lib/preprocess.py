@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.parquet as pq
+from pyspark.sql import functions as F
 
 from lib.acquire import file_sha256
 from lib.errors import DataValidationError, ParameterError
@@ -84,23 +85,12 @@ class SparkBackend:
     """Evaluates ``lib.features`` formulas into Spark Column expressions."""
 
     def __getattr__(self, name: str):
-        from pyspark.sql import functions as F
-
         if name in RAW_COLUMNS:
             return F.col(name)
         raise AttributeError(name)
 
-    @staticmethod
-    def log1p(column):
-        from pyspark.sql import functions as F
-
-        return F.log1p(column)
-
-    @staticmethod
-    def abs(column):
-        from pyspark.sql import functions as F
-
-        return F.abs(column)
+    log1p = staticmethod(F.log1p)
+    abs = staticmethod(F.abs)
 
     @staticmethod
     def flag(condition):
@@ -112,8 +102,6 @@ class SparkBackend:
 
     @staticmethod
     def floor_div(column, divisor: int):
-        from pyspark.sql import functions as F
-
         return F.floor(column / divisor).cast("int")
 
 
@@ -167,8 +155,6 @@ def read_raw(spark, source: str):
 
 def build_features(raw, windows: SplitWindows):
     """One select: kept raw columns, every feature of the spec, and the split label."""
-    from pyspark.sql import functions as F
-
     split = (
         F.when(F.col("step") <= windows.train_end, "train")
         .when(F.col("step") <= windows.validation_end, "validation")

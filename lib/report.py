@@ -45,7 +45,6 @@ pre { background: #f6f6f6; padding: .8rem; overflow-x: auto; }
 <table><tr><th>notebook</th><th>tag</th><th>value</th></tr>
 {% for nb, values in tags.items() %}{% for k, v in values.items() %}<tr><td>{{ nb }}</td><td>{{ k }}</td><td><code>{{ v }}</code></td></tr>
 {% endfor %}{% endfor %}</table>{% endif %}
-{% if extra_links %}<h2>Other reports</h2><ul>{% for label, href in extra_links %}<li><a href="{{ href }}">{{ label }}</a></li>{% endfor %}</ul>{% endif %}
 <p>Also here: <a href="params.yaml">params.yaml</a> &middot; <a href="outputs.json">outputs.json</a> &middot; <a href="run.json">run.json</a></p>
 </body></html>
 """
@@ -66,7 +65,7 @@ def render_notebook(executed: Path) -> Path:
 
 
 def write_index(run_dir: Path, state, outputs: dict, mlflow_info: dict) -> Path:
-    """``index.html`` of a run: every notebook, its status and reports, headline metrics, other reports."""
+    """``index.html`` of a run: every notebook, its status and reports, headline metrics, data versions."""
     from lib.runner import format_failure
 
     notebooks = []
@@ -81,19 +80,12 @@ def write_index(run_dir: Path, state, outputs: dict, mlflow_info: dict) -> Path:
             }
         )
     metrics = {nb: nb_outputs.headline_metrics(values) for nb, values in outputs.items()}
-    extra_links = [
-        (str(v), str(v))
-        for values in outputs.values()
-        for k, v in values.items()
-        if k.endswith("_report") and isinstance(v, str) and (run_dir / v).exists()
-    ]
     html = _INDEX.render(
         state=state,
         notebooks=notebooks,
         metrics={k: v for k, v in metrics.items() if v},
         mlflow=mlflow_info,
         failure_text=format_failure(state.failure, state.run_id) if state.failure else "",
-        extra_links=extra_links,
         tags={nb: values["mlflow_tags"] for nb, values in outputs.items() if values.get("mlflow_tags")},
     )
     index = run_dir / "index.html"

@@ -202,13 +202,13 @@ def _point_latest(runs_dir: Path, run_id: str) -> None:
     os.replace(tmp, link)
 
 
-def _failure_details(exc: PapermillExecutionError, notebook: str, executed: Path) -> dict:
+def _failure(notebook: str, executed: Path, error: str, cell_index=None, execution_count=None, source="") -> dict:
     return {
         "notebook": notebook,
-        "cell_index": exc.cell_index,
-        "execution_count": exc.exec_count,
-        "source": exc.source,
-        "error": f"{exc.ename}: {exc.evalue}",
+        "cell_index": cell_index,
+        "execution_count": execution_count,
+        "source": source,
+        "error": error,
         "executed_notebook": str(executed),
     }
 
@@ -244,12 +244,10 @@ def _execute(notebook: Path, executed: Path, params: dict, settings: Settings, t
             engine_name=None if tty else "plain-progress",
         )
     except PapermillExecutionError as exc:
-        return _failure_details(exc, notebook.stem, executed)
+        error = f"{exc.ename}: {exc.evalue}"
+        return _failure(notebook.stem, executed, error, exc.cell_index, exc.exec_count, exc.source)
     except Exception as exc:  # the kernel died or the notebook could not be read/written
-        return {
-            "notebook": notebook.stem, "cell_index": None, "execution_count": None, "source": "",
-            "error": f"{type(exc).__name__}: {exc}", "executed_notebook": str(executed),
-        }  # fmt: skip
+        return _failure(notebook.stem, executed, f"{type(exc).__name__}: {exc}")
     return None
 
 
@@ -302,11 +300,11 @@ def run_pipeline(
     if missing:
         raise ParameterError(f"run {run_id} used notebooks {missing} that are no longer in {settings.notebooks_dir}")
     selected = [by_name[n] for n in state.notebooks]
-    plan = plan_parameters(selected, load_profile(state.profile, settings.params_dir), state.overrides, notebooks)
+    profile_values = load_profile(state.profile, settings.params_dir)
+    plan = plan_parameters(selected, profile_values, state.overrides, notebooks)
 
     if data_version:  # before anything of this run is written: a failed restore leaves no trace
-        params = {**load_profile(state.profile, settings.params_dir), **state.overrides}
-        restored = versioning.restore(data_version, runs_dir, params)
+        restored = versioning.restore(data_version, runs_dir, {**profile_values, **state.overrides})
         log(f"Data version {data_version} restored: {', '.join(restored)}")
 
     run_dir.mkdir(parents=True, exist_ok=True)

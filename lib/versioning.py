@@ -113,14 +113,22 @@ def git_commit(root: Path = PROJECT_ROOT) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
+def _run_record(version: str, runs_dir: Path) -> dict | None:
+    """What 03_version recorded in run ``version`` (None when ``version`` is not a run id)."""
+    outputs = runs_dir / version / "outputs.json"
+    if not outputs.exists():
+        return None
+    for values in json.loads(outputs.read_text()).values():
+        if "dvc_versions" in values:
+            return values
+    raise VersioningError(f"run {version} did not version its data (no 03_version outputs in {outputs})")
+
+
 def recorded_dvc_files(version: str, runs_dir: Path, root: Path = PROJECT_ROOT) -> dict[str, str]:
     """The .dvc files of a data version: a pipeline run id (its outputs.json) or a git revision."""
-    outputs = runs_dir / version / "outputs.json"
-    if outputs.exists():
-        for values in json.loads(outputs.read_text()).values():
-            if "dvc_versions" in values:
-                return {f"{t}.dvc": v["dvc_file"] for t, v in values["dvc_versions"].items()}
-        raise VersioningError(f"run {version} did not version its data (no 03_version outputs in {outputs})")
+    record = _run_record(version, runs_dir)
+    if record is not None:
+        return {f"{t}.dvc": v["dvc_file"] for t, v in record["dvc_versions"].items()}
     files = subprocess.run(["git", "ls-tree", "-r", "--name-only", version], cwd=root, capture_output=True, text=True)
     if files.returncode:
         raise VersioningError(f"--data-version {version}: neither a run in {runs_dir} nor a git revision")
@@ -139,11 +147,9 @@ def recorded_dvc_files(version: str, runs_dir: Path, root: Path = PROJECT_ROOT) 
 
 def _remote_of(version: str, runs_dir: Path, params: dict) -> tuple[str, str]:
     """The remote a run pushed to (from its outputs), else DVC_REMOTE / DVC_S3_ENDPOINT_URL of the parameters."""
-    outputs = runs_dir / version / "outputs.json"
-    if outputs.exists():
-        for values in json.loads(outputs.read_text()).values():
-            if "dvc_remote" in values:
-                return values["dvc_remote"], values.get("dvc_s3_endpoint_url", "")
+    record = _run_record(version, runs_dir)
+    if record is not None:
+        return record["dvc_remote"], record.get("dvc_s3_endpoint_url", "")
     return params.get("DVC_REMOTE", DEFAULT_REMOTE), params.get("DVC_S3_ENDPOINT_URL", "")
 
 
