@@ -1,4 +1,4 @@
-"""Command line tools: ``python -m lib simulate|validate``."""
+"""Command line tools: ``python -m lib simulate|validate|score``."""
 
 import argparse
 import sys
@@ -27,6 +27,30 @@ def _validate(args: argparse.Namespace) -> None:
     print(f"{args.path}: OK, {summary.rows:,} rows, {summary.frauds:,} frauds ({types})")
 
 
+def _score(args: argparse.Namespace) -> None:
+    from lib import scoring
+    from lib.config import get_settings
+
+    settings = get_settings()
+    folder = Path(args.model)
+    if args.model in ("champion", "challenger"):
+        cache = Path.home() / ".cache" / "fraud-mlops" / "bundles" / f"{settings.registered_model}-{args.model}"
+        folder = scoring.download_registered_bundle(
+            settings.mlflow_tracking_uri, settings.registered_model, args.model, cache
+        )
+    scorer = scoring.Scorer.from_folder(folder)
+    began = time.perf_counter()
+    summary = scoring.score_file(scorer, args.input, args.output)
+    seconds = time.perf_counter() - began
+    line = (
+        f"scored {summary['rows']:,} rows with {summary['model']} v{summary['model_version']} "
+        f"in {seconds:.1f} s -> {summary['output']}"
+    )
+    if summary.get("auprc") is not None:
+        line += f"; labels present: {summary['frauds']:,} frauds, AUPRC {summary['auprc']:.4f}"
+    print(line)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lib", description="Fraud-detection pipeline tools")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -43,6 +67,16 @@ def main(argv: list[str] | None = None) -> int:
     validate = commands.add_parser("validate", help="check a PaySim CSV/Parquet file (path or URL)")
     validate.add_argument("path")
     validate.set_defaults(handler=_validate)
+
+    score = commands.add_parser("score", help="score raw PaySim transactions (CSV/Parquet) into a CSV")
+    score.add_argument("--input", required=True, help="CSV or Parquet with the 9 input columns (labels optional)")
+    score.add_argument("--output", required=True, help="CSV to write: input ids, fraud_probability, is_fraud")
+    score.add_argument(
+        "--model",
+        default="champion",
+        help="'champion' or 'challenger' (MLflow registry alias, MLFLOW_TRACKING_URI) or a bundle folder",
+    )
+    score.set_defaults(handler=_score)
 
     args = parser.parse_args(argv)
     try:

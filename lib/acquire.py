@@ -45,7 +45,7 @@ def _open_source(source: str) -> IO[bytes]:
         ) from exc
 
 
-def _check_header(source: str, first_line: bytes) -> list[str]:
+def _check_header(source: str, first_line: bytes, required: tuple[str, ...] = RAW_COLUMNS) -> list[str]:
     text = first_line.decode("utf-8", errors="replace").strip()
     if not text:
         raise DataValidationError(f"{source}: the file is empty; expected a header line with {', '.join(RAW_COLUMNS)}.")
@@ -57,13 +57,18 @@ def _check_header(source: str, first_line: bytes) -> list[str]:
                     f"{source}: columns are separated by {name}s ({delimiter!r}); expected commas. "
                     "Re-save the file as comma-separated CSV."
                 )
-    missing = [c for c in RAW_COLUMNS if c not in header]
+    missing = [c for c in required if c not in header]
     if missing:
         raise DataValidationError(
             f"{source}: missing column(s) {', '.join(f'`{c}`' for c in missing)}; the header has {header}. "
-            f"A PaySim file needs {', '.join(RAW_COLUMNS)}."
+            f"A PaySim file needs {', '.join(required)}."
         )
     return header
+
+
+def _wanted(names: list[str], required: tuple[str, ...]) -> list[str]:
+    """The required columns plus whichever other raw columns (e.g. the labels) the file has, in raw order."""
+    return [c for c in RAW_COLUMNS if c in required or c in names]
 
 
 _ARROW_ROW_ERROR = re.compile(r"In CSV column #(\d+): (?:Row #\d+: )?CSV conversion error to \w+: invalid value '(.*)'")
@@ -104,17 +109,18 @@ def _parses_as(text: np.ndarray, arrow_type: pa.DataType) -> np.ndarray:
     return ok
 
 
-def _csv_batches(source: str) -> Iterator[pa.RecordBatch]:
+def _csv_batches(source: str, required: tuple[str, ...]) -> Iterator[pa.RecordBatch]:
     with _open_source(source) as handle:
-        header = _check_header(source, handle.readline())
+        header = _check_header(source, handle.readline(), required)
+        columns = _wanted(header, required)
         handle.seek(0)
         try:
             reader = pacsv.open_csv(
                 handle,
                 read_options=pacsv.ReadOptions(block_size=_CSV_BLOCK_BYTES),
                 convert_options=pacsv.ConvertOptions(
-                    column_types=dict(zip(RAW_SCHEMA.names, RAW_SCHEMA.types, strict=True)),
-                    include_columns=list(RAW_COLUMNS),
+                    column_types={c: RAW_SCHEMA.field(c).type for c in columns},
+                    include_columns=columns,
                     strings_can_be_null=False,
                 ),
             )
@@ -130,32 +136,38 @@ def _csv_batches(source: str) -> Iterator[pa.RecordBatch]:
             yield batch
 
 
-def _parquet_batches(source: str) -> Iterator[pa.RecordBatch]:
+def _parquet_batches(source: str, required: tuple[str, ...]) -> Iterator[pa.RecordBatch]:
     with _open_source(source) as handle:
         try:
             parquet = pq.ParquetFile(handle)
         except pa.ArrowInvalid as exc:
             raise DataValidationError(f"{source}: is not a readable Parquet file ({exc}).") from exc
         names = parquet.schema_arrow.names
-        missing = [c for c in RAW_COLUMNS if c not in names]
+        missing = [c for c in required if c not in names]
         if missing:
             raise DataValidationError(
                 f"{source}: missing column(s) {', '.join(f'`{c}`' for c in missing)}; it has {names}."
             )
-        for batch in parquet.iter_batches(columns=list(RAW_COLUMNS)):
+        columns = _wanted(names, required)
+        schema = pa.schema([RAW_SCHEMA.field(c) for c in columns])
+        for batch in parquet.iter_batches(columns=columns):
             try:
-                yield batch.cast(RAW_SCHEMA)
+                yield batch.cast(schema)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
                 raise DataValidationError(f"{source}: a column has the wrong type for PaySim ({exc}).") from exc
 
 
-def read_batches(source: str) -> Iterator[pa.RecordBatch]:
-    """Stream a CSV or Parquet file (local path or fsspec URL) as batches of the raw schema."""
+def read_batches(source: str, required: tuple[str, ...] = RAW_COLUMNS) -> Iterator[pa.RecordBatch]:
+    """Stream a CSV or Parquet file (local path or fsspec URL) as batches of the raw schema.
+
+    ``required`` names the columns the file must have (all 11 by default; scoring needs only the 9
+    inputs); raw columns beyond those are read too when present.
+    """
     name = str(source).lower().split("?")[0]
     if name.endswith((".parquet", ".pq")):
-        return _parquet_batches(str(source))
+        return _parquet_batches(str(source), required)
     if name.endswith((".csv", ".csv.gz", ".txt")):
-        return _csv_batches(str(source))
+        return _csv_batches(str(source), required)
     raise SourceError(f"{source}: unknown file type; SOURCE must end in .csv, .csv.gz or .parquet, or be 'simulator'.")
 
 

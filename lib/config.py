@@ -24,6 +24,10 @@ class Settings(BaseSettings):
     mlflow_artifact_root: str = (PROJECT_ROOT / "mlartifacts").as_uri()
     mlflow_experiment: str = "fraud-detection-pipeline"
     kernel_name: str = "python3"
+    # set by the runner for the notebooks' kernels, so models log under the pipeline's MLflow run
+    pipeline_run_id: str = ""
+    mlflow_parent_run_id: str = ""
+    registered_model: str = "paysim-fraud-detector"
 
 
 @lru_cache

@@ -8,7 +8,6 @@ partitioned by split into a temporary folder that replaces the output only when 
 import json
 import os
 import re
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from pyspark.sql import functions as F
 
+from lib import atomic
 from lib.acquire import file_sha256
 from lib.errors import DataValidationError, ParameterError
 from lib.features import FEATURE_SETS, FEATURE_SPEC_VERSION, FEATURES, describe
@@ -176,9 +176,7 @@ def run_job(
         raise DataValidationError(f"{source}: not found; run 01_acquire first or point RAW_PATH at the raw data")
     began = time.perf_counter()
     raw = read_raw(spark, source)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with atomic.staged_dir(out) as tmp:
         try:
             build_features(raw, windows).write.partitionBy("split").parquet(str(tmp))
         except Exception as exc:  # Spark wraps parse errors of FAILFAST reads in its own exceptions
@@ -202,9 +200,6 @@ def run_job(
             "input_sha256": input_sha256 or (file_sha256(Path(source)) if Path(source).is_file() else None),
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))  # same data -> same bytes
-        _replace_dir(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return {**manifest, "spark_master": spark.sparkContext.master, "job_seconds": round(job_seconds, 2)}
 
 
@@ -232,16 +227,6 @@ def _split_counts(folder: Path) -> dict[str, dict]:
             frauds += int(table.column("isFraud").to_numpy().sum())
         counts[split] = {"rows": rows, "frauds": frauds, "fraud_rate": frauds / rows if rows else 0.0}
     return counts
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    old = target.with_name(f".{target.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        os.replace(target, old)
-    os.replace(new, target)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def load_split(processed: str | Path, split: str, columns: list[str] | None = None):

@@ -1,12 +1,12 @@
 """HTML of executed notebooks and the run's ``index.html`` that links them with the headline metrics."""
 
-import os
 from pathlib import Path
 
 import jinja2
 import nbformat
 from nbconvert import HTMLExporter
 
+from lib import atomic
 from lib import outputs as nb_outputs
 
 # JupyterLab's look, without the CDN scripts (require.js, MathJax, Mermaid): reports open offline.
@@ -57,11 +57,7 @@ def render_notebook(executed: Path) -> Path:
         extra_loaders=[jinja2.DictLoader({"offline.html.j2": _OFFLINE_TEMPLATE})], template_file="offline.html.j2"
     )
     body, _ = exporter.from_notebook_node(nbformat.read(str(executed), as_version=4))
-    html = executed.with_suffix(".html")
-    tmp = html.with_name(f".{html.name}.tmp")
-    tmp.write_text(body, encoding="utf-8")
-    os.replace(tmp, html)
-    return html
+    return atomic.write_text(executed.with_suffix(".html"), body)
 
 
 def write_index(run_dir: Path, state, outputs: dict, mlflow_info: dict) -> Path:
@@ -88,8 +84,4 @@ def write_index(run_dir: Path, state, outputs: dict, mlflow_info: dict) -> Path:
         failure_text=format_failure(state.failure, state.run_id) if state.failure else "",
         tags={nb: values["mlflow_tags"] for nb, values in outputs.items() if values.get("mlflow_tags")},
     )
-    index = run_dir / "index.html"
-    tmp = index.with_name(".index.html.tmp")
-    tmp.write_text(html, encoding="utf-8")
-    os.replace(tmp, index)
-    return index
+    return atomic.write_text(run_dir / "index.html", html)

@@ -15,7 +15,8 @@ import secrets
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +26,7 @@ import yaml
 from papermill.engines import NBClientEngine, papermill_engines
 from papermill.exceptions import PapermillExecutionError
 
-from lib import cache, report
+from lib import atomic, cache, report
 from lib import outputs as nb_outputs
 from lib.config import PROJECT_ROOT, Settings, get_settings
 from lib.errors import ParameterError
@@ -162,7 +163,7 @@ class RunState:
         return all(self.status.get(n) in _DONE for n in self.notebooks)
 
     def save(self, run_dir: Path) -> None:
-        _write_atomic(run_dir / "run.json", json.dumps(self.__dict__, indent=2))
+        atomic.write_text(run_dir / "run.json", json.dumps(self.__dict__, indent=2))
 
     @classmethod
     def load(cls, run_dir: Path) -> "RunState":
@@ -182,12 +183,6 @@ class RunResult:
     outputs: dict
     mlflow_run_id: str | None
     failure: dict | None = None
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def new_run_id() -> str:
@@ -231,18 +226,34 @@ def format_failure(failure: dict, run_id: str) -> str:
     )
 
 
-def _execute(notebook: Path, executed: Path, params: dict, settings: Settings, tty: bool) -> dict | None:
+@contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """Extra environment variables for the kernels started inside the block."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _execute(notebook: Path, executed: Path, params: dict, settings: Settings, tty: bool, env: dict) -> dict | None:
     """Run one notebook with papermill; the failure details, or None when it succeeded."""
     try:
-        pm.execute_notebook(
-            str(notebook),
-            str(executed),
-            parameters=params,
-            kernel_name=settings.kernel_name,
-            cwd=str(PROJECT_ROOT),
-            progress_bar=tty,
-            engine_name=None if tty else "plain-progress",
-        )
+        with _environment(env):
+            pm.execute_notebook(
+                str(notebook),
+                str(executed),
+                parameters=params,
+                kernel_name=settings.kernel_name,
+                cwd=str(PROJECT_ROOT),
+                progress_bar=tty,
+                engine_name=None if tty else "plain-progress",
+            )
     except PapermillExecutionError as exc:
         error = f"{exc.ename}: {exc.evalue}"
         return _failure(notebook.stem, executed, error, exc.cell_index, exc.exec_count, exc.source)
@@ -308,7 +319,7 @@ def run_pipeline(
         log(f"Data version {data_version} restored: {', '.join(restored)}")
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomic(
+    atomic.write_text(
         run_dir / "params.yaml",
         yaml.safe_dump({"profile": state.profile, "overrides": state.overrides, "notebooks": plan}, sort_keys=False),
     )
@@ -326,6 +337,7 @@ def run_pipeline(
     _point_latest(runs_dir, run_id)
 
     cache_dir = runs_dir / ".cache"
+    kernel_env = tracking.kernel_environment(settings, run_id, tracker.mlflow_run_id)
     for position, notebook in enumerate(todo, start=1):
         name = notebook.stem
         executed = run_dir / f"{name}.ipynb"
@@ -343,7 +355,7 @@ def run_pipeline(
             state.status[name] = "running"
             state.save(run_dir)
             began = time.perf_counter()
-            state.failure = _execute(notebook, executed, plan[name], settings, tty)
+            state.failure = _execute(notebook, executed, plan[name], settings, tty, kernel_env)
             state.durations[name] = round(time.perf_counter() - began, 2)
             state.status[name] = "failed" if state.failure else "ok"
             if not state.failure:
@@ -353,7 +365,7 @@ def run_pipeline(
         if executed.exists() and state.status[name] != "cached":
             html = report.render_notebook(executed)
         tracker.log_notebook(executed, html if html.exists() else None, all_outputs.get(name, {}), name)
-        _write_atomic(outputs_path, json.dumps(all_outputs, indent=2))
+        atomic.write_text(outputs_path, json.dumps(all_outputs, indent=2))
         state.save(run_dir)
         if state.failure:
             log(f"      {name} failed after {state.durations[name]:.1f} s")

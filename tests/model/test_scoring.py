@@ -1,0 +1,120 @@
+"""The scoring core and ``python -m lib score``: one bundle, the shared feature spec, the same numbers as training."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pytest
+
+from lib import scoring, train
+from lib.config import PROJECT_ROOT
+from lib.features import FEATURE_SPEC_VERSION, feature_names
+from tests.conftest import REAL_SAMPLE
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def candidate(processed):
+    windows = {s: train.load_matrix(processed, s) for s in ("train", "validation")}
+    return train.fit_xgboost(windows["train"], windows["validation"], seed=5, max_rounds=80)
+
+
+def info(**changes) -> scoring.BundleInfo:
+    values = dict(
+        model_name="paysim-fraud-detector", model_version="3", feature_set="full",
+        feature_spec_version=FEATURE_SPEC_VERSION, features=list(feature_names("full")), threshold=0.5,
+        training_data_sha256="abc", candidate="xgboost_full", test_auprc=0.99,
+    )  # fmt: skip
+    return scoring.BundleInfo(**{**values, **changes})
+
+
+@pytest.fixture(scope="module")
+def bundle(candidate, tmp_path_factory):
+    return scoring.export_bundle(tmp_path_factory.mktemp("bundle") / "bundle", candidate.model, info())
+
+
+def test_scores_from_raw_rows_equal_the_training_path(processed, raw_table, candidate, bundle):
+    """Raw transactions through the scoring core give the probabilities the model gave on Spark-style features."""
+    scorer = scoring.Scorer.from_folder(bundle)
+    test = train.load_matrix(processed, "test")
+    rows = raw_table.column("step").to_numpy() > 350
+    raw = raw_table.filter(pa.array(rows))
+    columns = {name: raw.column(name).to_numpy(zero_copy_only=False) for name in raw.column_names}
+    probability, decision = scorer.score_columns(columns)
+    np.testing.assert_allclose(probability, candidate.predict(test.X), atol=1e-7)
+    np.testing.assert_array_equal(decision, probability >= 0.5)
+    records = raw.slice(0, 50).to_pylist()
+    for i, record in enumerate(records):
+        record["transaction_id"] = f"t{i}"
+    results = scorer.score_records(records)
+    assert [r["transaction_id"] for r in results] == [f"t{i}" for i in range(50)]
+    np.testing.assert_allclose([r["fraud_probability"] for r in results], probability[:50], atol=1e-7)
+    assert {r["model_version"] for r in results} == {"3"} and results[0]["threshold"] == 0.5
+
+
+def test_bundle_is_native_files_and_refuses_another_feature_spec(candidate, bundle, tmp_path):
+    assert sorted(p.name for p in bundle.iterdir()) == ["bundle.json", "model.ubj"]
+    assert json.loads((bundle / "bundle.json").read_text())["created"]
+    other = scoring.export_bundle(tmp_path / "old", candidate.model, info(feature_spec_version="fs-0000000000"))
+    with pytest.raises(scoring.BundleError, match=r"fs-0000000000.*retrain"):
+        scoring.load_bundle(other)
+    with pytest.raises(scoring.BundleError, match="not a serving bundle"):
+        scoring.load_bundle(tmp_path)
+    with pytest.raises(scoring.BundleError, match="not the 'realtime_safe' set"):
+        scoring.export_bundle(tmp_path / "bad", candidate.model, info(feature_set="realtime_safe"))
+    assert not (tmp_path / "bad").exists()
+
+
+def score_cli(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "lib", "score", *map(str, args)], cwd=PROJECT_ROOT, capture_output=True, text=True
+    )
+
+
+def test_score_cli_on_the_real_sample(bundle, tmp_path):
+    done = score_cli("--input", REAL_SAMPLE, "--output", tmp_path / "scores.csv", "--model", bundle)
+    assert done.returncode == 0, done.stderr
+    scores = pacsv.read_csv(tmp_path / "scores.csv")
+    sample = pacsv.read_csv(REAL_SAMPLE)
+    assert scores.num_rows == sample.num_rows
+    assert scores.column_names == [
+        "step",
+        "type",
+        "amount",
+        "nameOrig",
+        "nameDest",
+        "fraud_probability",
+        "is_fraud",
+        "isFraud",
+    ]
+    assert scores.column("nameOrig").to_pylist() == sample.column("nameOrig").to_pylist()
+    assert "AUPRC" in done.stdout and f"{sample.num_rows:,} rows" in done.stdout
+
+
+def test_score_cli_without_labels_and_with_bad_input(bundle, tmp_path):
+    unlabeled = pacsv.read_csv(REAL_SAMPLE).drop_columns(["isFraud", "isFlaggedFraud"])
+    pacsv.write_csv(unlabeled, tmp_path / "new.csv")
+    done = score_cli("--input", tmp_path / "new.csv", "--output", tmp_path / "out.csv", "--model", bundle)
+    assert done.returncode == 0, done.stderr
+    assert "isFraud" not in pacsv.read_csv(tmp_path / "out.csv").column_names and "AUPRC" not in done.stdout
+
+    pacsv.write_csv(unlabeled.drop_columns(["oldbalanceDest"]), tmp_path / "short.csv")
+    done = score_cli("--input", tmp_path / "short.csv", "--output", tmp_path / "x.csv", "--model", bundle)
+    assert done.returncode == 1 and "missing column(s) `oldbalanceDest`" in done.stderr
+    assert not (tmp_path / "x.csv").exists()
+
+    done = score_cli("--input", tmp_path / "new.csv", "--output", tmp_path / "x.csv", "--model", tmp_path)
+    assert done.returncode == 1 and "not a serving bundle" in done.stderr
+
+
+def test_score_cli_finds_the_champion_in_the_registry(tmp_path):
+    env_uri = f"sqlite:///{tmp_path / 'empty.db'}"
+    done = subprocess.run(
+        [sys.executable, "-m", "lib", "score", "--input", str(REAL_SAMPLE), "--output", str(tmp_path / "s.csv")],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "MLFLOW_TRACKING_URI": env_uri},
+    )  # fmt: skip
+    assert done.returncode == 1 and "alias 'champion'" in done.stderr and "05_evaluate" in done.stderr
