@@ -32,13 +32,11 @@ def _score(args: argparse.Namespace) -> None:
     from lib.config import get_settings
 
     settings = get_settings()
-    folder = Path(args.model)
-    if args.model in ("champion", "challenger"):
-        cache = Path.home() / ".cache" / "fraud-mlops" / "bundles" / f"{settings.registered_model}-{args.model}"
-        folder = scoring.download_registered_bundle(
-            settings.mlflow_tracking_uri, settings.registered_model, args.model, cache
+    scorer = scoring.Scorer.from_folder(
+        scoring.bundle_folder(
+            args.model, settings.mlflow_tracking_uri, settings.registered_model, settings.bundle_cache
         )
-    scorer = scoring.Scorer.from_folder(folder)
+    )
     began = time.perf_counter()
     summary = scoring.score_file(scorer, args.input, args.output)
     seconds = time.perf_counter() - began
@@ -49,6 +47,22 @@ def _score(args: argparse.Namespace) -> None:
     if summary.get("auprc") is not None:
         line += f"; labels present: {summary['frauds']:,} frauds, AUPRC {summary['auprc']:.4f}"
     print(line)
+
+
+def _serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from lib.api import configure_logging, create_app
+    from lib.config import get_settings
+    from lib.errors import ParameterError
+
+    settings = get_settings()
+    if args.model:
+        settings = settings.model_copy(update={"serving_model": args.model})
+    if not settings.api_key_list():
+        raise ParameterError("set FRAUD_API_KEYS (comma-separated keys) so that clients can authenticate")
+    configure_logging()
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, access_log=False, log_config=None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,6 +91,12 @@ def main(argv: list[str] | None = None) -> int:
         help="'champion' or 'challenger' (MLflow registry alias, MLFLOW_TRACKING_URI) or a bundle folder",
     )
     score.set_defaults(handler=_score)
+
+    serve = commands.add_parser("serve", help="serve the scoring API (FastAPI + uvicorn)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--model", help="'champion' (default, FRAUD_SERVING_MODEL) or a bundle folder")
+    serve.set_defaults(handler=_serve)
 
     args = parser.parse_args(argv)
     try:

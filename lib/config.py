@@ -28,6 +28,13 @@ class Settings(BaseSettings):
     pipeline_run_id: str = ""
     mlflow_parent_run_id: str = ""
     registered_model: str = "paysim-fraud-detector"
+    # serving (FastAPI twin, Chalice app, stream scorer)
+    serving_model: str = "champion"  # a registry alias of registered_model, or a bundle folder
+    bundle_cache: Path = Path.home() / ".cache" / "fraud-mlops" / "bundles"
+    api_keys: str = ""  # comma-separated; never committed (environment, .env, a Kubernetes Secret)
+
+    def api_key_list(self) -> list[str]:
+        return [k.strip() for k in self.api_keys.split(",") if k.strip()]
 
 
 @lru_cache

@@ -29,7 +29,11 @@ def register(client: MlflowClient, name: str, model_uri: str, run_id: str, tags:
         client.get_registered_model(name)
     except MlflowException:
         client.create_registered_model(name, description="PaySim fraud detector (pipeline 05_evaluate)")
-    version = client.create_model_version(name, model_uri, run_id=run_id, tags={k: str(v) for k, v in tags.items()})
+    # a logged model (MLflow 3: ``models:/m-<id>``) must be named by id too, or a tracking server refuses it
+    model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
+    version = client.create_model_version(
+        name, model_uri, run_id=run_id, tags={k: str(v) for k, v in tags.items()}, model_id=model_id
+    )
     client.set_registered_model_alias(name, CHALLENGER, version.version)
     return version
 

@@ -1,25 +1,40 @@
-"""The raw PaySim transaction contract: column names, types and allowed values."""
+"""The raw PaySim transaction contract: column names, types and allowed values.
 
-import pyarrow as pa
+``RAW_SCHEMA`` (Arrow) is built on first use, so the scoring path (APIs, Lambda) imports these
+names without pulling in pyarrow.
+"""
+
+from functools import cache
 
 TRANSACTION_TYPES: tuple[str, ...] = ("CASH_IN", "CASH_OUT", "DEBIT", "PAYMENT", "TRANSFER")
 LABEL_COLUMNS: tuple[str, ...] = ("isFraud", "isFlaggedFraud")
 MAX_STEP = 744  # PaySim's own documentation: 744 steps of one hour (30 days)
 
-RAW_SCHEMA = pa.schema(
-    [
-        ("step", pa.int32()),
-        ("type", pa.string()),
-        ("amount", pa.float64()),
-        ("nameOrig", pa.string()),
-        ("oldbalanceOrg", pa.float64()),
-        ("newbalanceOrig", pa.float64()),
-        ("nameDest", pa.string()),
-        ("oldbalanceDest", pa.float64()),
-        ("newbalanceDest", pa.float64()),
-        ("isFraud", pa.int8()),
-        ("isFlaggedFraud", pa.int8()),
-    ]
+_TYPES = (
+    ("step", "int32"),
+    ("type", "string"),
+    ("amount", "float64"),
+    ("nameOrig", "string"),
+    ("oldbalanceOrg", "float64"),
+    ("newbalanceOrig", "float64"),
+    ("nameDest", "string"),
+    ("oldbalanceDest", "float64"),
+    ("newbalanceDest", "float64"),
+    ("isFraud", "int8"),
+    ("isFlaggedFraud", "int8"),
 )
-RAW_COLUMNS: tuple[str, ...] = tuple(RAW_SCHEMA.names)
+RAW_COLUMNS: tuple[str, ...] = tuple(name for name, _ in _TYPES)
 BALANCE_COLUMNS: tuple[str, ...] = ("oldbalanceOrg", "newbalanceOrig", "oldbalanceDest", "newbalanceDest")
+
+
+@cache
+def _raw_schema():
+    import pyarrow as pa
+
+    return pa.schema([(name, getattr(pa, arrow_type)()) for name, arrow_type in _TYPES])
+
+
+def __getattr__(name: str):
+    if name == "RAW_SCHEMA":
+        return _raw_schema()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

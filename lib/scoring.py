@@ -7,14 +7,14 @@ threshold, training data hash) and ``model.ubj`` (XGBoost's own binary JSON; no 
 """
 
 import json
+import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.csv as pacsv
 import xgboost as xgb
 
 from lib import atomic, features
@@ -22,7 +22,12 @@ from lib.errors import ParameterError, PipelineError
 
 BUNDLE_FILE = "bundle.json"
 MODEL_FILE = "model.ubj"
-BUNDLE_ARTIFACT = "serving_bundle"  # where 05_evaluate logs the bundle in the candidate's MLflow run
+BUNDLE_ARTIFACT = "serving_bundle"  # 05_evaluate logs version N's bundle under serving_bundle/vN of its run
+
+
+def bundle_artifact_path(version: str | int) -> str:
+    """Where a registered version's bundle lives in its run (one run can back several versions)."""
+    return f"{BUNDLE_ARTIFACT}/v{version}"
 
 
 class BundleError(PipelineError):
@@ -93,13 +98,20 @@ def download_registered_bundle(tracking_uri: str, model_name: str, alias: str, d
             "through 05_evaluate first, or pass a bundle folder"
         ) from exc
     dest = Path(dest)
-    with atomic.staged_dir(dest) as tmp:
-        tmp.mkdir(parents=True)
-        client.download_artifacts(version.run_id, BUNDLE_ARTIFACT, str(tmp))
-        for path in (tmp / BUNDLE_ARTIFACT).iterdir():
-            path.rename(tmp / path.name)
-        (tmp / BUNDLE_ARTIFACT).rmdir()
+    with tempfile.TemporaryDirectory() as download, atomic.staged_dir(dest) as tmp:
+        # stores differ in where below dst_path the files land; the returned path is the truth
+        fetched = Path(client.download_artifacts(version.run_id, bundle_artifact_path(version.version), download))
+        shutil.copytree(fetched, tmp)
     return dest
+
+
+def bundle_folder(model: str, tracking_uri: str, registered_model: str, cache_root: Path) -> Path:
+    """A bundle folder for ``model``: a registry alias (``champion``, ``challenger``) is downloaded, a path is used."""
+    if model in ("champion", "challenger"):
+        return download_registered_bundle(
+            tracking_uri, registered_model, model, cache_root / f"{registered_model}-{model}"
+        )
+    return Path(model)
 
 
 class Scorer:
@@ -138,7 +150,7 @@ class Scorer:
         ]
 
 
-def _columns(batch: pa.RecordBatch) -> dict[str, np.ndarray]:
+def _columns(batch) -> dict[str, np.ndarray]:
     return {name: batch.column(name).to_numpy(zero_copy_only=False) for name in batch.schema.names}
 
 
@@ -148,6 +160,9 @@ def score_file(scorer: Scorer, source: str, output: str | Path) -> dict:
     The output keeps the identifying columns, adds ``fraud_probability`` and ``is_fraud``, and the
     file's labels when it has them; the summary includes AUPRC when labels are present.
     """
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
     from lib.acquire import read_batches
 
     output = Path(output)

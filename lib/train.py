@@ -75,6 +75,15 @@ def load_matrix(processed: str | Path, split: str, feature_set: str = "full") ->
     )
 
 
+def require_frauds(window: SplitMatrix) -> None:
+    """Early stopping, AUPRC and the cost threshold mean nothing on a window without frauds: say so."""
+    if window.frauds == 0:
+        raise ParameterError(
+            f"the {window.split} window has {len(window.y):,} transactions and no frauds; widen it "
+            "(TRAIN_END_STEP / VALIDATION_END_STEP in 02_preprocess) or use more ROWS"
+        )
+
+
 def positive_weight(policy: str | float, y: np.ndarray) -> float:
     """The weight of one fraud relative to one genuine transaction under ``POS_WEIGHT``."""
     frauds = int(y.sum())
@@ -133,6 +142,8 @@ def fit_xgboost(
     """Gradient-boosted trees (``hist``), stopped early on validation AUPRC."""
     import time
 
+    require_frauds(train)
+    require_frauds(validation)
     params = {
         "objective": "binary:logistic",
         "tree_method": "hist",
@@ -231,6 +242,8 @@ def fit_mlp(
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras
 
+    require_frauds(train)
+    require_frauds(validation)
     keras.utils.set_random_seed(seed)
     weight = positive_weight(pos_weight, train.y)
     train_ds = parquet_dataset(processed, "train", train.feature_set, batch_size, seed=seed)

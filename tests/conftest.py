@@ -5,9 +5,15 @@ import shutil
 from pathlib import Path
 
 import nbformat
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
+from lib import features
 from lib.config import PROJECT_ROOT, Settings
+from lib.preprocess import KEPT_COLUMNS, SplitWindows
+from lib.simulate import simulate_table
 
 REAL_SAMPLE = PROJECT_ROOT / "data" / "reference" / "paysim_real_sample.csv"
 SHARED_SAMPLE = PROJECT_ROOT.parent / "shared" / "data" / "paysim_real_sample.csv"
@@ -85,3 +91,47 @@ def browser(tmp_path):
     driver.set_page_load_timeout(60)
     yield driver
     driver.quit()
+
+
+# Processed splits for model and API tests, built without Spark by the NumPy evaluator of the same
+# feature spec, in the Spark job's layout (``split=<name>/*.parquet`` with the kept columns and every
+# feature); tests/data/test_features.py proves the two evaluators agree, so these tests need no JVM.
+def write_processed(raw: pa.Table, folder, windows: SplitWindows | None = None) -> None:
+    columns = {name: raw.column(name).to_numpy(zero_copy_only=False) for name in raw.column_names}
+    matrix = features.compute(columns, "full")
+    step = columns["step"]
+    for split, (lo, hi) in (windows or SplitWindows(300, 350)).as_dict().items():
+        rows = (step >= lo) & (step <= hi)
+        table = {c: pa.array(columns[c][rows]) for c in KEPT_COLUMNS}
+        for j, spec in enumerate(features.FEATURES):
+            values = matrix[rows, j]
+            table[spec.name] = pa.array(values.astype(np.int8) if spec.dtype == "int8" else values)
+        (folder / f"split={split}").mkdir(parents=True)
+        pq.write_table(pa.table(table), folder / f"split={split}" / "part-00000.parquet")
+
+
+@pytest.fixture(scope="session")
+def raw_table() -> pa.Table:
+    return simulate_table(120_000, seed=11)
+
+
+@pytest.fixture(scope="session")
+def processed(tmp_path_factory, raw_table):
+    folder = tmp_path_factory.mktemp("processed")
+    write_processed(raw_table, folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def bundle(processed, tmp_path_factory) -> Path:
+    """A serving bundle of a small XGBoost model trained on ``processed`` (what 05_evaluate exports)."""
+    from lib import scoring, train
+
+    windows = {s: train.load_matrix(processed, s) for s in ("train", "validation")}
+    candidate = train.fit_xgboost(windows["train"], windows["validation"], seed=5, max_rounds=80)
+    info = scoring.BundleInfo(
+        model_name="paysim-fraud-detector", model_version="3", feature_set="full",
+        feature_spec_version=features.FEATURE_SPEC_VERSION, features=list(features.feature_names("full")),
+        threshold=0.2, training_data_sha256="abc", candidate=candidate.name, test_auprc=0.99,
+    )  # fmt: skip
+    return scoring.export_bundle(tmp_path_factory.mktemp("bundle") / "bundle", candidate.model, info)

@@ -2,37 +2,21 @@
 
 import json
 import shutil
-import subprocess
-import sys
 
 import pytest
 
 from lib.acquire import content_sha256
 from lib.config import PROJECT_ROOT
 from lib.runner import discover
+from tests.integration.conftest import run_pipeline
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def run_pipeline(home, *args: str) -> subprocess.CompletedProcess:
-    """``python run_pipeline.py`` as a user runs it, with runs, MLflow and the DVC remote in ``home``."""
-    env = {
-        "PATH": f"{PROJECT_ROOT / '.venv' / 'bin'}:/usr/bin:/bin",
-        "HOME": str(home),
-        "FRAUD_RUNS_DIR": str(home / "runs"),
-        "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
-        "FRAUD_MLFLOW_ARTIFACT_ROOT": (home / "artifacts").as_uri(),
-    }
-    command = [sys.executable, "run_pipeline.py", *args]
-    done = subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=1200)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done
 
 
 @pytest.fixture(scope="module")
 def pipeline_run(tmp_path_factory):
     home = tmp_path_factory.mktemp("pipeline")
-    done = run_pipeline(home, "-p", "ROWS=50000", "-p", f"DVC_REMOTE={home / 'dvc-remote'}", "--force")
+    done = run_pipeline(home, "-p", "ROWS=60000", "-p", f"DVC_REMOTE={home / 'dvc-remote'}", "--force")
     return (home / "runs" / "latest").resolve(), done.stdout
 
 
@@ -45,8 +29,16 @@ def test_run_record_is_complete(pipeline_run):
         assert (run_dir / f"{name}.ipynb").exists() and (run_dir / f"{name}.html").exists()
         assert f'href="{name}.html"' in index
     acquired = json.loads((run_dir / "outputs.json").read_text())["01_acquire"]
-    assert acquired["rows"] == 50_000 and acquired["signatures_within_5pp"] is True
-    versioned = json.loads((run_dir / "outputs.json").read_text())["03_version"]
+    assert acquired["rows"] == 60_000 and acquired["signatures_within_5pp"] is True
+    outputs = json.loads((run_dir / "outputs.json").read_text())
+    trained, evaluated = outputs["04_train"], outputs["05_evaluate"]
+    for candidate in ("xgboost_full", "xgboost_realtime_safe", "keras_mlp_full", "keras_mlp_realtime_safe"):
+        assert 0 < trained[f"{candidate}_validation_auprc"] <= 1 and 0 < evaluated[f"{candidate}_auprc"] <= 1
+    assert evaluated["promoted"] is True and evaluated["champion_version"] == "1"  # a fresh registry
+    assert evaluated["xgboost_full_auprc"] > 0.8
+    bundle = json.loads((PROJECT_ROOT / "data" / "bundle" / "bundle.json").read_text())
+    assert bundle["model_version"] == "1" and bundle["training_data_sha256"] == trained["training_data_sha256"]
+    versioned = outputs["03_version"]
     assert set(versioned["dvc_versions"]) == {"data/raw", "data/processed"}
     assert versioned["dvc_versions"]["data/raw"]["md5"] in index  # the data version is on the run's page
     from mlflow.tracking import MlflowClient
@@ -61,9 +53,12 @@ def test_rerun_uses_the_cache_and_data_versions_restore(pipeline_run):
     home = run_dir.parent.parent
     first = json.loads((run_dir / "outputs.json").read_text())
     remote = f"DVC_REMOTE={home / 'dvc-remote'}"
-    again = run_pipeline(home, "-p", "ROWS=50000", "-p", remote).stdout
+    again = run_pipeline(home, "-p", "ROWS=60000", "-p", remote).stdout
     assert "01_acquire: skipped" in again and "02_preprocess: skipped" in again and "03_version done" in again
-    changed = run_pipeline(home, "-p", "ROWS=50000", "-p", "SEED=43", "--until", "02_preprocess").stdout
+    assert "04_train: skipped" in again and "05_evaluate done" in again  # same data: no retraining
+    gate = json.loads((home / "runs" / "latest" / "outputs.json").read_text())["05_evaluate"]
+    assert gate["promoted"] is False and gate["challenger_version"] == "2" and gate["champion_version"] == "1"
+    changed = run_pipeline(home, "-p", "ROWS=60000", "-p", "SEED=43", "--until", "02_preprocess").stdout
     assert "01_acquire: skipped" not in changed and "02_preprocess: skipped" not in changed
     # bring back the first run's data after deleting the working copy; 02 recomputes the very same features
     for folder in ("raw", "processed"):

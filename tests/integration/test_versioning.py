@@ -2,7 +2,6 @@
 
 import json
 import shutil
-import socket
 import subprocess
 
 import boto3
@@ -13,6 +12,7 @@ import pytest
 from lib import versioning
 from lib.acquire import content_sha256, write_batches
 from lib.simulate import simulate_batches
+from tests.integration.conftest import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -78,18 +78,12 @@ def test_restore_from_a_git_revision(project, tmp_path):
     assert content_sha256(project / "data" / "raw") == before
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def s3_server(monkeypatch):
     """moto's S3-compatible server, for real, on 127.0.0.1."""
     from moto.server import ThreadedMotoServer
 
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
     server.start()
     for key, value in {

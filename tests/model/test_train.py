@@ -98,3 +98,15 @@ def test_mlp_trains_and_models_round_trip_in_native_formats(processed, windows, 
         np.testing.assert_allclose(loaded.predict(X), original.predict(X), atol=1e-6)
     with pytest.raises(ParameterError, match="run 04_train first"):
         train.load_candidates(tmp_path / "elsewhere")
+
+
+def test_a_window_without_frauds_is_refused_with_the_fix(windows):
+    train_window = windows["full"]["train"]
+    quiet = train.SplitMatrix(
+        "validation", "full", train_window.features, train_window.X[:100], np.zeros(100, np.int8),
+        train_window.step[:100], train_window.amount[:100], train_window.flagged[:100],
+    )  # fmt: skip
+    with pytest.raises(
+        ParameterError, match=r"validation window has 100 transactions and no frauds.*VALIDATION_END_STEP"
+    ):
+        train.fit_xgboost(train_window, quiet, seed=1)

@@ -1,0 +1,182 @@
+"""Benchmark: the FastAPI twin vs ``mlflow models serve`` of the same model vs the original serving style.
+
+All servers run on 127.0.0.1 with one worker process each; load comes from ``wrk`` (Debian package
+``wrk``) in a separate process, 8 connections, single-transaction requests:
+
+* (a) ours: ``python -m lib serve`` with the bundle (raw transaction in, features by the spec);
+* (b) ``mlflow models serve`` of the same booster logged as an MLflow model (features in);
+* (c) baseline: the original style (``benchmarks/baseline_api.py``: features in, pandas DataFrame per
+  request, ``predict`` then ``predict_proba``).
+
+Then ours alone: latency at a paced ~500 requests/s (7 connections, 12 ms between requests each)
+and the batch route (10,000 transactions per request). Targets: (a) >= 10x (b) in throughput,
+p99 <= 10 ms at 500 requests/s, batch >= 100,000 transactions/s. Prints the ratios.
+
+    apt-get install wrk
+    .venv/bin/python benchmarks/serve_http.py [--bundle data/bundle] [--seconds 15]
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+KEY = "benchmark-key"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(command: list[str], port: int, ready_path: str, env: dict) -> subprocess.Popen:
+    path = f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"  # mlflow runs `uvicorn` by name
+    proc = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "PATH": path, **env}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            if urllib.request.urlopen(f"http://127.0.0.1:{port}{ready_path}", timeout=1).status == 200:
+                return proc
+        except OSError:
+            time.sleep(0.5)
+        if proc.poll() is not None:
+            raise SystemExit(f"{command[:4]} exited with {proc.returncode}")
+    raise SystemExit(f"{command[:4]} not ready")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=30)
+
+
+LUA = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["X-API-Key"] = "{key}"
+wrk.body = [==[{body}]==]
+{extra}
+done = function(summary, latency, requests)
+  io.write(string.format("RESULT %f %f %f %d %d\\n", summary.requests / (summary.duration / 1e6),
+    latency:percentile(50) / 1000, latency:percentile(99) / 1000, summary.requests,
+    summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
+end
+"""
+
+
+def wrk(url: str, body: str, seconds: int, connections: int, delay_ms: int = 0) -> dict:
+    extra = f"function delay() return {delay_ms} end" if delay_ms else ""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(LUA.format(key=KEY, body=body, extra=extra))
+    threads = min(2, connections)
+    out = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "-s", script.name, url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    os.unlink(script.name)
+    found = re.search(r"RESULT (\S+) (\S+) (\S+) (\d+) (\d+)", out)
+    if not found:
+        raise SystemExit(f"wrk gave no result:\n{out}")
+    rps, p50, p99, n, errors = found.groups()
+    return {"rps": float(rps), "p50_ms": float(p50), "p99_ms": float(p99), "requests": int(n), "errors": int(errors)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--bundle", default=str(ROOT / "data" / "bundle"))
+    parser.add_argument("--seconds", type=int, default=15)
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk not found: apt-get install wrk")
+    import mlflow
+    import pyarrow.csv as pacsv
+    from mlflow import xgboost as mlflow_xgboost
+
+    from lib import features, scoring
+
+    info, booster = scoring.load_bundle(args.bundle)
+    transaction = pacsv.read_csv(ROOT / "data" / "reference" / "paysim_real_sample.csv").slice(0, 1).to_pylist()[0]
+    raw = {k: transaction[k] for k in features.INPUT_COLUMNS}
+    matrix = features.compute(features.columns_from_records([raw]), info.feature_set)
+    feature_row = dict(zip(info.features, matrix[0].tolist(), strict=True))
+    rows = pacsv.read_csv(ROOT / "data" / "reference" / "paysim_real_sample.csv").slice(0, 10_000).to_pylist()
+    batch = json.dumps({"transactions": [{k: r[k] for k in features.INPUT_COLUMNS} for r in rows]})
+
+    work = Path(tempfile.mkdtemp(prefix="serve-bench-"))
+    mlflow.set_tracking_uri(f"sqlite:///{work / 'mlflow.db'}")
+    with mlflow.start_run():
+        import pandas as pd
+
+        example = pd.DataFrame([feature_row])
+        logged = mlflow_xgboost.log_model(booster, name="model", input_example=example, model_format="ubj")
+    servers = {}
+    results = {}
+    try:
+        ports = {name: free_port() for name in ("ours", "mlflow", "baseline")}
+        servers["ours"] = start(
+            [sys.executable, "-m", "lib", "serve", "--port", str(ports["ours"]), "--model", args.bundle],
+            ports["ours"], "/readyz", {"FRAUD_API_KEYS": KEY},
+        )  # fmt: skip
+        servers["mlflow"] = start(
+            [sys.executable, "-m", "mlflow", "models", "serve", "-m", logged.model_uri, "--env-manager", "local",
+             "-h", "127.0.0.1", "-p", str(ports["mlflow"]), "--workers", "1"],
+            ports["mlflow"], "/ping", {"MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}"},
+        )  # fmt: skip
+        booster.save_model(work / "model.ubj")
+        servers["baseline"] = start(
+            [sys.executable, "-m", "uvicorn", "benchmarks.baseline_api:app", "--port", str(ports["baseline"]),
+             "--log-level", "warning", "--no-access-log"],
+            ports["baseline"], "/docs", {"BASELINE_MODEL": str(work / "model.ubj")},
+        )  # fmt: skip
+        mlflow_body = json.dumps(
+            {"dataframe_split": {"columns": list(feature_row), "data": [list(feature_row.values())]}}
+        )
+        cases = {
+            "ours": (f"http://127.0.0.1:{ports['ours']}/v1/predict", json.dumps(raw)),
+            "mlflow": (f"http://127.0.0.1:{ports['mlflow']}/invocations", mlflow_body),
+            "baseline": (f"http://127.0.0.1:{ports['baseline']}/predict", json.dumps(feature_row)),
+        }
+        for name, (url, body) in cases.items():
+            wrk(url, body, 3, 8)  # warm-up
+            results[name] = wrk(url, body, args.seconds, 8)
+        paced = wrk(cases["ours"][0], cases["ours"][1], args.seconds, 7, delay_ms=12)  # ~500 req/s offered
+        batched = wrk(f"http://127.0.0.1:{ports['ours']}/v1/predict/batch", batch, args.seconds, 2)
+    finally:
+        for proc in servers.values():
+            stop(proc)
+        shutil.rmtree(work, ignore_errors=True)
+
+    print(f"\nsingle-transaction requests, 8 connections, {args.seconds} s each, one worker per server")
+    print(f"{'':28s}{'req/s':>10s}{'p50 ms':>9s}{'p99 ms':>9s}{'errors':>8s}")
+    labels = {"ours": "(a) FastAPI twin", "mlflow": "(b) mlflow models serve", "baseline": "(c) original style"}
+    for name, r in results.items():
+        print(f"{labels[name]:28s}{r['rps']:10.0f}{r['p50_ms']:9.2f}{r['p99_ms']:9.2f}{r['errors']:8d}")
+    ratio_mlflow = results["ours"]["rps"] / results["mlflow"]["rps"]
+    ratio_base = results["ours"]["rps"] / results["baseline"]["rps"]
+    print(f"\nthroughput (a)/(b): {ratio_mlflow:.1f}x (target >= 10x: {'met' if ratio_mlflow >= 10 else 'MISSED'})")
+    print(f"throughput (a)/(c): {ratio_base:.1f}x")
+    print(f"paced (a): {paced['rps']:.0f} req/s, p50 {paced['p50_ms']:.2f} ms, p99 {paced['p99_ms']:.2f} ms "
+          f"(target p99 <= 10 ms at 500 req/s: {'met' if paced['p99_ms'] <= 10 and paced['rps'] >= 450 else 'MISSED'})")  # fmt: skip
+    per_s = batched["rps"] * 10_000
+    print(f"batch route: {batched['rps']:.2f} req/s x 10,000 = {per_s:,.0f} transactions/s, p99 {batched['p99_ms']:.0f} ms "
+          f"(target >= 100,000/s: {'met' if per_s >= 100_000 else 'MISSED'})")  # fmt: skip
+    print(json.dumps({"single": results, "paced": paced, "batch": batched, "batch_tx_per_s": per_s}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""AWS Lambda (Chalice) app: the routes and JSON contract of the FastAPI twin, over the same scoring core.
+
+Handlers are thin: ``lib.contract`` validates, ``lib.scoring`` scores. ``lib`` reaches the
+deployment package through ``vendor/lib``, a symlink to the project's own package (Chalice copies
+``vendor/`` into the package root and follows links), so there is no second copy to maintain. The
+serving bundle is read from ``FRAUD_SERVING_MODEL`` or ``bundle/`` beside this file (copy
+``data/bundle`` to ``vendor/bundle`` before ``chalice package``/``deploy``).
+"""
+
+import hmac
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+from chalice import Chalice, Response
+
+from lib import contract, scoring
+
+app = Chalice(app_name="paysim-fraud-scoring")
+app.log.setLevel(logging.INFO)
+HERE = Path(__file__).resolve().parent
+_cache: dict = {}
+
+
+def get_scorer() -> scoring.Scorer:
+    """Loaded on first use and kept for warm invocations."""
+    if "scorer" not in _cache:
+        configured = os.environ.get("FRAUD_SERVING_MODEL")
+        candidates = [Path(configured)] if configured else [HERE / "bundle", HERE / "vendor" / "bundle"]
+        folder = next((c for c in candidates if c.exists()), candidates[0])
+        _cache["scorer"] = scoring.Scorer.from_folder(folder)
+    return _cache["scorer"]
+
+
+def get_api_keys() -> list[bytes]:
+    """Keys from ``FRAUD_API_KEYS``, or from the SSM parameter named by ``FRAUD_API_KEYS_SSM_PARAMETER`` (prod)."""
+    if "keys" not in _cache:
+        raw = os.environ.get("FRAUD_API_KEYS", "")
+        parameter = os.environ.get("FRAUD_API_KEYS_SSM_PARAMETER")
+        if parameter:
+            import boto3
+
+            raw = boto3.client("ssm").get_parameter(Name=parameter, WithDecryption=True)["Parameter"]["Value"]
+        _cache["keys"] = [k.strip().encode() for k in raw.split(",") if k.strip()]
+    return _cache["keys"]
+
+
+def _json(body: object, status: int = 200) -> Response:
+    return Response(json.dumps(body), status_code=status, headers={"Content-Type": "application/json"})
+
+
+def _log(route: str, status: int, began: float, **fields) -> None:
+    """One JSON line per request; CloudWatch metric filters read these fields (see README)."""
+    request_id = getattr(app.lambda_context, "aws_request_id", None) if app.lambda_context else None
+    entry = {
+        "event": "request",
+        "route": route,
+        "status": status,
+        "duration_ms": round((time.perf_counter() - began) * 1000, 3),
+    }
+    app.log.info(json.dumps({**entry, "request_id": request_id, **fields}))
+
+
+def _guarded(route: str, handler) -> Response:
+    """API key check, contract errors as 4xx, and the request log line, around one handler."""
+    began = time.perf_counter()
+    given = (app.current_request.headers or {}).get("x-api-key", "").encode()
+    matched = False
+    for key in get_api_keys():  # compare with every key, in constant time each
+        matched |= hmac.compare_digest(given, key)
+    if not matched:
+        _log(route, 401, began)
+        return _json({"detail": "missing or invalid API key"}, 401)
+    try:
+        body, fields = handler()
+    except contract.RequestError as exc:
+        _log(route, exc.status, began)
+        return _json({"detail": exc.detail}, exc.status)
+    except scoring.BundleError as exc:
+        _log(route, 503, began)
+        return _json({"detail": str(exc)}, 503)
+    _log(route, 200, began, **fields)
+    return _json(body)
+
+
+def _score(records: list[dict]) -> tuple[list[dict], dict]:
+    results = get_scorer().score_records(records)
+    frauds = sum(r["is_fraud"] for r in results)
+    return results, {"transactions": len(results), "frauds": frauds, "model_version": results[0]["model_version"]}
+
+
+@app.route("/v1/predict", methods=["POST"], content_types=["application/json"])
+def predict() -> Response:
+    def handle():
+        results, fields = _score([contract.parse_transaction(app.current_request.raw_body or b"")])
+        return results[0], fields
+
+    return _guarded("/v1/predict", handle)
+
+
+@app.route("/v1/predict/batch", methods=["POST"], content_types=["application/json"])
+def predict_batch() -> Response:
+    def handle():
+        results, fields = _score(contract.parse_batch(app.current_request.raw_body or b""))
+        return {"predictions": results}, fields
+
+    return _guarded("/v1/predict/batch", handle)
+
+
+@app.route("/v1/model", methods=["GET"])
+def model() -> Response:
+    return _guarded("/v1/model", lambda: (get_scorer().info.__dict__, {}))
+
+
+@app.route("/healthz", methods=["GET"])
+def healthz() -> dict:
+    return {"status": "ok"}
+
+
+@app.route("/readyz", methods=["GET"])
+def readyz() -> Response:
+    try:
+        info = get_scorer().info
+    except scoring.BundleError as exc:
+        return _json({"status": "failed", "reason": str(exc)}, 503)
+    return _json({"status": "ready", "model_version": info.model_version})

@@ -1,0 +1,206 @@
+"""The FastAPI twin of the Chalice app: the same routes and JSON contract, served by uvicorn on Kubernetes.
+
+Routes are thin: validation is ``lib.contract``, scoring is ``lib.scoring``. The bundle loads in a
+background thread at start-up, so ``/healthz`` answers at once and ``/readyz`` says 503 until the
+model is there. ``python -m lib serve`` runs it for users.
+"""
+
+import hmac
+import json
+import logging
+import threading
+import time
+import uuid
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+import orjson
+from fastapi import Depends, FastAPI, HTTPException, Request, Security
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import APIKeyHeader
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from lib import contract, scoring
+from lib.config import Settings, get_settings
+from lib.metrics import ApiMetrics
+
+log = logging.getLogger("fraud.api")
+API_KEY_HEADER = "X-API-Key"
+
+
+class ModelHolder:
+    """The scorer, loaded once in the background; ``error`` says why it is not there."""
+
+    def __init__(self, settings: Settings, metrics: ApiMetrics, scorer: scoring.Scorer | None = None) -> None:
+        self.settings, self.metrics = settings, metrics
+        self.scorer, self.error = scorer, None
+        if scorer is not None:
+            metrics.set_model(scorer.info)
+
+    def load(self) -> None:
+        try:
+            folder = scoring.bundle_folder(
+                self.settings.serving_model,
+                self.settings.mlflow_tracking_uri,
+                self.settings.registered_model,
+                self.settings.bundle_cache,
+            )
+            self.scorer = scoring.Scorer.from_folder(folder)
+            self.metrics.set_model(self.scorer.info)
+            log.info(json.dumps({"event": "model_loaded", "model_version": self.scorer.info.model_version}))
+        except Exception as exc:  # reported by /readyz; the process stays up for the probes
+            self.error = f"{type(exc).__name__}: {exc}"
+            log.error(json.dumps({"event": "model_load_failed", "error": self.error}))
+
+    def ready(self) -> scoring.Scorer:
+        if self.scorer is None:
+            raise HTTPException(503, self.error or "model is loading")
+        return self.scorer
+
+
+class JsonLogFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        fields = json.loads(message) if message.startswith("{") else {"message": message}
+        return json.dumps({"ts": round(record.created, 3), "level": record.levelname.lower(), **fields})
+
+
+class ObservedMiddleware:
+    """Pure ASGI middleware: request id, body-size limit, latency and count metrics, one JSON log line."""
+
+    def __init__(self, app, metrics: ApiMetrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        began = time.perf_counter()
+        headers = dict(scope["headers"])
+        request_id = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or uuid.uuid4().hex
+        status = 500
+
+        async def send_with_id(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode("latin-1"))]
+            await send(message)
+
+        try:
+            length = int(headers.get(b"content-length", b"0") or 0)
+        except ValueError:
+            length = 0
+        if length > contract.MAX_BODY_BYTES:
+            response = JSONResponse(
+                {"detail": f"request body of {length:,} bytes exceeds the limit of {contract.MAX_BODY_BYTES:,}"}, 413
+            )
+            await response(scope, receive, send_with_id)
+        else:
+            await self.app(scope, receive, send_with_id)
+        seconds = time.perf_counter() - began
+        route = scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        labels = (path, scope["method"], str(status))
+        self.metrics.requests.labels(*labels).inc()
+        self.metrics.latency.labels(*labels).observe(seconds)
+        entry = {"event": "request", "request_id": request_id, "method": scope["method"], "path": scope["path"]}
+        entry |= {"route": path, "status": status, "duration_ms": round(seconds * 1000, 3)}
+        log.info(json.dumps(entry))
+
+
+def create_app(
+    settings: Settings | None = None, scorer: scoring.Scorer | None = None, registry: CollectorRegistry | None = None
+) -> FastAPI:
+    """The app; a ``scorer`` handed in is served as is, otherwise the bundle of ``settings.serving_model`` loads."""
+    settings = settings or get_settings()
+    metrics = ApiMetrics(registry or CollectorRegistry())
+    holder = ModelHolder(settings, metrics, scorer)
+    keys = [k.encode() for k in settings.api_key_list()]
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        if holder.scorer is None:
+            threading.Thread(target=holder.load, name="bundle-loader", daemon=True).start()
+        yield
+
+    app = FastAPI(
+        title="PaySim fraud scoring",
+        version="1",
+        description="Raw PaySim transactions in, fraud probability and decision out. Same contract as the Chalice app.",
+        lifespan=lifespan,
+    )
+    app.state.holder = holder
+    app.add_middleware(ObservedMiddleware, metrics=metrics)
+
+    async def api_key(
+        key: Annotated[str | None, Security(APIKeyHeader(name=API_KEY_HEADER, auto_error=False))],
+    ) -> None:
+        given = (key or "").encode()
+        matched = False
+        for valid in keys:  # compare with every key, in constant time each
+            matched |= hmac.compare_digest(given, valid)
+        if not matched:
+            raise HTTPException(401, "missing or invalid API key", headers={"WWW-Authenticate": API_KEY_HEADER})
+
+    async def ready_scorer() -> scoring.Scorer:  # async dependencies run without a thread hop
+        return holder.ready()
+
+    Scorer = Annotated[scoring.Scorer, Depends(ready_scorer)]
+    guarded = {"dependencies": [Depends(api_key)], "responses": {401: {}, 413: {}, 422: {}, 503: {}}}
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        if any(e["type"] == "too_long" and tuple(e["loc"]) == ("body", "transactions") for e in errors):
+            return JSONResponse(
+                {"detail": f"too many transactions in one batch; the limit is {contract.MAX_BATCH:,}"}, 413
+            )
+        # drop FastAPI's leading "body"; a body that is not JSON at all is reported on "body"
+        located = [{**e, "loc": () if e["type"] == "json_invalid" else e["loc"][1:]} for e in errors]
+        return JSONResponse({"detail": contract.field_errors(located)}, 422)
+
+    def respond(body: object) -> Response:
+        return Response(orjson.dumps(body), media_type="application/json")
+
+    @app.post("/v1/predict", response_model=contract.Prediction, **guarded)
+    async def predict(
+        transaction: contract.Transaction, scorer: Scorer
+    ) -> Response:  # CPU-bound, sub-ms: no thread hop
+        result = scorer.score_records([transaction])
+        metrics.observe_results(result)
+        return respond(result[0])
+
+    @app.post("/v1/predict/batch", response_model=contract.BatchPrediction, **guarded)
+    async def predict_batch(batch: contract.BatchRequest, scorer: Scorer) -> Response:
+        result = scorer.score_records(batch["transactions"])
+        metrics.observe_results(result)
+        return respond({"predictions": result})
+
+    @app.get("/v1/model", response_model=scoring.BundleInfo, **guarded)
+    def model(scorer: Scorer) -> Response:
+        return respond(scorer.info.__dict__)
+
+    @app.get("/healthz")
+    def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/readyz", responses={503: {}})
+    def readyz() -> JSONResponse:
+        if holder.scorer is None:
+            return JSONResponse({"status": "failed" if holder.error else "loading", "reason": holder.error}, 503)
+        return JSONResponse({"status": "ready", "model_version": holder.scorer.info.model_version})
+
+    @app.get("/metrics", include_in_schema=False)
+    def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def configure_logging(level: str = "INFO") -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonLogFormatter())
+    log.handlers[:] = [handler]
+    log.setLevel(level)
+    log.propagate = False

@@ -1,0 +1,47 @@
+"""One contract: the same 1,000 raw transactions give identical probabilities and decisions on every path."""
+
+import json
+import subprocess
+import sys
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pytest
+
+from lib import scoring
+from lib.config import PROJECT_ROOT
+from lib.schema import RAW_COLUMNS
+from tests.api.conftest import HEADERS
+
+pytestmark = pytest.mark.slow
+
+
+def test_core_fastapi_chalice_and_cli_agree(bundle, api, chalice, transactions, tmp_path):
+    assert len(transactions) == 1000
+    core = scoring.Scorer.from_folder(bundle).score_records([dict(t) for t in transactions])
+    expected = [(r["transaction_id"], r["fraud_probability"], r["is_fraud"]) for r in core]
+    assert any(is_fraud for _, _, is_fraud in expected) and not all(is_fraud for _, _, is_fraud in expected)
+
+    def triples(predictions):
+        return [(p["transaction_id"], p["fraud_probability"], p["is_fraud"]) for p in predictions]
+
+    fastapi_batch = api.post("/v1/predict/batch", json={"transactions": transactions}, headers=HEADERS).json()
+    fastapi_single = [api.post("/v1/predict", json=t, headers=HEADERS).json() for t in transactions]
+    chalice_batch = chalice.http.post(
+        "/v1/predict/batch", body=json.dumps({"transactions": transactions}),
+        headers={"Content-Type": "application/json", **HEADERS},
+    ).json_body  # fmt: skip
+    assert triples(fastapi_batch["predictions"]) == expected
+    assert triples(fastapi_single) == expected
+    assert triples(chalice_batch["predictions"]) == expected
+
+    table = pa.Table.from_pylist([{c: t[c] for c in RAW_COLUMNS} for t in transactions])
+    pacsv.write_csv(table, tmp_path / "in.csv")
+    done = subprocess.run(
+        [sys.executable, "-m", "lib", "score", "--input", str(tmp_path / "in.csv"), "--output", str(tmp_path / "out.csv"),
+         "--model", str(bundle)], cwd=PROJECT_ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    scored = pacsv.read_csv(tmp_path / "out.csv")
+    cli = list(zip(scored.column("fraud_probability").to_pylist(), scored.column("is_fraud").to_pylist(), strict=True))
+    assert cli == [(p, int(d)) for _, p, d in expected]

@@ -1,0 +1,77 @@
+"""04_train + 05_evaluate logging into a real ``mlflow server`` backed by PostgreSQL, as a team would run it."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from lib.config import PROJECT_ROOT
+from tests.conftest import REAL_SAMPLE
+from tests.integration.conftest import run_pipeline
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+MODEL = "paysim-fraud-detector"
+
+
+@pytest.fixture(scope="module")
+def trained(mlflow_server, tmp_path_factory):
+    home = tmp_path_factory.mktemp("server-run")
+    paths = {
+        "RAW_PATH": home / "raw.parquet",
+        "PROCESSED_PATH": home / "processed",
+        "MODELS_PATH": home / "models",
+        "BUNDLE_PATH": home / "bundle",
+    }
+    args = [f"--only={nb}" for nb in ("01_acquire", "02_preprocess", "04_train", "05_evaluate")]
+    params = ["-p", "ROWS=60000", "-p", "MLP_EPOCHS=2", *(f"-p{k}={v}" for k, v in paths.items())]
+    env = {"MLFLOW_TRACKING_URI": mlflow_server}
+    run_pipeline(home, *args, *params, "--force", env=env)
+    evaluate_params = [f"-p{k}={v}" for k, v in paths.items() if k != "RAW_PATH"]
+    again = run_pipeline(home, "--only=05_evaluate", *evaluate_params, env=env)  # the same model again: a tie
+    return home, paths, again.stdout
+
+
+def test_candidates_are_nested_runs_with_curves_models_and_lineage(mlflow_server, trained):
+    home, _, _ = trained
+    client = MlflowClient(mlflow_server)
+    experiment = client.get_experiment_by_name("fraud-detection-pipeline")
+    runs = client.search_runs([experiment.experiment_id])
+    first_run_id = json.loads(sorted((home / "runs").glob("2*/run.json"))[0].read_text())["mlflow_run_id"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == first_run_id]
+    assert sorted(r.info.run_name for r in children) == [
+        "keras_mlp_full", "keras_mlp_realtime_safe", "xgboost_full", "xgboost_realtime_safe",
+    ]  # fmt: skip
+    for child in children:
+        assert child.data.tags["feature_spec_version"].startswith("fs-")
+        assert len(child.data.tags["training_data_sha256"]) == 64
+        assert 0 < child.data.metrics["validation_auprc"] <= 1
+        curve = "validation_aucpr" if child.info.run_name.startswith("xgboost") else "validation_auprc"
+        assert len(client.get_metric_history(child.info.run_id, curve)) >= 2
+    xgb_run = next(r for r in children if r.info.run_name == "xgboost_full")
+    model = client.search_logged_models(
+        [experiment.experiment_id], filter_string=f"source_run_id='{xgb_run.info.run_id}'"
+    )
+    assert model and model[0].name == "model"
+
+
+def test_registry_gate_and_champion_bundle_through_the_server(mlflow_server, trained, tmp_path):
+    home, paths, second = trained
+    assert "05_evaluate done" in second
+    client = MlflowClient(mlflow_server)
+    assert str(client.get_model_version_by_alias(MODEL, "champion").version) == "1"
+    assert str(client.get_model_version_by_alias(MODEL, "challenger").version) == "2"
+    assert client.get_model_version(MODEL, "1").tags["gate_decision"] == "promoted"
+    assert client.get_model_version(MODEL, "2").tags["gate_decision"] == "rejected"  # equal AUPRC is not better
+    outputs = json.loads((home / "runs" / "latest" / "outputs.json").read_text())["05_evaluate"]
+    assert outputs["promoted"] is False and "re-scored" in outputs["gate_reason"]
+    assert json.loads((paths["BUNDLE_PATH"] / "bundle.json").read_text())["model_version"] == "1"
+
+    done = subprocess.run(
+        [sys.executable, "-m", "lib", "score", "--input", str(REAL_SAMPLE), "--output", str(tmp_path / "s.csv")],
+        cwd=PROJECT_ROOT, capture_output=True, text=True,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "MLFLOW_TRACKING_URI": mlflow_server},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert f"{MODEL} v1" in done.stdout and "AUPRC" in done.stdout
