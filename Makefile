@@ -1,10 +1,13 @@
 # Two commands for a newcomer: `make run` (pipeline on the embedded default) and `make test`.
 PYTHON ?= python3.11
+PROFILE ?= default
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run run-full test test-fast lab lint format lock clean
+ACTIONLINT_VERSION := v1.7.12
+
+.PHONY: setup tools run run-full test test-fast validate-manifests lab lint format lock clean
 
 setup: $(STAMP)
 
@@ -17,8 +20,14 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
+# Go tools the tests use (needs Go; the Go module proxy serves them): actionlint for .github/workflows.
+tools: $(BIN)/actionlint
+
+$(BIN)/actionlint: | $(STAMP)
+	GOBIN=$(abspath $(BIN)) go install github.com/rhysd/actionlint/cmd/actionlint@$(ACTIONLINT_VERSION)
+
 run: setup
-	$(BIN)/python run_pipeline.py
+	$(BIN)/python run_pipeline.py --profile $(PROFILE)
 
 run-full: setup
 	$(BIN)/python run_pipeline.py --profile full
@@ -28,6 +37,9 @@ test: setup
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow" tests
+
+validate-manifests: setup
+	$(BIN)/python -m pytest tests/api/test_k8s.py
 
 lab: setup
 	$(BIN)/jupyter lab --notebook-dir=.

@@ -56,8 +56,11 @@ def write_notebook(path: Path, parameters: str, *cells: str) -> Path:
 
 
 def chromium_paths() -> tuple[str, str] | None:
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    """Debian's Chromium + ChromeDriver, or the Chrome + driver that GitHub's Ubuntu runners carry."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     driver = shutil.which("chromedriver")
+    if not driver and os.environ.get("CHROMEWEBDRIVER"):
+        driver = shutil.which("chromedriver", path=os.environ["CHROMEWEBDRIVER"])
     return (browser, driver) if browser and driver else None
 
 
