@@ -8,7 +8,7 @@ All servers run on 127.0.0.1 with one worker process each; load comes from ``wrk
 * (c) baseline: the original style (``benchmarks/baseline_api.py``: features in, pandas DataFrame per
   request, ``predict`` then ``predict_proba``).
 
-Then ours alone: latency at a paced ~500 requests/s (7 connections, 12 ms between requests each)
+Then ours alone: latency at a paced ~500 requests/s (9 connections, 15 ms between requests each)
 and the batch route (10,000 transactions per request). Targets: (a) >= 10x (b) in throughput,
 p99 <= 10 ms at 500 requests/s, batch >= 100,000 transactions/s. Prints the ratios.
 
@@ -154,7 +154,7 @@ def main() -> None:
         for name, (url, body) in cases.items():
             wrk(url, body, 3, 8)  # warm-up
             results[name] = wrk(url, body, args.seconds, 8)
-        paced = wrk(cases["ours"][0], cases["ours"][1], args.seconds, 7, delay_ms=12)  # ~500 req/s offered
+        paced = wrk(cases["ours"][0], cases["ours"][1], args.seconds, 9, delay_ms=15)  # ~500 req/s offered
         batched = wrk(f"http://127.0.0.1:{ports['ours']}/v1/predict/batch", batch, args.seconds, 2)
     finally:
         for proc in servers.values():

@@ -8,6 +8,7 @@ on the model version, so the registry itself explains why an alias moved or did 
 
 from dataclasses import dataclass
 
+import mlflow
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -29,6 +30,9 @@ def register(client: MlflowClient, name: str, model_uri: str, run_id: str, tags:
         client.get_registered_model(name)
     except MlflowException:
         client.create_registered_model(name, description="PaySim fraud detector (pipeline 05_evaluate)")
+    # MLflow resolves a ``models:/`` source through the process-wide tracking URI, not the client's:
+    # without this, a notebook opened on its own (no MLFLOW_TRACKING_URI) looks in the wrong store
+    mlflow.set_tracking_uri(client.tracking_uri)
     # a logged model (MLflow 3: ``models:/m-<id>``) must be named by id too, or a tracking server refuses it
     model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
     version = client.create_model_version(
@@ -90,8 +94,8 @@ def champion_auprc(
     champion = current_champion(client, name)
     if champion is None:
         return None, "no champion yet"
-    folder = scoring.download_registered_bundle(client.tracking_uri, name, CHAMPION, cache_dir)
     try:
+        folder = scoring.download_registered_bundle(client.tracking_uri, name, CHAMPION, cache_dir)
         info, booster = scoring.load_bundle(folder)
     except scoring.BundleError as exc:
         recorded = champion.tags.get("test_auprc")

@@ -98,9 +98,15 @@ def download_registered_bundle(tracking_uri: str, model_name: str, alias: str, d
             "through 05_evaluate first, or pass a bundle folder"
         ) from exc
     dest = Path(dest)
+    artifact = bundle_artifact_path(version.version)
     with tempfile.TemporaryDirectory() as download, atomic.staged_dir(dest) as tmp:
-        # stores differ in where below dst_path the files land; the returned path is the truth
-        fetched = Path(client.download_artifacts(version.run_id, bundle_artifact_path(version.version), download))
+        try:  # stores differ in where below dst_path the files land; the returned path is the truth
+            fetched = Path(client.download_artifacts(version.run_id, artifact, download))
+        except MlflowException as exc:
+            raise BundleError(
+                f"{model_name} v{version.version} (alias {alias!r}) has no serving bundle at {artifact} of run "
+                f"{version.run_id}; was it registered by 05_evaluate? ({exc})"
+            ) from exc
         shutil.copytree(fetched, tmp)
     return dest
 
