@@ -48,10 +48,10 @@ class ModelHolder:
             )
             self.scorer = scoring.Scorer.from_folder(folder)
             self.metrics.set_model(self.scorer.info)
-            log.info(json.dumps({"event": "model_loaded", "model_version": self.scorer.info.model_version}))
+            log.info("model_loaded", extra={"fields": {"model_version": self.scorer.info.model_version}})
         except Exception as exc:  # reported by /readyz; the process stays up for the probes
             self.error = f"{type(exc).__name__}: {exc}"
-            log.error(json.dumps({"event": "model_load_failed", "error": self.error}))
+            log.error("model_load_failed", extra={"fields": {"error": self.error}})
 
     def ready(self) -> scoring.Scorer:
         if self.scorer is None:
@@ -61,9 +61,8 @@ class ModelHolder:
 
 class JsonLogFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage()
-        fields = json.loads(message) if message.startswith("{") else {"message": message}
-        return json.dumps({"ts": round(record.created, 3), "level": record.levelname.lower(), **fields})
+        entry = {"ts": round(record.created, 3), "level": record.levelname.lower(), "event": record.getMessage()}
+        return json.dumps({**entry, **getattr(record, "fields", {})})
 
 
 class ObservedMiddleware:
@@ -104,9 +103,8 @@ class ObservedMiddleware:
         labels = (path, scope["method"], str(status))
         self.metrics.requests.labels(*labels).inc()
         self.metrics.latency.labels(*labels).observe(seconds)
-        entry = {"event": "request", "request_id": request_id, "method": scope["method"], "path": scope["path"]}
-        entry |= {"route": path, "status": status, "duration_ms": round(seconds * 1000, 3)}
-        log.info(json.dumps(entry))
+        entry = {"request_id": request_id, "method": scope["method"], "path": scope["path"], "route": path}
+        log.info("request", extra={"fields": {**entry, "status": status, "duration_ms": round(seconds * 1000, 3)}})
 
 
 def create_app(

@@ -11,6 +11,7 @@ import itertools
 import json
 import math
 import os
+import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -140,8 +141,6 @@ def fit_xgboost(
     threads: int = 0,
 ) -> Candidate:
     """Gradient-boosted trees (``hist``), stopped early on validation AUPRC."""
-    import time
-
     require_frauds(train)
     require_frauds(validation)
     params = {
@@ -173,16 +172,17 @@ def fit_xgboost(
     )
     seconds = time.perf_counter() - began
     best = booster.best_iteration
+    kept = booster[: best + 1]  # the trees early stopping chose, nothing after
     history = {f"{split}_{metric}": values for split, metrics in evals.items() for metric, values in metrics.items()}
     return Candidate(
         f"xgboost_{train.feature_set}",
         "xgboost",
         train.feature_set,
         {**params, "eval_metric": ",".join(params["eval_metric"]), "max_rounds": max_rounds, "pos_weight": pos_weight},
-        booster[: best + 1],  # keep the trees early stopping chose, nothing after
+        kept,
         history,
         best,
-        _auprc(booster[: best + 1].inplace_predict(validation.X), validation.y),
+        _auprc(kept.inplace_predict(validation.X), validation.y),
         round(seconds, 2),
     )
 
@@ -237,11 +237,7 @@ def fit_mlp(
     learning_rate: float = 1e-3,
 ) -> Candidate:
     """A Keras MLP (normalisation inside the model), class-weighted, stopped early on validation AUPRC."""
-    import time
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import keras
-
+    keras = _keras()
     require_frauds(train)
     require_frauds(validation)
     keras.utils.set_random_seed(seed)
@@ -343,10 +339,15 @@ def load_model(kind: str, path: str | Path):
     """A saved model, from its native file (XGBoost UBJSON/JSON or Keras ``.keras``)."""
     if kind == "xgboost":
         return xgb.Booster(model_file=str(path))
+    return _keras().saving.load_model(path, safe_mode=True)
+
+
+def _keras():
+    """Keras, imported on first use (TensorFlow takes seconds to import) without TF's C++ log noise."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras
 
-    return keras.saving.load_model(path, safe_mode=True)
+    return keras
 
 
 def load_candidates(folder: str | Path) -> list[tuple[Candidate, dict]]:

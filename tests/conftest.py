@@ -125,6 +125,18 @@ def processed(tmp_path_factory, raw_table):
     return folder
 
 
+def bundle_info(**changes):
+    """The metadata of a test bundle (the ``bundle.json`` contract), with ``changes`` applied."""
+    from lib.scoring import BundleInfo
+
+    values = dict(
+        model_name="paysim-fraud-detector", model_version="3", feature_set="full",
+        feature_spec_version=features.FEATURE_SPEC_VERSION, features=list(features.feature_names("full")),
+        threshold=0.5, training_data_sha256="abc", candidate="xgboost_full", test_auprc=0.99,
+    )  # fmt: skip
+    return BundleInfo(**{**values, **changes})
+
+
 @pytest.fixture(scope="session")
 def bundle(processed, tmp_path_factory) -> Path:
     """A serving bundle of a small XGBoost model trained on ``processed`` (what 05_evaluate exports)."""
@@ -132,9 +144,5 @@ def bundle(processed, tmp_path_factory) -> Path:
 
     windows = {s: train.load_matrix(processed, s) for s in ("train", "validation")}
     candidate = train.fit_xgboost(windows["train"], windows["validation"], seed=5, max_rounds=80)
-    info = scoring.BundleInfo(
-        model_name="paysim-fraud-detector", model_version="3", feature_set="full",
-        feature_spec_version=features.FEATURE_SPEC_VERSION, features=list(features.feature_names("full")),
-        threshold=0.2, training_data_sha256="abc", candidate=candidate.name, test_auprc=0.99,
-    )  # fmt: skip
+    info = bundle_info(candidate=candidate.name, threshold=0.2)
     return scoring.export_bundle(tmp_path_factory.mktemp("bundle") / "bundle", candidate.model, info)

@@ -6,7 +6,7 @@ import logging
 import pytest
 from fastapi.testclient import TestClient
 
-from lib.api import create_app
+from lib.api import JsonLogFormatter, create_app
 from lib.config import Settings
 from lib.contract import MAX_BATCH, MAX_BODY_BYTES
 from tests.api.conftest import HEADERS, KEY
@@ -101,7 +101,9 @@ def test_metrics_and_json_request_logs(api, transactions, caplog):
             "/v1/predict/batch", json={"transactions": transactions[:10]}, headers={**HEADERS, "X-Request-ID": "req-42"}
         )
     assert response.headers["x-request-id"] == "req-42"
-    entry = next(json.loads(r.getMessage()) for r in caplog.records if "req-42" in r.getMessage())
+    lines = [json.loads(JsonLogFormatter().format(r)) for r in caplog.records]  # what the log stream carries
+    entry = next(line for line in lines if line.get("request_id") == "req-42")
+    assert entry["event"] == "request" and entry["level"] == "info" and entry["ts"] > 0
     assert entry["route"] == "/v1/predict/batch" and entry["status"] == 200 and entry["duration_ms"] > 0
     assert api.get("/healthz").headers["x-request-id"]  # generated when the client sends none
     text = api.get("/metrics").text

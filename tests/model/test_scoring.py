@@ -11,19 +11,10 @@ import pytest
 
 from lib import scoring, train
 from lib.config import PROJECT_ROOT
-from lib.features import FEATURE_SPEC_VERSION, feature_names
 from tests.conftest import REAL_SAMPLE
+from tests.conftest import bundle_info as info
 
 pytestmark = pytest.mark.slow
-
-
-def info(**changes) -> scoring.BundleInfo:
-    values = dict(
-        model_name="paysim-fraud-detector", model_version="3", feature_set="full",
-        feature_spec_version=FEATURE_SPEC_VERSION, features=list(feature_names("full")), threshold=0.5,
-        training_data_sha256="abc", candidate="xgboost_full", test_auprc=0.99,
-    )  # fmt: skip
-    return scoring.BundleInfo(**{**values, **changes})
 
 
 def test_scores_from_raw_rows_equal_the_training_path(processed, raw_table, bundle):
