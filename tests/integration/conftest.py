@@ -44,6 +44,8 @@ def run_pipeline(home: Path, *args: str, env: dict | None = None) -> subprocess.
         "FRAUD_RUNS_DIR": str(home / "runs"),
         "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
         "FRAUD_MLFLOW_ARTIFACT_ROOT": (home / "artifacts").as_uri(),
+        # the Kafka jars 06_stream's embedded broker needs stay in the real cache (fetched once)
+        "XDG_CACHE_HOME": os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache")),
     }
     command = [sys.executable, "run_pipeline.py", *args]
     done = subprocess.run(

@@ -38,6 +38,10 @@ def test_run_record_is_complete(pipeline_run):
     assert evaluated["xgboost_full_auprc"] > 0.8
     bundle = json.loads((PROJECT_ROOT / "data" / "bundle" / "bundle.json").read_text())
     assert bundle["model_version"] == "1" and bundle["training_data_sha256"] == trained["training_data_sha256"]
+    streamed = outputs["06_stream"]  # the whole test window through a real broker, every one scored
+    manifest = json.loads((PROJECT_ROOT / "data" / "processed" / "manifest.json").read_text())
+    assert streamed["stream_transactions"] == manifest["splits"]["test"]["rows"] > 0
+    assert streamed["stream_dead_letters"] == 0 and streamed["stream_model_version"] == "1"
     versioned = outputs["03_version"]
     assert set(versioned["dvc_versions"]) == {"data/raw", "data/processed"}
     assert versioned["dvc_versions"]["data/raw"]["md5"] in index  # the data version is on the run's page

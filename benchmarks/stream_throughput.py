@@ -1,0 +1,140 @@
+"""Benchmark: the Kafka stream scorer vs the original design (one HTTP call to the API per message).
+
+Everything on 127.0.0.1: a real Apache Kafka broker (embedded, or ``KAFKA_BOOTSTRAP_SERVERS``), the
+scorer as its own process (``python -m lib stream score``), transactions replayed by this process.
+
+1. Sustained throughput: ``--rows`` simulated transactions replayed as fast as possible while the
+   scorer runs; end to end = from the first transaction's produce time to the last result's append
+   time in the scores topic (the broker's clock, ``LogAppendTime``).
+2. Latency at a fixed offered rate (``--rate``, default 2,000/s for ``--seconds``): p50/p99 of
+   (result appended - transaction produced).
+3. The original design: a kafka-python consumer that POSTs each message to the API's single route
+   (``python -m lib serve``, the FastAPI twin) and produces nothing back, over ``--baseline-rows``.
+
+Targets: >= 20,000 transactions/s sustained, >= 50x the per-message HTTP design, p99 <= 250 ms at
+2,000 transactions/s. Prints the ratios.
+
+    .venv/bin/python benchmarks/stream_throughput.py [--bundle data/bundle] [--rows 400000]
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from serve_http import KEY, free_port, start, stop  # noqa: E402
+
+from lib import stream, stream_scorer  # noqa: E402
+from lib.simulate import simulate_table  # noqa: E402
+
+
+def messages(rows: int, seed: int) -> list[tuple[bytes, bytes]]:
+    table = simulate_table(rows, seed=seed)
+    import pyarrow as pa
+
+    table = table.append_column("transaction_id", pa.array([f"b{seed}-{i:08d}" for i in range(rows)]))
+    return stream.encode_transactions(table)
+
+
+def run_ours(bootstrap: str, bundle: str, batch: list, rate: float, batch_size: int, name: str) -> dict:
+    topics = stream.Topics(f"bench-{name}-{time.time_ns()}.")
+    stream.ensure_topics(bootstrap, topics, partitions=4)
+    proc = stream_scorer.start_scorer_process(bootstrap, topics, bundle, "--batch-size", str(batch_size))
+    try:
+        time.sleep(4)  # joined its group and was assigned the partitions
+        replayed = stream.replay(bootstrap, topics.transactions, batch, rate)
+        results = stream.results_frame(stream.read_topic(bootstrap, topics.scores, expect=len(batch), timeout=600))
+    finally:
+        stream_scorer.stop_scorer_process(proc)
+    summary = stream.summarize(results)
+    if summary["transactions"] != len(batch):
+        raise SystemExit(f"{name}: {summary['transactions']} of {len(batch)} transactions scored")
+    return {"offered_per_s": replayed.rate, **summary}
+
+
+def run_baseline(bootstrap: str, bundle: str, batch: list) -> dict:
+    """The original proof of concept: consume with kafka-python, one requests.post per message."""
+    import requests
+    from kafka import KafkaConsumer
+
+    topics = stream.Topics(f"bench-baseline-{time.time_ns()}.")
+    stream.ensure_topics(bootstrap, topics, partitions=4)
+    stream.replay(bootstrap, topics.transactions, batch, **{"compression.type": "none"})  # as the original sent them
+    port = free_port()
+    api = start([sys.executable, "-m", "lib", "serve", "--port", str(port), "--model", bundle], port, "/readyz",
+                {"FRAUD_API_KEYS": KEY})  # fmt: skip
+    consumer = KafkaConsumer(topics.transactions, bootstrap_servers=bootstrap, group_id="baseline",
+                             auto_offset_reset="earliest", enable_auto_commit=True)  # fmt: skip
+    session, url = requests.Session(), f"http://127.0.0.1:{port}/v1/predict"
+    done, failures = 0, 0
+    try:
+        began = None
+        for message in consumer:
+            began = began or time.perf_counter()
+            response = session.post(
+                url, data=message.value, headers={"X-API-Key": KEY, "Content-Type": "application/json"}
+            )
+            failures += response.status_code != 200
+            done += 1
+            if done == len(batch):
+                break
+        seconds = time.perf_counter() - began
+    finally:
+        consumer.close()
+        stop(api)
+    return {"transactions": done, "per_s": done / seconds, "failures": failures}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--bundle", default="data/bundle")
+    parser.add_argument("--rows", type=int, default=400_000, help="transactions for the sustained-throughput run")
+    parser.add_argument("--rate", type=float, default=2000, help="offered rate of the latency run")
+    parser.add_argument("--seconds", type=float, default=30, help="length of the latency run")
+    parser.add_argument("--baseline-rows", type=int, default=5000)
+    parser.add_argument("--batch-size", type=int, default=5000)
+    args = parser.parse_args()
+    bundle = str(Path(args.bundle).resolve())
+
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ.setdefault("TMPDIR", tmp)
+        with stream.broker() as bootstrap:
+            print(f"broker {bootstrap}; scorer batch size {args.batch_size}", flush=True)
+            full = messages(args.rows, seed=1)
+            ours = run_ours(bootstrap, bundle, full, 0, args.batch_size, "max")
+            print(f"ours, as fast as possible: {ours}", flush=True)
+            paced = messages(int(args.rate * args.seconds), seed=2)
+            latency = run_ours(bootstrap, bundle, paced, args.rate, args.batch_size, "paced")
+            print(f"ours at {args.rate:,.0f}/s offered: {latency}", flush=True)
+            baseline = run_baseline(bootstrap, bundle, messages(args.baseline_rows, seed=3))
+            print(f"baseline, one HTTP call per message: {baseline}", flush=True)
+
+    ratio = ours["end_to_end_per_s"] / baseline["per_s"]
+    print()
+    print("| design | transactions | end-to-end / s | p50 ms | p99 ms |")
+    print("|---|---|---|---|---|")
+    print(
+        f"| ours, max rate | {ours['transactions']:,} | {ours['end_to_end_per_s']:,.0f} | {ours['latency_p50_ms']:.0f} | {ours['latency_p99_ms']:.0f} |"
+    )
+    print(
+        f"| ours, {args.rate:,.0f}/s offered | {latency['transactions']:,} | {latency['end_to_end_per_s']:,.0f} | {latency['latency_p50_ms']:.0f} | {latency['latency_p99_ms']:.0f} |"
+    )
+    print(f"| original: HTTP per message | {baseline['transactions']:,} | {baseline['per_s']:,.0f} | - | - |")
+    print()
+    print(
+        f"sustained: {ours['end_to_end_per_s']:,.0f}/s (target >= 20,000: {'met' if ours['end_to_end_per_s'] >= 20_000 else 'MISSED'})"
+    )
+    print(f"ratio vs one HTTP call per message: {ratio:.1f}x (target >= 50x: {'met' if ratio >= 50 else 'MISSED'})")
+    print(
+        f"p99 at {args.rate:,.0f}/s: {latency['latency_p99_ms']:.0f} ms (target <= 250 ms: {'met' if latency['latency_p99_ms'] <= 250 else 'MISSED'})"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,252 @@
+"""The stream scorer: a consumer-group member that scores micro-batches of transactions from Kafka.
+
+Per micro-batch: validate every message with the APIs' contract, score the valid ones with the
+shared scoring core (in-process, or ``--via-http`` through the FastAPI twin's batch route), write
+each result to the scores topic (and the alerts topic above the threshold), refused messages to the
+dead-letter topic with the reason, wait until the broker acknowledged all of it, then commit the
+input offsets (at-least-once; see ``lib.stream``).
+"""
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from pydantic import ValidationError
+
+from lib.contract import _TRANSACTION, MAX_BATCH, field_errors
+from lib.metrics import LATENCY_BUCKETS, BatchHistogram, ScoringMetrics
+from lib.stream import Producer, StreamError, Topics, client_config
+
+log = logging.getLogger(__name__)
+
+# end-to-end latency reaches seconds when a broker restarts or a scorer is replaced
+E2E_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class StreamMetrics(ScoringMetrics):
+    """Scoring metrics plus the stream's: throughput by outcome, batch latency, end-to-end latency, lag."""
+
+    def __init__(self, registry) -> None:
+        from prometheus_client import Counter, Gauge, Histogram
+
+        super().__init__(registry, "stream")
+        self.messages = Counter(
+            "fraud_stream_messages",
+            "Consumed messages by outcome (scored, dead_letter)",
+            ["outcome"],
+            registry=registry,
+        )
+        self.batch_latency = Histogram(
+            "fraud_stream_batch_duration_seconds", "Time to validate, score, produce and commit one micro-batch",
+            buckets=LATENCY_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.end_to_end = BatchHistogram(
+            "fraud_stream_end_to_end_seconds", "From the transaction's produce time to its result being acknowledged",
+            ("source", "stream"), E2E_BUCKETS, registry,
+        )  # fmt: skip
+        self.lag = Gauge(
+            "fraud_stream_consumer_lag", "Messages not yet consumed, by partition", ["topic", "partition"],
+            registry=registry,
+        )  # fmt: skip
+        self.errors = Counter("fraud_stream_errors", "Stream errors by kind", ["kind"], registry=registry)
+        for outcome in ("scored", "dead_letter"):
+            self.messages.labels(outcome)
+
+
+class HttpScorer:
+    """``--via-http``: score each micro-batch through the API's batch route instead of in-process."""
+
+    def __init__(self, url: str, api_key: str, timeout: float = 30.0) -> None:
+        import httpx
+
+        self.url = url.rstrip("/") + "/v1/predict/batch"
+        self.client = httpx.Client(headers={"X-API-Key": api_key, "Content-Type": "application/json"}, timeout=timeout)
+
+    def score_records(self, records: list[dict]) -> list[dict]:
+        results = []
+        for start in range(0, len(records), MAX_BATCH):
+            body = orjson.dumps({"transactions": records[start : start + MAX_BATCH]})
+            response = self.client.post(self.url, content=body)
+            if response.status_code != 200:
+                raise StreamError(f"{self.url} answered {response.status_code}: {response.text[:300]}")
+            results.extend(response.json()["predictions"])
+        return results
+
+
+@dataclass
+class StreamScorer:
+    """A consumer-group member: poll micro-batches, validate, score, write results, then commit."""
+
+    bootstrap: str
+    scorer: Any  # lib.scoring.Scorer or HttpScorer: anything with score_records(list[dict]) -> list[dict]
+    topics: Topics = field(default_factory=Topics)
+    group_id: str = "fraud-scorer"
+    batch_size: int = 2000
+    batch_timeout: float = 0.02  # seconds to wait for a micro-batch to fill
+    metrics: StreamMetrics | None = None
+
+    def __post_init__(self) -> None:
+        from confluent_kafka import Consumer
+
+        self.stopping = threading.Event()
+        self.consumer = Consumer(
+            client_config(
+                self.bootstrap,
+                **{"group.id": self.group_id, "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                   "enable.partition.eof": False, "fetch.wait.max.ms": 10, "session.timeout.ms": 10000,
+                   "heartbeat.interval.ms": 1000},
+            )
+        )  # fmt: skip
+        self.producer = Producer(self.bootstrap, (self.topics.scores, self.topics.alerts, self.topics.dead_letter))
+        self.consumer.subscribe([self.topics.transactions])
+        self.scored = 0
+        self.dead_letters = 0
+        self._lag_checked = 0.0
+
+    def _validate(self, messages) -> tuple[list[dict], list, list[tuple[Any, str, list[dict]]]]:
+        valid, sources, invalid = [], [], []
+        for msg in messages:
+            try:
+                record = _TRANSACTION.validate_json(msg.value())
+            except ValidationError as exc:
+                errors = field_errors(exc.errors(include_url=False))
+                json_error = any(e.get("type") == "json_invalid" for e in exc.errors())
+                invalid.append(
+                    (msg, "not valid JSON" if json_error else "does not follow the transaction contract", errors)
+                )
+                continue
+            if not record.get("transaction_id"):  # results must be recognisable: fall back to the message's address
+                record["transaction_id"] = f"{msg.topic()}/{msg.partition()}/{msg.offset()}"
+            valid.append(record)
+            sources.append(msg)
+        return valid, sources, invalid
+
+    def process(self, messages) -> None:
+        """Score one micro-batch and write its outputs; returns once all are acknowledged."""
+        valid, sources, invalid = self._validate(messages)
+        topics, send = self.topics, self.producer.send
+        if valid:
+            results = self.scorer.score_records(valid)
+            produced = np.fromiter((m.timestamp()[1] for m in sources), np.float64, len(sources))
+            for result, ms in zip(results, produced, strict=True):
+                result["produced_at_ms"] = int(ms)
+                value = orjson.dumps(result)
+                key = result["transaction_id"].encode()
+                send(topics.scores, key, value)
+                if result["is_fraud"]:
+                    send(topics.alerts, key, value)
+        for msg, reason, errors in invalid:
+            letter = {
+                "reason": reason,
+                "errors": errors,
+                "topic": msg.topic(),
+                "partition": msg.partition(),
+                "offset": msg.offset(),
+                "value": (msg.value() or b"").decode("utf-8", errors="replace"),
+            }
+            send(topics.dead_letter, msg.key(), orjson.dumps(letter))
+        self.producer.flush()
+        self.scored += len(valid)
+        self.dead_letters += len(invalid)
+        if self.metrics and valid:
+            now_ms = time.time() * 1000
+            self.metrics.observe_results(results)
+            self.metrics.end_to_end.observe((now_ms - produced) / 1000)
+        if self.metrics:
+            self.metrics.messages.labels("scored").inc(len(valid))
+            self.metrics.messages.labels("dead_letter").inc(len(invalid))
+
+    def _update_lag(self) -> None:
+        now = time.monotonic()
+        if not self.metrics or now - self._lag_checked < 1.0:
+            return
+        self._lag_checked = now
+        for tp in self.consumer.assignment():
+            _, high = self.consumer.get_watermark_offsets(tp, cached=True)
+            position = self.consumer.position([tp])[0].offset
+            if high >= 0 and position >= 0:
+                self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(high - position, 0))
+
+    def run(self, idle_timeout: float | None = None, until: Callable[["StreamScorer"], bool] | None = None) -> None:
+        """Score until ``stop()`` (SIGTERM), ``until(self)`` is true, or ``idle_timeout`` s without messages."""
+        from confluent_kafka import KafkaError
+
+        last_message = time.monotonic()
+        try:
+            while not self.stopping.is_set() and not (until and until(self)):
+                messages = self.consumer.consume(self.batch_size, self.batch_timeout)
+                good = []
+                for msg in messages:
+                    error = msg.error()
+                    if error is None:
+                        good.append(msg)
+                    elif error.code() != KafkaError._PARTITION_EOF:
+                        if self.metrics:
+                            self.metrics.errors.labels("consume").inc()
+                        if error.fatal():
+                            raise StreamError(f"consumer error: {error}")
+                        log.warning("consumer error (retried by the client): %s", error)
+                if good:
+                    began = time.perf_counter()
+                    try:
+                        self.process(good)
+                    except StreamError:
+                        if self.metrics:
+                            self.metrics.errors.labels("produce").inc()
+                        raise
+                    self.consumer.commit(asynchronous=False)
+                    if self.metrics:
+                        self.metrics.batch_latency.observe(time.perf_counter() - began)
+                    last_message = time.monotonic()
+                elif idle_timeout is not None and time.monotonic() - last_message > idle_timeout:
+                    break
+                self._update_lag()
+        finally:
+            self.consumer.close()  # leaves the group at once, so partitions move to the other members
+
+    def stop(self, *_: Any) -> None:
+        self.stopping.set()
+
+    def stop_on_sigterm(self) -> None:
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+
+
+def start_scorer_process(bootstrap: str, topics: Topics, model: str | Path, *extra: str, env: dict | None = None):
+    """``python -m lib stream score`` in its own process (as an operator runs it); returns once it is consuming.
+
+    Its output (``scoring …`` then ``stopped: N scored, M dead letters``) is on ``.stdout``.
+    """
+    import subprocess
+    import sys
+
+    from lib.config import PROJECT_ROOT
+
+    command = [sys.executable, "-m", "lib", "stream", "score", "--bootstrap", bootstrap, "--topic-prefix",
+               topics.prefix, "--model", str(model), *extra]  # fmt: skip
+    process = subprocess.Popen(
+        command, cwd=PROJECT_ROOT, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    first = process.stdout.readline()
+    if not first.startswith("scoring "):
+        process.kill()
+        raise StreamError(f"the stream scorer did not start: {first}{process.stdout.read()}")
+    return process
+
+
+def stop_scorer_process(process, timeout: float = 60.0) -> str:
+    """SIGTERM (finish the batch, commit, leave the group); returns its output, raises if it failed."""
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=timeout)
+    if process.returncode != 0:
+        raise StreamError(f"the stream scorer exited with {process.returncode}:\n{output[-3000:]}")
+    return output

@@ -1,0 +1,49 @@
+"""A real Apache Kafka broker (KRaft) on 127.0.0.1 for the stream tests, and helpers to run the scorer."""
+
+import os
+import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from lib import stream, stream_scorer
+from lib.kafka_local import LocalBroker
+
+
+@pytest.fixture(scope="session")
+def kafka(tmp_path_factory):
+    with LocalBroker(tmp_path_factory.mktemp("kafka")) as broker:
+        yield broker
+
+
+@pytest.fixture
+def topics(kafka) -> stream.Topics:
+    """Fresh topics per test on the shared broker."""
+    topics = stream.Topics(f"t{uuid.uuid4().hex[:8]}.")
+    stream.ensure_topics(kafka.bootstrap, topics, partitions=4)
+    return topics
+
+
+@pytest.fixture(scope="session")
+def window(raw_table):
+    """Raw transactions with ids, in step order (what 06_stream replays), as (key, value) messages."""
+    import pyarrow.parquet as pq
+
+    folder = Path(os.environ.get("TMPDIR", "/tmp")) / f"stream-raw-{os.getpid()}.parquet"
+    pq.write_table(raw_table, folder)
+    table = stream.read_window(folder, 1, 743, limit=20_000)
+    folder.unlink()
+    return table, stream.encode_transactions(table)
+
+
+def start_scorer(bootstrap: str, topics: stream.Topics, bundle: Path, *extra: str):
+    return stream_scorer.start_scorer_process(bootstrap, topics, bundle, "--batch-size", "1000", *extra)
+
+
+def replay_in_background(bootstrap: str, topic: str, messages, rate: float) -> Future:
+    """Replay on a thread; ``.result()`` re-raises anything the producer raised."""
+    executor = ThreadPoolExecutor(1)
+    future = executor.submit(stream.replay, bootstrap, topic, messages, rate)
+    executor.shutdown(wait=False)
+    return future

@@ -1,0 +1,223 @@
+"""The stream scorer on a real Kafka broker: every transaction accounted for, through faults."""
+
+import collections
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import orjson
+import pytest
+from prometheus_client import CollectorRegistry
+
+from lib import scoring, stream, stream_scorer
+from lib.config import PROJECT_ROOT
+from lib.kafka_local import LocalBroker
+from tests.stream.conftest import replay_in_background, start_scorer
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+MALFORMED = [
+    b"{not json",
+    b"",
+    orjson.dumps({"step": 5}),  # fields missing
+    orjson.dumps({"step": 5, "type": "WIRE", "amount": 1.0, "nameOrig": "C1", "oldbalanceOrg": 0.0,
+                  "newbalanceOrig": 0.0, "nameDest": "C2", "oldbalanceDest": 0.0, "newbalanceDest": 0.0}),
+    orjson.dumps({"step": 5, "type": "PAYMENT", "amount": "lots", "nameOrig": "C1", "oldbalanceOrg": 0.0,
+                  "newbalanceOrig": 0.0, "nameDest": "M2", "oldbalanceDest": 0.0, "newbalanceDest": 0.0}),
+    orjson.dumps({"step": 5, "type": "PAYMENT", "amount": -3.0, "nameOrig": "C1", "oldbalanceOrg": 0.0,
+                  "newbalanceOrig": 0.0, "nameDest": "M2", "oldbalanceDest": 0.0, "newbalanceDest": 0.0, "x": 1}),
+]  # fmt: skip
+
+
+def transaction_ids(messages) -> list[str]:
+    return [orjson.loads(value)["transaction_id"] for _, value in messages]
+
+
+def scored_ids(bootstrap: str, topic: str, expect: int, timeout: float = 120.0) -> collections.Counter:
+    """How often each transaction_id appears in the scores topic, once ``expect`` distinct ids are seen."""
+    counts: collections.Counter = collections.Counter()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        counts = collections.Counter(
+            orjson.loads(m.value())["transaction_id"] for m in stream.read_topic(bootstrap, topic, idle=1.0)
+        )
+        if len(counts) >= expect:
+            break
+    return counts
+
+
+def assert_all_accounted(counts: collections.Counter, ids: list[str]) -> None:
+    missing = set(ids) - set(counts)
+    assert not missing, f"{len(missing)} of {len(ids)} transactions have no result, e.g. {sorted(missing)[:5]}"
+    assert set(counts) == set(ids), "results for transactions that were never produced"
+
+
+def test_every_transaction_scored_alerts_and_dead_letters(kafka, topics, window, bundle):
+    """1 % malformed messages mixed in: all in the dead-letter topic with a reason; the scorer goes on."""
+    _, messages = window
+    messages = messages[:10_000]
+    mixed = []
+    for i, message in enumerate(messages):
+        mixed.append(message)
+        if i % 100 == 0:
+            mixed.append((b"bad", MALFORMED[(i // 100) % len(MALFORMED)]))
+    bad = len(mixed) - len(messages)
+    stream.replay(kafka.bootstrap, topics.transactions, mixed)
+
+    scorer = scoring.Scorer.from_folder(bundle)
+    metrics = stream_scorer.StreamMetrics(CollectorRegistry())
+    worker = stream_scorer.StreamScorer(kafka.bootstrap, scorer, topics, group_id="g1", batch_size=500, metrics=metrics)
+    worker.run(until=lambda w: w.scored + w.dead_letters >= len(mixed), idle_timeout=60)
+    assert (worker.scored, worker.dead_letters) == (len(messages), bad)
+
+    results = stream.results_frame(stream.read_topic(kafka.bootstrap, topics.scores, expect=len(messages)))
+    assert sorted(results.transaction_id) == sorted(transaction_ids(messages))
+    # the same answers as the scoring core called directly (the contract every path shares)
+    records = [orjson.loads(v) for _, v in messages]
+    expected = {r["transaction_id"]: r for r in scorer.score_records(records)}
+    for row in results.itertuples():
+        assert row.fraud_probability == expected[row.transaction_id]["fraud_probability"]
+        assert row.is_fraud == expected[row.transaction_id]["is_fraud"]
+    assert (results.latency_ms >= 0).all()
+
+    alerts = [orjson.loads(m.value()) for m in stream.read_topic(kafka.bootstrap, topics.alerts, idle=1.0)]
+    assert sorted(a["transaction_id"] for a in alerts) == sorted(results.transaction_id[results.is_fraud])
+    assert alerts, "the test window has frauds above the threshold"
+
+    letters = [orjson.loads(m.value()) for m in stream.read_topic(kafka.bootstrap, topics.dead_letter, expect=bad)]
+    assert len(letters) == bad
+    assert all(letter["reason"] and letter["topic"] == topics.transactions for letter in letters)
+    by_value = {letter["value"]: letter for letter in letters}
+    assert by_value["{not json"]["reason"] == "not valid JSON"
+    assert {"field": "type", "reason": "Input should be 'CASH_IN', 'CASH_OUT', 'DEBIT', 'PAYMENT' or 'TRANSFER'"} in (
+        by_value[MALFORMED[3].decode()]["errors"]
+    )
+    fields = {e["field"] for e in by_value[MALFORMED[5].decode()]["errors"]}
+    assert fields == {"amount", "x"}
+
+    assert metrics.messages.labels("scored")._value.get() == len(messages)
+    assert metrics.messages.labels("dead_letter")._value.get() == bad
+
+
+def test_scorer_killed_mid_stream_loses_nothing(kafka, topics, window, bundle):
+    """SIGKILL the scorer while transactions flow, start a new one: every transaction gets a result."""
+    _, messages = window
+    ids = transaction_ids(messages)
+    first = start_scorer(kafka.bootstrap, topics, bundle)  # running: the transactions arrive while it scores
+    replaying = replay_in_background(kafka.bootstrap, topics.transactions, messages, rate=2500)
+    try:
+        seen = stream.read_topic(kafka.bootstrap, topics.scores, expect=2000, timeout=60, idle=60)
+        assert len(seen) >= 2000, first.stdout.read() if first.poll() is not None else "no results"
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    assert len(stream.read_topic(kafka.bootstrap, topics.scores, idle=0.5)) < len(messages), "killed too late"
+    second = start_scorer(kafka.bootstrap, topics, bundle)
+    try:
+        replaying.result(timeout=120)
+        counts = scored_ids(kafka.bootstrap, topics.scores, expect=len(ids))
+    finally:
+        output = stream_scorer.stop_scorer_process(second)  # SIGTERM: a clean stop, exit code 0
+    assert_all_accounted(counts, ids)
+    assert "stopped:" in output
+
+
+def test_broker_restarted_mid_stream_loses_nothing(tmp_path, window, bundle):
+    """Stop the broker under the producer and the scorer, start it again: every transaction gets a result."""
+    _, messages = window
+    messages = messages[:12_000]
+    ids = transaction_ids(messages)
+    with LocalBroker(tmp_path / "kafka") as broker:
+        topics = stream.Topics("restart.")
+        stream.ensure_topics(broker.bootstrap, topics)
+        scorer = start_scorer(broker.bootstrap, topics, bundle)
+        try:
+            replaying = replay_in_background(broker.bootstrap, topics.transactions, messages, rate=3000)
+            time.sleep(1.5)
+            broker.stop()
+            time.sleep(2)
+            broker.start()
+            replaying.result(timeout=180)
+            counts = scored_ids(broker.bootstrap, topics.scores, expect=len(ids), timeout=180)
+        finally:
+            stream_scorer.stop_scorer_process(scorer)
+        assert_all_accounted(counts, ids)
+
+
+def test_two_scorers_share_the_partitions(kafka, topics, window, bundle):
+    """Scaling out: two members of one group split the partitions and together score everything once."""
+    _, messages = window
+    messages = messages[:8000]
+    scorers = [start_scorer(kafka.bootstrap, topics, bundle, "--group", "pair") for _ in range(2)]
+    try:
+        time.sleep(4)  # both join before the data arrives, so both get partitions
+        stream.replay(kafka.bootstrap, topics.transactions, messages)
+        counts = scored_ids(kafka.bootstrap, topics.scores, expect=len(messages))
+    finally:
+        outputs = [stream_scorer.stop_scorer_process(p) for p in scorers]
+    assert_all_accounted(counts, transaction_ids(messages))
+    shares = [int(out.split("stopped: ")[1].split(" scored")[0].replace(",", "")) for out in outputs]
+    assert sum(shares) == len(messages) and min(shares) > 0, outputs
+
+
+def test_via_http_scores_through_the_api(kafka, topics, window, bundle, tmp_path):
+    """--via-http: the same results through the FastAPI twin's batch route."""
+    from tests.integration.conftest import free_port, wait_for
+
+    _, messages = window
+    messages = messages[:3000]
+    port = free_port()
+    env = {**os.environ, "FRAUD_API_KEYS": "stream-key"}
+    api = subprocess.Popen(
+        [sys.executable, "-m", "lib", "serve", "--port", str(port), "--model", str(bundle)],
+        cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        import urllib.request
+
+        wait_for(lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz").status == 200, "API", process=api)
+        stream.replay(kafka.bootstrap, topics.transactions, messages)
+        worker = stream_scorer.StreamScorer(
+            kafka.bootstrap, stream_scorer.HttpScorer(f"http://127.0.0.1:{port}", "stream-key"), topics
+        )
+        worker.run(until=lambda w: w.scored >= len(messages), idle_timeout=60)
+    finally:
+        api.terminate()
+        api.wait()
+    results = stream.results_frame(stream.read_topic(kafka.bootstrap, topics.scores, expect=len(messages)))
+    expected = scoring.Scorer.from_folder(bundle).score_records([orjson.loads(v) for _, v in messages])
+    assert dict(zip(results.transaction_id, results.fraud_probability, strict=True)) == {
+        r["transaction_id"]: r["fraud_probability"] for r in expected
+    }
+
+
+def test_kafka_local_cli(tmp_path):
+    """python -m lib kafka-local start|status|stop, as a user runs it."""
+    from lib import kafka_local
+
+    cache = tmp_path / "cache"
+    version_dir = cache / "fraud-mlops" / "kafka" / kafka_local.KAFKA_VERSION
+    version_dir.mkdir(parents=True)
+    (version_dir / "jars").symlink_to(kafka_local.ensure_jars())  # no second download
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache)}
+
+    def cli(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "lib", "kafka-local", *args], cwd=PROJECT_ROOT, env=env, capture_output=True,
+            text=True, timeout=120,
+        )  # fmt: skip
+
+    assert cli("status").returncode == 3
+    started = cli("start", "--data-dir", str(tmp_path / "data"))
+    assert started.returncode == 0, started.stderr
+    bootstrap = started.stdout.split("KAFKA_BOOTSTRAP_SERVERS=")[1].split()[0]
+    try:
+        assert kafka_local.answers(bootstrap)
+        status = cli("status")
+        assert "answering" in status.stdout and bootstrap in status.stdout
+    finally:
+        assert cli("stop").stdout.strip() == "stopped"
+    assert not kafka_local.answers(bootstrap, timeout=1)
+    assert cli("stop").stdout.strip() == "no local broker was running"
