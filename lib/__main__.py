@@ -139,11 +139,12 @@ def _stream_score(args: argparse.Namespace) -> None:
 
 def _stream_replay(args: argparse.Namespace) -> None:
     from lib import stream
+    from lib.acquire import read_window
 
     bootstrap = _bootstrap(args)
     topics = stream.Topics(args.topic_prefix)
     stream.ensure_topics(bootstrap, topics, args.partitions)
-    table = stream.read_window(args.raw, args.first_step, args.last_step, args.limit)
+    table = read_window(args.raw, args.first_step, args.last_step, args.limit)
     stats = stream.replay(bootstrap, topics.transactions, stream.encode_transactions(table), args.rate)
     print(
         f"replayed {stats.messages:,} transactions to {topics.transactions} in {stats.seconds:.1f} s ({stats.rate:,.0f}/s)"

@@ -293,3 +293,23 @@ def validate_file(path: str) -> ValidationSummary:
     for _ in validate_batches(read_batches(path), str(path), summary):
         pass
     return summary
+
+
+def read_window(raw_path: str | Path, first_step: int, last_step: int, limit: int = 0):
+    """The raw transactions of steps ``first_step..last_step`` in ``step`` order (stable), with ids.
+
+    ``transaction_id`` is ``t<row number in the raw file>``: the same row gets the same id in
+    every replay, so results can be joined back to the labels.
+    """
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    table = ds.dataset(str(raw_path), format="parquet").to_table()
+    rows = pc.indices_nonzero(
+        pc.and_(pc.greater_equal(table["step"], first_step), pc.less_equal(table["step"], last_step))
+    )
+    table = table.take(rows)
+    ids = [f"t{i:09d}" for i in rows.to_numpy().tolist()]
+    table = table.append_column("transaction_id", pa.array(ids, pa.string()))
+    table = table.take(pc.sort_indices(table, [("step", "ascending")]))  # sort_indices is stable
+    return table.slice(0, limit) if limit else table

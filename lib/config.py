@@ -33,6 +33,10 @@ class Settings(BaseSettings):
     bundle_cache: Path = Path.home() / ".cache" / "fraud-mlops" / "bundles"
     api_keys: str = ""  # comma-separated; never committed (environment, .env, a Kubernetes Secret)
 
+    def run_dir(self) -> Path | None:
+        """This pipeline run's folder (``runs/<run id>``) when a notebook runs inside one, else None."""
+        return self.runs_dir / self.pipeline_run_id if self.pipeline_run_id else None
+
     def api_key_list(self) -> list[str]:
         return [k.strip() for k in self.api_keys.split(",") if k.strip()]
 

@@ -45,6 +45,9 @@ pre { background: #f6f6f6; padding: .8rem; overflow-x: auto; }
 <table><tr><th>notebook</th><th>tag</th><th>value</th></tr>
 {% for nb, values in tags.items() %}{% for k, v in values.items() %}<tr><td>{{ nb }}</td><td>{{ k }}</td><td><code>{{ v }}</code></td></tr>
 {% endfor %}{% endfor %}</table>{% endif %}
+{% if links %}<h2>Reports and dashboards</h2>
+<ul>{% for nb, label, href in links %}<li>{{ nb }}: <a href="{{ href }}">{{ label }}</a></li>
+{% endfor %}</ul>{% endif %}
 <p>Also here: <a href="params.yaml">params.yaml</a> &middot; <a href="outputs.json">outputs.json</a> &middot; <a href="run.json">run.json</a></p>
 </body></html>
 """
@@ -83,5 +86,7 @@ def write_index(run_dir: Path, state, outputs: dict, mlflow_info: dict) -> Path:
         mlflow=mlflow_info,
         failure_text=format_failure(state.failure, state.run_id) if state.failure else "",
         tags={nb: values["mlflow_tags"] for nb, values in outputs.items() if values.get("mlflow_tags")},
+        # files a notebook wrote into the run folder and recorded as links={label: path in the run}
+        links=[(nb, label, href) for nb, values in outputs.items() for label, href in values.get("links", {}).items()],
     )
     return atomic.write_text(run_dir / "index.html", html)

@@ -148,23 +148,6 @@ class Producer:
 # --- replay -----------------------------------------------------------------------------------------
 
 
-def read_window(raw_path: str | Path, first_step: int, last_step: int, limit: int = 0):
-    """The raw transactions of steps ``first_step..last_step`` in ``step`` order (stable), with ids.
-
-    ``transaction_id`` is ``t<row number in the raw file>``: the same row gets the same id in
-    every replay, so results can be joined back to the labels.
-    """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.dataset as ds
-
-    table = ds.dataset(str(raw_path), format="parquet").to_table()
-    table = table.append_column("transaction_id", pa.array([f"t{i:09d}" for i in range(table.num_rows)]))
-    table = table.filter((pc.field("step") >= first_step) & (pc.field("step") <= last_step))
-    table = table.take(pc.sort_indices(table, [("step", "ascending")]))  # sort_indices is stable
-    return table.slice(0, limit) if limit else table
-
-
 INPUT_FIELDS = ("transaction_id", "step", "type", "amount", "nameOrig", "oldbalanceOrg", "newbalanceOrig",
                 "nameDest", "oldbalanceDest", "newbalanceDest")  # fmt: skip
 
@@ -268,3 +251,23 @@ def summarize(results) -> dict:
         **{f"latency_p{q}_ms": float(np.percentile(latency, q)) for q in (50, 95, 99)},
         "latency_max_ms": float(latency.max()),
     }
+
+
+def save_results(results, path: str | Path) -> Path:
+    """The scored results (``results_frame``) as Parquet, written atomically (07_drift_report can judge them)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    columns = [
+        "transaction_id",
+        "fraud_probability",
+        "is_fraud",
+        "threshold",
+        "model_version",
+        "produced_at_ms",
+        "appended_ms",
+        "latency_ms",
+    ]
+    results[columns].to_parquet(tmp, index=False)
+    tmp.replace(path)
+    return path

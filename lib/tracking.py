@@ -88,6 +88,7 @@ def kernel_environment(settings: Settings, run_id: str, mlflow_run_id: str) -> d
         "FRAUD_MLFLOW_ARTIFACT_ROOT": settings.mlflow_artifact_root,
         "FRAUD_PIPELINE_RUN_ID": run_id,
         "FRAUD_MLFLOW_PARENT_RUN_ID": mlflow_run_id,
+        "FRAUD_RUNS_DIR": str(settings.runs_dir),
     }
 
 

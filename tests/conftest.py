@@ -146,3 +146,12 @@ def bundle(processed, tmp_path_factory) -> Path:
     candidate = train.fit_xgboost(windows["train"], windows["validation"], seed=5, max_rounds=80)
     info = bundle_info(candidate=candidate.name, threshold=0.2)
     return scoring.export_bundle(tmp_path_factory.mktemp("bundle") / "bundle", candidate.model, info)
+
+
+@pytest.fixture(scope="session")
+def kafka(tmp_path_factory):
+    """A real Apache Kafka broker (KRaft, one node) on 127.0.0.1 for the session."""
+    from lib.kafka_local import LocalBroker
+
+    with LocalBroker(tmp_path_factory.mktemp("kafka")) as broker:
+        yield broker

@@ -1,6 +1,7 @@
 """The README's run command on a small size: a finished run whose index links every report, checked in Chromium."""
 
 import json
+import re
 import shutil
 
 import pytest
@@ -42,6 +43,10 @@ def test_run_record_is_complete(pipeline_run):
     manifest = json.loads((PROJECT_ROOT / "data" / "processed" / "manifest.json").read_text())
     assert streamed["stream_transactions"] == manifest["splits"]["test"]["rows"] > 0
     assert streamed["stream_dead_letters"] == 0 and streamed["stream_model_version"] == "1"
+    drifted = outputs["07_drift_report"]  # a stationary simulation: no drift
+    assert drifted["drift_detected"] is False and drifted["current_rows"] == streamed["stream_transactions"]
+    for href in drifted["links"].values():
+        assert (run_dir / href).is_file() and f'href="{href}"' in index
     versioned = outputs["03_version"]
     assert set(versioned["dvc_versions"]) == {"data/raw", "data/processed"}
     assert versioned["dvc_versions"]["data/raw"]["md5"] in index  # the data version is on the run's page
@@ -50,6 +55,8 @@ def test_run_record_is_complete(pipeline_run):
     client = MlflowClient(f"sqlite:///{run_dir.parent.parent / 'mlflow.db'}")
     run = client.search_runs(client.search_experiments()[0].experiment_id)[-1]
     assert run.data.tags["dvc.data/raw"] == versioned["dvc_versions"]["data/raw"]["md5"]
+    logged = {a.path for a in client.list_artifacts(run.info.run_id, "reports/07_drift_report")}
+    assert {"reports/07_drift_report/data_drift.html", "reports/07_drift_report/classification_quality.html"} <= logged
 
 
 def test_rerun_uses_the_cache_and_data_versions_restore(pipeline_run):
@@ -78,6 +85,57 @@ def test_rerun_uses_the_cache_and_data_versions_restore(pipeline_run):
     assert recomputed == first["02_preprocess"]["data_outputs"]["processed"]["sha256"]
 
 
+def test_drift_scenario_is_flagged_and_pushed_to_a_pushgateway(pipeline_run, tmp_path):
+    """01 with the simulator's drift scenario from the test window on, 02, then 07 against the champion:
+    drift detected, and the summary lands in a real Pushgateway for the FraudDataDrift alert."""
+    import shutil
+    import subprocess
+    import urllib.request
+
+    from tests.integration.conftest import free_port, wait_for
+
+    binary = shutil.which("prometheus-pushgateway")
+    if not binary:
+        pytest.skip("apt-get install prometheus-pushgateway")
+    home = pipeline_run[0].parent.parent
+    port = free_port()
+    gateway = subprocess.Popen(
+        [binary, f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        wait_for(
+            lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready").status == 200,
+            "Pushgateway",
+            process=gateway,
+        )
+        drifting = [
+            "-p",
+            "DRIFT_START_STEP=351",
+            "-p",
+            "DRIFT_AMOUNT_FACTOR=3",
+            "-p",
+            "DRIFT_FRAUD_PATTERN=partial_drain",
+        ]
+        steps = ["--only", "01_acquire", "--only", "02_preprocess", "--only", "07_drift_report"]
+        run_pipeline(home, "-p", "ROWS=60000", *drifting, *steps, env={"PUSHGATEWAY_URL": f"127.0.0.1:{port}"})
+        report = json.loads((home / "runs" / "latest" / "outputs.json").read_text())["07_drift_report"]
+        pushed = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+    finally:
+        gateway.terminate()
+        gateway.wait()
+    assert report["drift_detected"] is True and "log_amount" in report["drifted_features"], report
+    assert report["quality_recall_delta"] < 0  # the partial drains slip past the model
+    from prometheus_client.parser import text_string_to_metric_families
+
+    values = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(pushed)
+        for sample in family.samples
+        if sample.labels.get("job") == "fraud_drift_report"
+    }
+    assert values["fraud_drift_detected"] == 1 and values["fraud_drift_share"] == pytest.approx(report["drift_share"])
+
+
 @pytest.mark.browser
 def test_index_and_every_linked_report_load_in_chromium(pipeline_run, browser):
     run_dir, _ = pipeline_run
@@ -86,7 +144,9 @@ def test_index_and_every_linked_report_load_in_chromium(pipeline_run, browser):
     assert "Pipeline run" in browser.title
     links = [a.get_attribute("href") for a in browser.find_elements("tag name", "a")]
     reports = [href for href in links if href.endswith((".html", ".ipynb", ".json", ".yaml"))]
-    assert len([r for r in reports if r.endswith(".html")]) == len(discover(PROJECT_ROOT / "notebooks"))
+    pages = [r for r in reports if re.search(r"/\d\d_[a-z0-9_]+\.html$", r)]
+    assert len(pages) == len(discover(PROJECT_ROOT / "notebooks"))
+    assert any(r.endswith("07_drift_report/data_drift.html") for r in reports)
     assert browser.execute_script(broken_images) == []
     for href in reports:
         browser.get(href)

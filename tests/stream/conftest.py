@@ -8,13 +8,7 @@ from pathlib import Path
 import pytest
 
 from lib import stream, stream_scorer
-from lib.kafka_local import LocalBroker
-
-
-@pytest.fixture(scope="session")
-def kafka(tmp_path_factory):
-    with LocalBroker(tmp_path_factory.mktemp("kafka")) as broker:
-        yield broker
+from lib.acquire import read_window
 
 
 @pytest.fixture
@@ -32,7 +26,7 @@ def window(raw_table):
 
     folder = Path(os.environ.get("TMPDIR", "/tmp")) / f"stream-raw-{os.getpid()}.parquet"
     pq.write_table(raw_table, folder)
-    table = stream.read_window(folder, 1, 743, limit=20_000)
+    table = read_window(folder, 1, 743, limit=20_000)
     folder.unlink()
     return table, stream.encode_transactions(table)
 

@@ -1,0 +1,185 @@
+"""Data drift and classification quality: the training window (reference) vs a later window (current).
+
+Evidently (pinned at 0.7.x: its API changed across releases) computes the per-feature drift and
+renders the HTML reports; this module chooses the columns and tests, reads the results back into
+plain numbers and pushes them to a Prometheus Pushgateway for the ``FraudDataDrift`` alert.
+
+Columns are the model's features computed from raw rows by the one feature spec, except the
+calendar features (``hour_of_day``, ``day``): two different windows of time differ there by
+construction, not because the data drifted. Continuous features are compared with the normed
+Wasserstein distance, flags and one-hot columns with the Jensen-Shannon distance; a feature drifts
+when its distance reaches ``threshold``, and the data drifted when the share of drifted features
+reaches ``drift_share``.
+"""
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lib import features
+from lib.acquire import read_window
+from lib.errors import ParameterError
+
+CALENDAR_FEATURES = ("hour_of_day", "day")
+LABEL = "isFraud"
+
+
+def monitored_features(feature_set: str) -> tuple[list[str], list[str]]:
+    """(continuous, categorical) features of ``feature_set`` that drift is measured on."""
+    names = [n for n in features.feature_names(feature_set) if n not in CALENDAR_FEATURES]
+    kinds = {f.name: f.dtype for f in features.FEATURES}
+    return [n for n in names if kinds[n] != "int8"], [n for n in names if kinds[n] == "int8"]
+
+
+def window_frame(raw_path: str | Path, window: tuple[int, int], feature_set: str, rows: int, seed: int) -> pd.DataFrame:
+    """Features (by the spec), ``transaction_id``, ``step`` and the label of a step window; a seeded
+    sample of ``rows`` rows when the window is larger (0 = all)."""
+    table = read_window(raw_path, *window)
+    if table.num_rows == 0:
+        raise ParameterError(f"{raw_path}: no transactions in steps {window[0]}-{window[1]}")
+    if rows and table.num_rows > rows:
+        keep = np.sort(np.random.default_rng(seed).choice(table.num_rows, rows, replace=False))
+        table = table.take(keep)
+    columns = {n: table.column(n).to_numpy(zero_copy_only=False) for n in table.column_names}
+    frame = pd.DataFrame(features.compute(columns, feature_set), columns=features.feature_names(feature_set))
+    for name in ("transaction_id", "step", LABEL):
+        frame[name] = columns[name]
+    return frame
+
+
+def stream_frame(
+    raw_path: str | Path, window: tuple[int, int], feature_set: str, results_path: str | Path, rows: int, seed: int
+) -> pd.DataFrame:
+    """What the stream scored (06_stream's results): the raw rows it scored, with the stream's own
+    ``fraud_probability`` and decision as the predictions; a seeded sample of ``rows`` (0 = all)."""
+    scored = pd.read_parquet(results_path, columns=["transaction_id", "fraud_probability", "is_fraud"])
+    scored = scored.drop_duplicates("transaction_id")  # at-least-once: a re-scored batch gives the same answer twice
+    frame = window_frame(raw_path, window, feature_set, 0, seed).merge(
+        scored, on="transaction_id", validate="one_to_one"
+    )
+    if frame.empty:
+        raise ParameterError(
+            f"{results_path}: none of its transactions are in steps {window[0]}-{window[1]} of {raw_path}"
+        )
+    if rows and len(frame) > rows:
+        frame = frame.iloc[np.sort(np.random.default_rng(seed).choice(len(frame), rows, replace=False))]
+    return frame.assign(prediction=frame.pop("is_fraud").astype(int)).reset_index(drop=True)
+
+
+@dataclass
+class DriftSummary:
+    share: float  # of monitored features that drifted
+    drifted: list[str]
+    detected: bool
+    threshold: float
+    drift_share: float
+    scores: dict[str, float]  # distance per feature
+    methods: dict[str, str]
+
+    def as_outputs(self) -> dict:
+        return {f"drift_{k}": v for k, v in asdict(self).items()}
+
+
+def drift_report(
+    reference: pd.DataFrame, current: pd.DataFrame, feature_set: str, threshold: float, drift_share: float
+):
+    """(Evidently snapshot, DriftSummary) of the monitored features."""
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.presets import DataDriftPreset
+
+    continuous, categorical = monitored_features(feature_set)
+    definition = DataDefinition(numerical_columns=continuous, categorical_columns=categorical)
+    preset = DataDriftPreset(
+        columns=continuous + categorical, num_method="wasserstein", cat_method="jensenshannon",
+        threshold=threshold, drift_share=drift_share,
+    )  # fmt: skip
+    snapshot = Report([preset]).run(
+        Dataset.from_pandas(current[continuous + categorical], data_definition=definition),
+        Dataset.from_pandas(reference[continuous + categorical], data_definition=definition),
+    )
+    scores, methods = {}, {}
+    for metric in snapshot.dict()["metrics"]:
+        name = metric["metric_name"]
+        if name.startswith("ValueDrift("):
+            column = name.split("column=", 1)[1].split(",", 1)[0]
+            scores[column] = float(metric["value"])
+            methods[column] = name.split("method=", 1)[1].split(",", 1)[0]
+    missing = set(continuous + categorical) - set(scores)
+    if missing:
+        raise RuntimeError(
+            f"Evidently returned no drift score for {sorted(missing)}; check the pinned evidently version"
+        )
+    drifted = sorted(c for c, score in scores.items() if score >= threshold)
+    share = len(drifted) / len(scores)
+    return snapshot, DriftSummary(share, drifted, share >= drift_share, threshold, drift_share, scores, methods)
+
+
+def add_predictions(frame: pd.DataFrame, scorer) -> pd.DataFrame:
+    """``fraud_probability`` and ``prediction`` of the serving bundle (its features and threshold)."""
+    matrix = frame[list(scorer.info.features)].to_numpy(np.float32)
+    probability = scorer.booster.inplace_predict(matrix).astype(np.float64)
+    return frame.assign(fraud_probability=probability, prediction=(probability >= scorer.info.threshold).astype(int))
+
+
+def quality(frame: pd.DataFrame) -> dict[str, float]:
+    from sklearn.metrics import average_precision_score, precision_score, recall_score
+
+    y, predicted = frame[LABEL].to_numpy(), frame["prediction"].to_numpy()
+    has_frauds = bool(y.any())
+    return {
+        "fraud_rate": float(y.mean()),
+        "alert_rate": float(predicted.mean()),
+        "auprc": float(average_precision_score(y, frame["fraud_probability"])) if has_frauds else float("nan"),
+        "precision": float(precision_score(y, predicted, zero_division=0)),
+        "recall": float(recall_score(y, predicted, zero_division=0)) if has_frauds else float("nan"),
+        "mean_score": float(frame["fraud_probability"].mean()),
+    }
+
+
+def quality_report(reference: pd.DataFrame, current: pd.DataFrame):
+    """(Evidently classification snapshot, {metric: {reference, current, delta}}) at the bundle's threshold."""
+    from evidently import BinaryClassification, DataDefinition, Dataset, Report
+    from evidently.presets import ClassificationPreset
+
+    definition = DataDefinition(
+        classification=[BinaryClassification(target=LABEL, prediction_labels="prediction", pos_label=1)],
+        numerical_columns=["fraud_probability"],
+    )
+    columns = [LABEL, "prediction", "fraud_probability"]
+    snapshot = Report([ClassificationPreset()]).run(
+        Dataset.from_pandas(current[columns], data_definition=definition),
+        Dataset.from_pandas(reference[columns], data_definition=definition),
+    )
+    ref, cur = quality(reference), quality(current)
+    return snapshot, {k: {"reference": ref[k], "current": cur[k], "delta": cur[k] - ref[k]} for k in ref}
+
+
+def push(
+    gateway: str, summary: DriftSummary, deltas: dict, model_version: str, job: str = "fraud_drift_report"
+) -> None:
+    """Push the drift summary to a Prometheus Pushgateway (replacing the job's previous push)."""
+    from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
+
+    registry = CollectorRegistry()
+    Gauge("fraud_drift_share", "Share of monitored features that drifted", registry=registry).set(summary.share)
+    Gauge("fraud_drift_detected", "1 when the drift share reached its limit", registry=registry).set(
+        int(summary.detected)
+    )
+    Gauge("fraud_drift_share_limit", "Drift share at which drift is detected", registry=registry).set(
+        summary.drift_share
+    )
+    score = Gauge("fraud_drift_feature_score", "Drift distance per feature", ["feature", "method"], registry=registry)
+    for feature, value in summary.scores.items():
+        score.labels(feature, summary.methods[feature]).set(value)
+    metric = Gauge("fraud_drift_quality", "Classification quality by window", ["window", "metric"], registry=registry)
+    for name, values in deltas.items():
+        for window in ("reference", "current"):
+            if np.isfinite(values[window]):
+                metric.labels(window, name).set(values[window])
+    Gauge("fraud_drift_model_version", "Model version the report judged", ["model_version"], registry=registry).labels(
+        model_version
+    ).set(1)
+    Gauge("fraud_drift_report_timestamp_seconds", "When the report ran", registry=registry).set_to_current_time()
+    push_to_gateway(gateway, job=job, registry=registry, timeout=10)
