@@ -14,7 +14,7 @@ import os
 import time
 from pathlib import Path
 
-from chalice import Chalice, Response
+from chalice import AuthResponse, Chalice, Response
 
 from lib import contract, scoring
 
@@ -47,6 +47,33 @@ def get_api_keys() -> list[bytes]:
     return _cache["keys"]
 
 
+def key_matches(given: bytes) -> bool:
+    """Compare with every configured key, in constant time each (no early exit that leaks which)."""
+    matched = False
+    for key in get_api_keys():
+        matched |= hmac.compare_digest(given, key)
+    return matched
+
+
+PROTECTED_ROUTES = ["/v1/predict", "/v1/predict/batch", "/v1/model"]
+
+
+@app.authorizer(name="api_key_authorizer", header="X-API-Key", ttl_seconds=300)
+def api_key_authorizer(auth_request):
+    """API Gateway's Lambda (TOKEN) authorizer for the prod stage: the same keys, checked before the
+    scoring Lambda runs. A missing header never reaches it (API Gateway answers 401); a wrong key
+    raises ``Unauthorized``, which API Gateway also turns into 401 without any detail."""
+    if key_matches((auth_request.token or "").encode()):
+        return AuthResponse(routes=PROTECTED_ROUTES, principal_id="api-key")
+    raise Exception("Unauthorized")  # the exact message API Gateway maps to 401
+
+
+# FRAUD_LAMBDA_AUTHORIZER=1 at `chalice deploy/package` time (the prod stage in cd.yml) puts the
+# authorizer in front of the protected routes. `chalice local` cannot run it (it only passes the
+# Authorization header to authorizers), so dev keeps the in-handler check alone; prod has both.
+PROTECTED = {"authorizer": api_key_authorizer} if os.environ.get("FRAUD_LAMBDA_AUTHORIZER") == "1" else {}
+
+
 def _json(body: object, status: int = 200) -> Response:
     return Response(json.dumps(body), status_code=status, headers={"Content-Type": "application/json"})
 
@@ -66,11 +93,7 @@ def _log(route: str, status: int, began: float, **fields) -> None:
 def _guarded(route: str, handler) -> Response:
     """API key check, contract errors as 4xx, and the request log line, around one handler."""
     began = time.perf_counter()
-    given = (app.current_request.headers or {}).get("x-api-key", "").encode()
-    matched = False
-    for key in get_api_keys():  # compare with every key, in constant time each
-        matched |= hmac.compare_digest(given, key)
-    if not matched:
+    if not key_matches((app.current_request.headers or {}).get("x-api-key", "").encode()):
         _log(route, 401, began)
         return _json({"detail": "missing or invalid API key"}, 401)
     try:
@@ -91,7 +114,7 @@ def _score(records: list[dict]) -> tuple[list[dict], dict]:
     return results, {"transactions": len(results), "frauds": frauds, "model_version": results[0]["model_version"]}
 
 
-@app.route("/v1/predict", methods=["POST"], content_types=["application/json"])
+@app.route("/v1/predict", methods=["POST"], content_types=["application/json"], **PROTECTED)
 def predict() -> Response:
     def handle():
         results, fields = _score([contract.parse_transaction(app.current_request.raw_body or b"")])
@@ -100,7 +123,7 @@ def predict() -> Response:
     return _guarded("/v1/predict", handle)
 
 
-@app.route("/v1/predict/batch", methods=["POST"], content_types=["application/json"])
+@app.route("/v1/predict/batch", methods=["POST"], content_types=["application/json"], **PROTECTED)
 def predict_batch() -> Response:
     def handle():
         results, fields = _score(contract.parse_batch(app.current_request.raw_body or b""))
@@ -109,7 +132,7 @@ def predict_batch() -> Response:
     return _guarded("/v1/predict/batch", handle)
 
 
-@app.route("/v1/model", methods=["GET"])
+@app.route("/v1/model", methods=["GET"], **PROTECTED)
 def model() -> Response:
     return _guarded("/v1/model", lambda: (get_scorer().info.__dict__, {}))
 

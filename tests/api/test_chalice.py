@@ -1,12 +1,10 @@
-"""The Chalice app: the twin's routes and contract through chalice's test client, and a real ``chalice package``."""
+"""The Chalice app: the twin's routes and contract through chalice's test client; the prod stage's authorizer."""
 
 import json
 
 import pytest
 
 from tests.api.conftest import HEADERS, KEY
-
-LAMBDA_LIMIT_BYTES = 250 * 1024 * 1024  # unzipped deployment package
 
 
 def post(client, path, body, headers=HEADERS):
@@ -42,3 +40,61 @@ def test_bad_input_is_4xx_with_the_field(chalice, transactions):
     assert broken.status_code == 400 and broken.json_body["detail"][0]["field"] == "body"
     assert post(chalice, "/v1/predict/batch", {"transactions": [transactions[0]] * 10_001}).status_code == 413
     assert chalice.http.get("/v2/nothing").status_code in (403, 404)  # API Gateway answers 403 for unknown paths
+
+
+@pytest.fixture
+def prod_app(bundle, monkeypatch):
+    """app.py as `FRAUD_LAMBDA_AUTHORIZER=1 chalice deploy --stage prod` loads it (cd.yml)."""
+    import importlib.util
+
+    from lib.config import PROJECT_ROOT
+
+    monkeypatch.setenv("FRAUD_LAMBDA_AUTHORIZER", "1")
+    monkeypatch.setenv("FRAUD_API_KEYS", f"other-key,{KEY}")
+    monkeypatch.setenv("FRAUD_SERVING_MODEL", str(bundle))
+    spec = importlib.util.spec_from_file_location("chalice_app_prod", PROJECT_ROOT / "chalice_app" / "app.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_prod_puts_a_lambda_authorizer_on_the_protected_routes_only(prod_app):
+    from chalice.deploy.swagger import SwaggerGenerator
+
+    deployed = {
+        "api_handler_arn": "arn:aws:lambda:eu-west-1:1:function:api",
+        "api_handler_name": "paysim-fraud-scoring-prod",
+        "lambda_functions": {
+            "paysim-fraud-scoring-prod-api_key_authorizer": {"arn": "arn:aws:lambda:eu-west-1:1:function:auth"}
+        },
+    }
+    swagger = SwaggerGenerator("eu-west-1", deployed)
+    spec = swagger.generate_swagger(prod_app.app)
+    scheme = spec["securityDefinitions"]["api_key_authorizer"]
+    assert scheme["in"] == "header" and scheme["name"] == "X-API-Key"
+    assert scheme["x-amazon-apigateway-authtype"] == "custom"
+    authorizer = scheme["x-amazon-apigateway-authorizer"]
+    assert authorizer["type"] == "token" and authorizer["authorizerResultTtlInSeconds"] == 300
+    assert "function:auth" in authorizer["authorizerUri"]
+    for path, method in (("/v1/predict", "post"), ("/v1/predict/batch", "post"), ("/v1/model", "get")):
+        assert spec["paths"][path][method]["security"] == [{"api_key_authorizer": []}], path
+    for path in ("/healthz", "/readyz"):
+        assert "security" not in spec["paths"][path]["get"], path
+
+
+def test_the_authorizer_allows_valid_keys_and_refuses_the_rest(prod_app):
+    arn = "arn:aws:execute-api:eu-west-1:123456789012:abcdef/prod/POST/v1/predict"
+
+    def event(token):
+        return {"type": "TOKEN", "authorizationToken": token, "methodArn": arn}
+
+    allowed = prod_app.api_key_authorizer(event(KEY), None)
+    resources = allowed["policyDocument"]["Statement"][0]["Resource"]
+    assert allowed["policyDocument"]["Statement"][0]["Effect"] == "Allow"
+    # one cached decision must cover every protected route, and nothing else
+    assert sorted(resources) == sorted(
+        f"arn:aws:execute-api:eu-west-1:123456789012:abcdef/prod/*{p}" for p in prod_app.PROTECTED_ROUTES
+    )
+    for wrong in ("", "wrong", KEY + "x", KEY[:-1]):
+        with pytest.raises(Exception, match=r"^Unauthorized$"):
+            prod_app.api_key_authorizer(event(wrong), None)
