@@ -304,11 +304,10 @@ def read_window(raw_path: str | Path, first_step: int, last_step: int, limit: in
     import pyarrow.compute as pc
     import pyarrow.dataset as ds
 
-    table = ds.dataset(str(raw_path), format="parquet").to_table()
-    rows = pc.indices_nonzero(
-        pc.and_(pc.greater_equal(table["step"], first_step), pc.less_equal(table["step"], last_step))
-    )
-    table = table.take(rows)
+    dataset = ds.dataset(str(raw_path), format="parquet")
+    step = dataset.to_table(columns=["step"]).column("step")  # one small column to find the window's rows
+    rows = pc.indices_nonzero(pc.and_(pc.greater_equal(step, first_step), pc.less_equal(step, last_step)))
+    table = dataset.take(rows)
     ids = [f"t{i:09d}" for i in rows.to_numpy().tolist()]
     table = table.append_column("transaction_id", pa.array(ids, pa.string()))
     table = table.take(pc.sort_indices(table, [("step", "ascending")]))  # sort_indices is stable
