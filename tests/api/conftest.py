@@ -43,16 +43,20 @@ def api(bundle):
         yield client
 
 
-@pytest.fixture(scope="session")
-def chalice_module(bundle):
+def load_chalice_app(name: str, bundle, mp: pytest.MonkeyPatch, **env: str):
     """chalice_app/app.py, imported as Lambda would import it, configured through its environment."""
-    mp = pytest.MonkeyPatch()
-    mp.setenv("FRAUD_API_KEYS", f"other-key,{KEY}")
-    mp.setenv("FRAUD_SERVING_MODEL", str(bundle))
-    spec = importlib.util.spec_from_file_location("chalice_app_under_test", PROJECT_ROOT / "chalice_app" / "app.py")
+    for key, value in {"FRAUD_API_KEYS": f"other-key,{KEY}", "FRAUD_SERVING_MODEL": str(bundle), **env}.items():
+        mp.setenv(key, value)
+    spec = importlib.util.spec_from_file_location(name, PROJECT_ROOT / "chalice_app" / "app.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    yield module
+    return module
+
+
+@pytest.fixture(scope="session")
+def chalice_module(bundle):
+    mp = pytest.MonkeyPatch()
+    yield load_chalice_app("chalice_app_under_test", bundle, mp)
     mp.undo()
 
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.api.conftest import HEADERS, KEY
+from tests.api.conftest import HEADERS, KEY, load_chalice_app
 
 
 def post(client, path, body, headers=HEADERS):
@@ -45,17 +45,7 @@ def test_bad_input_is_4xx_with_the_field(chalice, transactions):
 @pytest.fixture
 def prod_app(bundle, monkeypatch):
     """app.py as `FRAUD_LAMBDA_AUTHORIZER=1 chalice deploy --stage prod` loads it (cd.yml)."""
-    import importlib.util
-
-    from lib.config import PROJECT_ROOT
-
-    monkeypatch.setenv("FRAUD_LAMBDA_AUTHORIZER", "1")
-    monkeypatch.setenv("FRAUD_API_KEYS", f"other-key,{KEY}")
-    monkeypatch.setenv("FRAUD_SERVING_MODEL", str(bundle))
-    spec = importlib.util.spec_from_file_location("chalice_app_prod", PROJECT_ROOT / "chalice_app" / "app.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_chalice_app("chalice_app_prod", bundle, monkeypatch, FRAUD_LAMBDA_AUTHORIZER="1")
 
 
 def test_prod_puts_a_lambda_authorizer_on_the_protected_routes_only(prod_app):

@@ -13,10 +13,11 @@ import urllib.request
 
 import httpx
 import orjson
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from lib import drift, stream, stream_scorer
+from lib import drift, scoring, stream, stream_scorer
 from lib.config import PROJECT_ROOT
 from lib.simulate import simulate_table
 from tests.integration.conftest import free_port, wait_for
@@ -178,13 +179,11 @@ def test_every_panel_query_returns_data_from_a_real_prometheus(tmp_path, kafka, 
 
         # 07_drift_report's push, from a real (small) drift report
         raw = tmp_path / "raw.parquet"
-        import pyarrow.parquet as pq
-
         pq.write_table(simulate_table(20_000, seed=4), raw)
         reference = drift.window_frame(raw, (1, 300), "full", 0, 0)
         current = drift.window_frame(raw, (351, 743), "full", 0, 0)
         _, summary = drift.drift_report(reference, current, "full", 0.1, 0.1)
-        scorer_core = __import__("lib.scoring", fromlist=["Scorer"]).Scorer.from_folder(bundle)
+        scorer_core = scoring.Scorer.from_folder(bundle)
         _, deltas = drift.quality_report(
             drift.add_predictions(reference, scorer_core), drift.add_predictions(current, scorer_core)
         )

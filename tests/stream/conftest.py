@@ -1,6 +1,5 @@
 """A real Apache Kafka broker (KRaft) on 127.0.0.1 for the stream tests, and helpers to run the scorer."""
 
-import os
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -20,14 +19,13 @@ def topics(kafka) -> stream.Topics:
 
 
 @pytest.fixture(scope="session")
-def window(raw_table):
+def window(raw_table, tmp_path_factory):
     """Raw transactions with ids, in step order (what 06_stream replays), as (key, value) messages."""
     import pyarrow.parquet as pq
 
-    folder = Path(os.environ.get("TMPDIR", "/tmp")) / f"stream-raw-{os.getpid()}.parquet"
-    pq.write_table(raw_table, folder)
-    table = read_window(folder, 1, 743, limit=20_000)
-    folder.unlink()
+    path = tmp_path_factory.mktemp("stream-raw") / "transactions.parquet"
+    pq.write_table(raw_table, path)
+    table = read_window(path, 1, 743, limit=20_000)
     return table, stream.encode_transactions(table)
 
 
