@@ -202,7 +202,7 @@ class LocalBroker:
         if not (self.data_dir / "logs" / "meta.properties").exists():
             cluster_id = _cluster_id()
             done = subprocess.run(
-                [*self._classpath(), "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)],
+                [*self._classpath(), "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(props)],
                 capture_output=True, text=True, timeout=120,
             )  # fmt: skip
             if done.returncode != 0:
