@@ -7,11 +7,14 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
+from pyspark.sql import functions as F
 
 from lib import features
 from lib.acquire import write_batches
 from lib.errors import DataValidationError, ParameterError
-from lib.preprocess import SPLITS, SplitWindows, feature_columns, load_split, read_manifest, run_job, spark_session
+from lib.preprocess import (
+    SPLITS, SplitWindows, _session_conf, even_split_bytes, feature_columns, load_split, read_manifest, run_job, spark_session,
+)  # fmt: skip
 from lib.schema import RAW_SCHEMA
 from lib.simulate import simulate_batches
 from tests.conftest import REAL_SAMPLE
@@ -103,13 +106,40 @@ def test_job_output_matches_numpy_and_splits_respect_time(spark, raw_rows, tmp_p
         assert manifest["splits"][s]["rows"] == len(steps[s])
         assert manifest["splits"][s]["frauds"] == int(parts[s].column("isFraud").to_numpy().sum())
     # the written matrix equals the NumPy one, as multisets of rows (Spark may reorder rows)
-    written = np.vstack([np.column_stack([parts[s].column(n).to_numpy().astype(np.float64) for n in names]) for s in SPLITS])
-    expected = numpy_matrix(raw_rows)
-    order = lambda m: m[np.lexsort(m.T[::-1])]  # noqa: E731
-    np.testing.assert_allclose(order(written), order(expected), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(written_matrix(tmp_path / "processed"), sorted_rows(numpy_matrix(raw_rows)), rtol=0, atol=1e-9)
     on_disk = read_manifest(tmp_path / "processed")
     assert on_disk["feature_spec_version"] == features.FEATURE_SPEC_VERSION and on_disk["windows"]["test"] == [301, 743]
     assert [f["name"] for f in on_disk["features"]] == names
+
+
+def sorted_rows(matrix: np.ndarray) -> np.ndarray:
+    return matrix[np.lexsort(matrix.T[::-1])]
+
+
+def written_matrix(processed) -> np.ndarray:
+    """The job's feature matrix over all splits, rows sorted (Spark may reorder rows)."""
+    names = features.feature_names("full")
+    parts = [load_split(processed, s) for s in SPLITS]
+    return sorted_rows(np.vstack([np.column_stack([p.column(n).to_numpy().astype(np.float64) for n in names]) for p in parts]))
+
+
+def test_csv_is_read_in_even_splits_and_gives_the_same_features(spark, raw_rows, tmp_path):
+    """A CSV is cut into a multiple of the cores' count of equal splits, not 128 MB ones and a stub."""
+    csv = tmp_path / "raw.csv"
+    pacsv.write_csv(raw_rows, csv)
+    size, cores = csv.stat().st_size, spark.sparkContext.defaultParallelism
+    with _session_conf(spark, "spark.sql.files.maxPartitionBytes", size // 5):  # Spark alone: 6 splits, 1 a stub
+        split = even_split_bytes(spark, str(csv))
+        assert split is not None and -(-size // split) % cores == 0 and size / split > 5
+        with _session_conf(spark, "spark.sql.files.maxPartitionBytes", split):
+            blocks = spark.read.text(str(csv)).select(F.input_file_block_start(), F.input_file_block_length())
+            lengths = sorted(length for _, length in blocks.distinct().collect())
+        assert len(lengths) % cores == 0 and sum(lengths) == size and lengths[-1] - lengths[0] < len(lengths)
+        run_job(spark, csv, tmp_path / "from_csv", SplitWindows(300, 350))
+    assert spark.conf.get("spark.sql.files.maxPartitionBytes", None) is None  # the session is as it was
+    run_job(spark, write_batches(raw_rows.to_batches(), tmp_path / "raw.parquet"), tmp_path / "from_parquet", SplitWindows(300, 350))
+    np.testing.assert_array_equal(written_matrix(tmp_path / "from_csv"), written_matrix(tmp_path / "from_parquet"))
+    assert even_split_bytes(spark, str(tmp_path / "raw.parquet")) is None
 
 
 def test_bad_input_is_named_and_nothing_is_written(spark, raw_rows, tmp_path):
