@@ -7,12 +7,14 @@ partitioned by split into a temporary folder that replaces the output only when 
 
 import json
 import math
+import operator
 import os
 import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import reduce
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -21,7 +23,7 @@ from pyspark.sql import functions as F
 from lib import atomic
 from lib.acquire import file_sha256
 from lib.errors import DataValidationError, ParameterError
-from lib.features import FEATURE_SETS, FEATURE_SPEC_VERSION, FEATURES, describe
+from lib.features import FEATURE_SETS, FEATURE_SPEC_VERSION, FEATURES, INPUT_COLUMNS, describe
 from lib.schema import RAW_COLUMNS, RAW_SCHEMA
 from lib.simulate import N_STEPS
 
@@ -195,8 +197,22 @@ def _session_conf(spark, key: str, value) -> Iterator[None]:
             spark.conf.set(key, previous)
 
 
+def _required(raw):
+    """``raw``, failing the job where a column it reads is null, naming the column(s) and the row.
+
+    An empty CSV field parses as null even in FAILFAST mode; without this it would become null features.
+    One predicate, whose message is built only for a bad row, so good rows pay ten null checks.
+    """
+    used = [c for c in raw.columns if c in (*KEPT_COLUMNS, *INPUT_COLUMNS) and c != "nameOrig"]
+    empty = F.concat_ws(", ", *[F.when(F.col(c).isNull(), F.lit(f"`{c}`")) for c in used])
+    row = F.to_json(F.struct(*[F.col(c) for c in raw.columns]))
+    bad = F.raise_error(F.concat(F.lit("empty value in column(s) "), empty, F.lit(" of the row "), row))
+    return raw.filter(F.when(reduce(operator.or_, [F.col(c).isNull() for c in used]), bad).otherwise(F.lit(True)))
+
+
 def build_features(raw, windows: SplitWindows):
     """One select: kept raw columns, every feature of the spec, and the split label."""
+    raw = _required(raw)
     split = (
         F.when(F.col("step") <= windows.train_end, "train")
         .when(F.col("step") <= windows.validation_end, "validation")

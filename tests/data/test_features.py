@@ -159,6 +159,10 @@ def test_bad_input_is_named_and_nothing_is_written(spark, raw_rows, tmp_path):
     bad_csv.write_text("\n".join(lines) + "\n")
     with pytest.raises(DataValidationError, match="bad.csv"):
         run_job(spark, bad_csv, out, SplitWindows(300, 350))
+    lines[20] = ",".join([*fields[:2], "", *fields[3:]])  # an empty field parses as null: refused, row named
+    bad_csv.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataValidationError, match=f"empty value in column.s. `amount` of the row .*{fields[3]}"):
+        run_job(spark, bad_csv, out, SplitWindows(300, 350))
     assert not out.exists() and [p for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
