@@ -57,8 +57,15 @@ class Topics:
 
 
 def client_config(bootstrap: str, **extra: Any) -> dict:
-    # librdkafka logs through Python logging instead of printing to stderr
-    return {"bootstrap.servers": bootstrap, "logger": logging.getLogger("lib.stream.librdkafka"), **extra}
+    # librdkafka logs through Python logging instead of printing to stderr. Metadata is refreshed every
+    # 10 s (default 5 min): after a broker restart a client can keep a stale broker list ("new leader-1
+    # not found in cache", confluentinc/librdkafka#4976) and deliver nothing until the next refresh.
+    return {
+        "bootstrap.servers": bootstrap,
+        "logger": logging.getLogger("lib.stream.librdkafka"),
+        "topic.metadata.refresh.interval.ms": 10_000,
+        **extra,
+    }
 
 
 def ensure_topics(bootstrap: str, topics: Topics, partitions: int = 4) -> None:
