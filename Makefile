@@ -13,6 +13,7 @@ setup: $(STAMP)
 
 $(STAMP): requirements.lock pyproject.toml
 	@scripts/check_java.sh
+	@scripts/check_disk.sh
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=/path/to/python3.11'" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip

@@ -1,6 +1,7 @@
 """The environment: every required package imports, one lock pins pip and conda alike, Java 17+, ruff clean."""
 
 import importlib
+import os
 import re
 import subprocess
 import sys
@@ -99,6 +100,14 @@ def test_java_check_passes_here_and_explains_the_fix(tmp_path):
         env={"PATH": f"{fake}:/usr/bin:/bin"},
     )
     assert old.returncode == 1 and "Java 11" in old.stderr and "17+" in old.stderr
+
+
+def test_disk_check_passes_here_and_names_the_shortfall():
+    script = PROJECT_ROOT / "scripts" / "check_disk.sh"
+    out = subprocess.run([script], capture_output=True, text=True)
+    assert out.returncode == 0 and "disk OK" in out.stdout
+    short = subprocess.run([script], capture_output=True, text=True, env={**os.environ, "NEED_GB": "100000000"})
+    assert short.returncode == 1 and "MB free" in short.stderr and "100000000 GB" in short.stderr
 
 
 def test_ruff_is_clean():
