@@ -50,3 +50,14 @@ def resolve(path: str | Path) -> Path:
     """A path parameter as given, or relative to the project root (so notebooks run from any cwd)."""
     path = Path(path).expanduser()
     return path if path.is_absolute() else PROJECT_ROOT / path
+
+
+def project_relative(path: str | Path) -> str:
+    """``path`` relative to the project root when inside it, else as given: what outputs record of a path.
+
+    Outputs that name their input (manifests) then hash the same in every checkout of the project.
+    """
+    try:
+        return Path(path).resolve().relative_to(PROJECT_ROOT).as_posix()
+    except ValueError:
+        return str(path)

@@ -22,6 +22,7 @@ from pyspark.sql import functions as F
 
 from lib import atomic
 from lib.acquire import file_sha256
+from lib.config import project_relative
 from lib.errors import DataValidationError, ParameterError
 from lib.features import FEATURE_SETS, FEATURE_SPEC_VERSION, FEATURES, INPUT_COLUMNS, describe
 from lib.schema import RAW_COLUMNS, RAW_SCHEMA
@@ -255,7 +256,7 @@ def run_job(
             "windows": windows.as_dict(),
             "splits": counts,
             "rows": sum(c["rows"] for c in counts.values()),
-            "input": source,
+            "input": source if "://" in source else project_relative(source),
             "input_sha256": input_sha256 or (file_sha256(Path(source)) if Path(source).is_file() else None),
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))  # same data -> same bytes

@@ -174,12 +174,21 @@ def test_split_windows_must_be_ordered():
     assert json.dumps(SplitWindows(1, 2).as_dict())
 
 
-def test_same_input_same_processed_bytes(spark, raw_rows, tmp_path):
+def test_same_input_same_processed_bytes_in_any_checkout(spark, raw_rows, tmp_path, monkeypatch):
+    """Two checkouts of the project in different folders, the same raw data: the same processed bytes."""
+    import shutil
+
+    from lib import config
     from lib.acquire import content_sha256
 
     source = write_batches(raw_rows.to_batches(), tmp_path / "raw.parquet")
-    for i in range(2):
-        run_job(spark, source, tmp_path / f"out{i}", SplitWindows(300, 350))
-    assert content_sha256(tmp_path / "out0") == content_sha256(tmp_path / "out1")
-    names = sorted(p.relative_to(tmp_path / "out0") for p in (tmp_path / "out0").rglob("*"))
-    assert names == sorted(p.relative_to(tmp_path / "out1") for p in (tmp_path / "out1").rglob("*"))
+    for checkout in ("a", "b-elsewhere"):
+        root = (tmp_path / checkout).resolve()
+        (root / "data").mkdir(parents=True)
+        shutil.copy(source, root / "data" / "raw.parquet")
+        monkeypatch.setattr(config, "PROJECT_ROOT", root)
+        manifest = run_job(spark, root / "data" / "raw.parquet", root / "processed", SplitWindows(300, 350))
+        assert manifest["input"] == "data/raw.parquet"
+    a, b = tmp_path / "a" / "processed", tmp_path / "b-elsewhere" / "processed"
+    assert content_sha256(a) == content_sha256(b)
+    assert sorted(p.relative_to(a) for p in a.rglob("*")) == sorted(p.relative_to(b) for p in b.rglob("*"))
