@@ -70,6 +70,9 @@ def spark_session(master: str = "local[*]", driver_memory: str = "4g", app_name:
         # measured on the full data set: LZ4 and no dictionary pages write ~1.5x faster than the defaults
         .config("spark.sql.parquet.compression.codec", "lz4_raw")
         .config("spark.hadoop.parquet.enable.dictionary", "false")
+        # v2 pages list one encoding per column chunk; v1 pages list a HashSet of enums, whose order
+        # changes between JVMs (apache/parquet-java#3215), so the same data hashed differently per run
+        .config("spark.hadoop.parquet.writer.version", "v2")
         # size checks every 1,000-100,000 rows (not from every 100) and no 20,000-row cap on pages;
         # pages still close at parquet.page.size (1 MB)
         .config("spark.hadoop.parquet.page.size.row.check.min", "1000")

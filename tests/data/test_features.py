@@ -192,3 +192,9 @@ def test_same_input_same_processed_bytes_in_any_checkout(spark, raw_rows, tmp_pa
     a, b = tmp_path / "a" / "processed", tmp_path / "b-elsewhere" / "processed"
     assert content_sha256(a) == content_sha256(b)
     assert sorted(p.relative_to(a) for p in a.rglob("*")) == sorted(p.relative_to(b) for p in b.rglob("*"))
+    # across JVMs too: a column chunk listing several encodings lists them in a per-JVM hash order
+    for part in a.rglob("*.parquet"):
+        meta = pq.ParquetFile(part).metadata
+        for g in range(meta.num_row_groups):
+            chunks = [meta.row_group(g).column(i) for i in range(meta.num_columns)]
+            assert all(len(c.encodings) == 1 for c in chunks), [(c.path_in_schema, c.encodings) for c in chunks]
