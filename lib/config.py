@@ -53,10 +53,12 @@ def resolve(path: str | Path) -> Path:
 
 
 def project_relative(path: str | Path) -> str:
-    """``path`` relative to the project root when inside it, else as given: what outputs record of a path.
+    """``path`` relative to the project root when inside it, else as given (URLs too): what outputs record of a path.
 
     Outputs that name their input (manifests) then hash the same in every checkout of the project.
     """
+    if "://" in str(path):
+        return str(path)
     try:
         return Path(path).resolve().relative_to(PROJECT_ROOT).as_posix()
     except ValueError:

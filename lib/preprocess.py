@@ -259,7 +259,7 @@ def run_job(
             "windows": windows.as_dict(),
             "splits": counts,
             "rows": sum(c["rows"] for c in counts.values()),
-            "input": source if "://" in source else project_relative(source),
+            "input": project_relative(source),
             "input_sha256": input_sha256 or (file_sha256(Path(source)) if Path(source).is_file() else None),
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))  # same data -> same bytes

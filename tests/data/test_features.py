@@ -189,6 +189,7 @@ def test_same_input_same_processed_bytes_in_any_checkout(spark, raw_rows, tmp_pa
         monkeypatch.setattr(config, "PROJECT_ROOT", root)
         manifest = run_job(spark, root / "data" / "raw.parquet", root / "processed", SplitWindows(300, 350))
         assert manifest["input"] == "data/raw.parquet"
+        assert config.project_relative("s3://bucket/data/raw.csv") == "s3://bucket/data/raw.csv"
     a, b = tmp_path / "a" / "processed", tmp_path / "b-elsewhere" / "processed"
     assert content_sha256(a) == content_sha256(b)
     assert sorted(p.relative_to(a) for p in a.rglob("*")) == sorted(p.relative_to(b) for p in b.rglob("*"))
