@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from lib.errors import PipelineError
-from lib.runner import parse_overrides, run_pipeline
+from lib.pipeline.runner import parse_overrides, run_pipeline
 
 
 def main(argv: list[str] | None = None) -> int:

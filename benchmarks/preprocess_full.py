@@ -26,14 +26,14 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lib.simulate import FULL_ROWS  # noqa: E402
+from lib.data.simulate import FULL_ROWS  # noqa: E402
 
 CACHE = Path.home() / ".cache" / "fraud-mlops" / "benchmarks"
 
 BASELINE = """
 import sys, time
 from pyspark.sql import functions as F
-from lib.preprocess import spark_session
+from lib.data.preprocess import spark_session
 spark = spark_session("local[*]", "4g", "baseline")
 began = time.perf_counter()
 df = spark.read.option("header", True).option("inferSchema", True).csv(sys.argv[1])
@@ -49,7 +49,8 @@ print("JOB_SECONDS", time.perf_counter() - began, rows)
 
 OURS = """
 import sys, time
-from lib.preprocess import SplitWindows, run_job, spark_session
+from lib.data.preprocess import run_job, spark_session
+from lib.data.processed import SplitWindows
 spark = spark_session("local[*]", "4g", "ours")
 began = time.perf_counter()
 manifest = run_job(spark, sys.argv[1], sys.argv[2], SplitWindows(300, 350))  # includes hashing the input
@@ -58,7 +59,8 @@ print("JOB_SECONDS", time.perf_counter() - began, manifest["rows"])
 
 NO_OUTPUT = """
 import sys, time
-from lib.preprocess import SplitWindows, build_features, even_split_bytes, read_raw, spark_session
+from lib.data.preprocess import build_features, even_split_bytes, read_raw, spark_session
+from lib.data.processed import SplitWindows
 spark = spark_session("local[*]", "4g", "ours-no-output")
 began = time.perf_counter()
 spark.conf.set("spark.sql.files.maxPartitionBytes", str(even_split_bytes(spark, sys.argv[1])))

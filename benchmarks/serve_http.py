@@ -107,7 +107,8 @@ def main() -> None:
     import pyarrow.csv as pacsv
     from mlflow import xgboost as mlflow_xgboost
 
-    from lib import features, scoring
+    from lib import features
+    from lib.serving import scoring
 
     info, booster = scoring.load_bundle(args.bundle)
     transaction = pacsv.read_csv(ROOT / "data" / "reference" / "paysim_real_sample.csv").slice(0, 1).to_pylist()[0]

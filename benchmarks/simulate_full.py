@@ -16,10 +16,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lib import fidelity
-from lib.acquire import write_batches
 from lib.config import PROJECT_ROOT
-from lib.simulate import FULL_ROWS, simulate_batches
+from lib.data import fidelity
+from lib.data.acquire import write_batches
+from lib.data.simulate import FULL_ROWS, simulate_batches
 
 TARGET_SECONDS, TARGET_GB = 60.0, 4.0
 

@@ -30,8 +30,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from serve_http import KEY, free_port, start, stop  # noqa: E402
 
-from lib import stream, stream_scorer  # noqa: E402
-from lib.simulate import simulate_table  # noqa: E402
+from lib.data.simulate import simulate_table  # noqa: E402
+from lib.stream import kafka as stream  # noqa: E402
+from lib.stream import scorer as stream_scorer  # noqa: E402
 
 
 def messages(rows: int, seed: int) -> list[tuple[bytes, bytes]]:

@@ -27,8 +27,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lib import train  # noqa: E402
-from lib.simulate import FULL_ROWS  # noqa: E402
+from lib.data.simulate import FULL_ROWS  # noqa: E402
+from lib.model import train  # noqa: E402
 
 CACHE = Path.home() / ".cache" / "fraud-mlops" / "benchmarks"
 ORIGINAL_FEATURES = [
@@ -48,7 +48,8 @@ def processed_data(rows: int) -> Path:
         subprocess.run(
             [sys.executable, "-m", "lib", "simulate", "--rows", str(rows), "--out", str(csv)], cwd=ROOT, check=True
         )
-    from lib.preprocess import SplitWindows, run_job, spark_session
+    from lib.data.preprocess import run_job, spark_session
+    from lib.data.processed import SplitWindows
 
     spark = spark_session("local[*]", "4g", "benchmark-preprocess")
     run_job(spark, csv, out, SplitWindows(300, 350))

@@ -3,20 +3,23 @@
 Handlers are thin: ``lib.contract`` validates, ``lib.scoring`` scores. ``lib`` reaches the
 deployment package through ``vendor/lib``, a symlink to the project's own package (Chalice copies
 ``vendor/`` into the package root and follows links), so there is no second copy to maintain. The
-serving bundle is read from ``FRAUD_SERVING_MODEL`` or ``bundle/`` beside this file (copy
-``data/bundle`` to ``vendor/bundle`` before ``chalice package``/``deploy``).
+serving bundle is the folder ``FRAUD_SERVING_MODEL`` names, relative to this file; the stages in
+``.chalice/config.json`` name ``bundle`` (copy ``data/bundle`` to ``vendor/bundle`` before
+``chalice package``/``deploy``; Chalice puts it at the package root).
 """
 
-import hmac
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
 from chalice import AuthResponse, Chalice, Response
 
-from lib import contract, scoring
+from lib import contract
+from lib.config import Settings, comma_list
+from lib.errors import PipelineError
+from lib.serving import scoring
+from lib.serving.auth import key_matches
 
 app = Chalice(app_name="paysim-fraud-scoring")
 app.log.setLevel(logging.INFO)
@@ -24,35 +27,32 @@ HERE = Path(__file__).resolve().parent
 _cache: dict = {}
 
 
+def get_settings() -> Settings:
+    """The project's settings from this function's environment (the stage's ``environment_variables``)."""
+    if "settings" not in _cache:
+        _cache["settings"] = Settings()
+    return _cache["settings"]
+
+
 def get_scorer() -> scoring.Scorer:
-    """Loaded on first use and kept for warm invocations."""
+    """Loaded on first use and kept for warm invocations: ``FRAUD_SERVING_MODEL``, relative to this app."""
     if "scorer" not in _cache:
-        configured = os.environ.get("FRAUD_SERVING_MODEL")
-        candidates = [Path(configured)] if configured else [HERE / "bundle", HERE / "vendor" / "bundle"]
-        folder = next((c for c in candidates if c.exists()), candidates[0])
-        _cache["scorer"] = scoring.Scorer.from_folder(folder)
+        _cache["scorer"] = scoring.Scorer.from_folder(scoring.bundle_path(get_settings().serving_model, HERE))
     return _cache["scorer"]
 
 
-def get_api_keys() -> list[bytes]:
-    """Keys from ``FRAUD_API_KEYS``, or from the SSM parameter named by ``FRAUD_API_KEYS_SSM_PARAMETER`` (prod)."""
+def get_api_keys() -> list[str]:
+    """Keys from ``FRAUD_API_KEYS``, or from the SSM parameter ``FRAUD_API_KEYS_SSM_PARAMETER`` names (deployed)."""
     if "keys" not in _cache:
-        raw = os.environ.get("FRAUD_API_KEYS", "")
-        parameter = os.environ.get("FRAUD_API_KEYS_SSM_PARAMETER")
-        if parameter:
+        settings = get_settings()
+        raw = settings.api_keys
+        if settings.api_keys_ssm_parameter:
             import boto3
 
-            raw = boto3.client("ssm").get_parameter(Name=parameter, WithDecryption=True)["Parameter"]["Value"]
-        _cache["keys"] = [k.strip().encode() for k in raw.split(",") if k.strip()]
+            parameter = boto3.client("ssm").get_parameter(Name=settings.api_keys_ssm_parameter, WithDecryption=True)
+            raw = parameter["Parameter"]["Value"]
+        _cache["keys"] = comma_list(raw)
     return _cache["keys"]
-
-
-def key_matches(given: bytes) -> bool:
-    """Compare with every configured key, in constant time each (no early exit that leaks which)."""
-    matched = False
-    for key in get_api_keys():
-        matched |= hmac.compare_digest(given, key)
-    return matched
 
 
 PROTECTED_ROUTES = ["/v1/predict", "/v1/predict/batch", "/v1/model"]
@@ -63,7 +63,7 @@ def api_key_authorizer(auth_request):
     """API Gateway's Lambda (TOKEN) authorizer for the prod stage: the same keys, checked before the
     scoring Lambda runs. A missing header never reaches it (API Gateway answers 401); a wrong key
     raises ``Unauthorized``, which API Gateway also turns into 401 without any detail."""
-    if key_matches((auth_request.token or "").encode()):
+    if key_matches(auth_request.token or "", get_api_keys()):
         return AuthResponse(routes=PROTECTED_ROUTES, principal_id="api-key")
     raise Exception("Unauthorized")  # the exact message API Gateway maps to 401
 
@@ -71,7 +71,7 @@ def api_key_authorizer(auth_request):
 # FRAUD_LAMBDA_AUTHORIZER=1 at `chalice deploy/package` time (the prod stage in cd.yml) puts the
 # authorizer in front of the protected routes. `chalice local` cannot run it (it only passes the
 # Authorization header to authorizers), so dev keeps the in-handler check alone; prod has both.
-PROTECTED = {"authorizer": api_key_authorizer} if os.environ.get("FRAUD_LAMBDA_AUTHORIZER") == "1" else {}
+PROTECTED = {"authorizer": api_key_authorizer} if get_settings().lambda_authorizer else {}
 
 
 def _json(body: object, status: int = 200) -> Response:
@@ -93,17 +93,14 @@ def _log(route: str, status: int, began: float, **fields) -> None:
 def _guarded(route: str, handler) -> Response:
     """API key check, contract errors as 4xx, and the request log line, around one handler."""
     began = time.perf_counter()
-    if not key_matches((app.current_request.headers or {}).get("x-api-key", "").encode()):
+    if not key_matches((app.current_request.headers or {}).get("x-api-key", ""), get_api_keys()):
         _log(route, 401, began)
         return _json({"detail": "missing or invalid API key"}, 401)
     try:
         body, fields = handler()
-    except contract.RequestError as exc:
-        _log(route, exc.status, began)
-        return _json({"detail": exc.detail}, exc.status)
-    except scoring.BundleError as exc:
-        _log(route, 503, began)
-        return _json({"detail": str(exc)}, 503)
+    except PipelineError as exc:  # contract errors (4xx), no bundle (503): each carries its status
+        _log(route, exc.http_status, began)
+        return _json({"detail": getattr(exc, "detail", str(exc))}, exc.http_status)
     _log(route, 200, began, **fields)
     return _json(body)
 

@@ -5,12 +5,13 @@ import sys
 import time
 from pathlib import Path
 
-from lib.errors import PipelineError
+from lib.config import Settings, get_settings
+from lib.errors import ParameterError, PipelineError
 
 
 def _simulate(args: argparse.Namespace) -> None:
-    from lib.acquire import write_batches
-    from lib.simulate import DriftScenario, simulate_batches
+    from lib.data.acquire import write_batches
+    from lib.data.simulate import DriftScenario, simulate_batches
 
     drift = DriftScenario(args.drift_start_step, args.drift_amount_factor, args.drift_fraud_pattern)
     began = time.perf_counter()
@@ -20,25 +21,27 @@ def _simulate(args: argparse.Namespace) -> None:
 
 
 def _validate(args: argparse.Namespace) -> None:
-    from lib.acquire import validate_file
+    from lib.data.acquire import validate_file
 
     summary = validate_file(args.path)
     types = ", ".join(f"{t} {n:,}" for t, n in sorted(summary.type_counts.items()))
     print(f"{args.path}: OK, {summary.rows:,} rows, {summary.frauds:,} frauds ({types})")
 
 
-def _score(args: argparse.Namespace) -> None:
-    from lib import scoring
-    from lib.config import get_settings
+def _bundle(model: str, settings: Settings) -> Path:
+    """A bundle folder for ``--model``: a registry alias is fetched from MLflow, a folder is used as it is."""
+    from lib.model.registry import bundle_folder
 
-    settings = get_settings()
-    scorer = scoring.Scorer.from_folder(
-        scoring.bundle_folder(
-            args.model, settings.mlflow_tracking_uri, settings.registered_model, settings.bundle_cache
-        )
-    )
+    return bundle_folder(model, settings)
+
+
+def _score(args: argparse.Namespace) -> None:
+    from lib.model.batch import score_file
+    from lib.serving.scoring import Scorer
+
+    scorer = Scorer.from_folder(_bundle(args.model, get_settings()))
     began = time.perf_counter()
-    summary = scoring.score_file(scorer, args.input, args.output)
+    summary = score_file(scorer, args.input, args.output)
     seconds = time.perf_counter() - began
     line = (
         f"scored {summary['rows']:,} rows with {summary['model']} v{summary['model_version']} "
@@ -52,84 +55,73 @@ def _score(args: argparse.Namespace) -> None:
 def _serve(args: argparse.Namespace) -> None:
     import uvicorn
 
-    from lib.api import configure_logging, create_app
-    from lib.config import get_settings
-    from lib.errors import ParameterError
+    from lib.serving.api import configure_logging, create_app
 
     settings = get_settings()
-    if args.model:
-        settings = settings.model_copy(update={"serving_model": args.model})
+    model = args.model or settings.serving_model
     if not settings.api_key_list():
         raise ParameterError("set FRAUD_API_KEYS (comma-separated keys) so that clients can authenticate")
     configure_logging()
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, access_log=False, log_config=None)
+    app = create_app(settings, locate=lambda: _bundle(model, settings))
+    uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_config=None)
 
 
 def _kafka_local(args: argparse.Namespace) -> None:
-    from lib import kafka_local
+    from lib.stream import local
 
     if args.action == "start":
-        broker = kafka_local.start_background(Path(args.data_dir) if args.data_dir else None, args.port)
+        broker = local.start_background(Path(args.data_dir) if args.data_dir else None, args.port)
         print(
-            f"Kafka {kafka_local.KAFKA_VERSION} running: KAFKA_BOOTSTRAP_SERVERS={broker.bootstrap} (pid {broker.pid}, data {broker.data_dir})"
+            f"Kafka {local.KAFKA_VERSION} running: KAFKA_BOOTSTRAP_SERVERS={broker.bootstrap} "
+            f"(pid {broker.pid}, data {broker.data_dir})"
         )
     elif args.action == "stop":
-        print("stopped" if kafka_local.stop_background() else "no local broker was running")
+        print("stopped" if local.stop_background() else "no local broker was running")
     else:
-        broker = kafka_local.read_state()
+        broker = local.read_state()
         if not broker:
             print("no local broker is running (python -m lib kafka-local start)")
             raise SystemExit(3)
-        state = "answering" if kafka_local.answers(broker.bootstrap) else "NOT answering"
-        print(f"Kafka {kafka_local.KAFKA_VERSION} pid {broker.pid} on {broker.bootstrap}: {state}")
+        state = "answering" if local.answers(broker.bootstrap) else "NOT answering"
+        print(f"Kafka {local.KAFKA_VERSION} pid {broker.pid} on {broker.bootstrap}: {state}")
 
 
-def _bootstrap(args: argparse.Namespace) -> str:
-    import os
+def _bootstrap(args: argparse.Namespace, settings: Settings) -> str:
+    """--bootstrap, else KAFKA_BOOTSTRAP_SERVERS, else the broker `kafka-local start` left running."""
+    from lib.stream import local
 
-    from lib import kafka_local
-    from lib.errors import ParameterError
-
-    bootstrap = args.bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if not bootstrap:
-        running = kafka_local.read_state()
-        if not running:
-            raise ParameterError(
-                "give --bootstrap, set KAFKA_BOOTSTRAP_SERVERS, or run: python -m lib kafka-local start"
-            )
-        bootstrap = running.bootstrap
-    return bootstrap
+    if args.bootstrap or settings.kafka_bootstrap_servers:
+        return args.bootstrap or settings.kafka_bootstrap_servers
+    running = local.read_state()
+    if not running:
+        raise ParameterError("give --bootstrap, set KAFKA_BOOTSTRAP_SERVERS, or run: python -m lib kafka-local start")
+    return running.bootstrap
 
 
 def _stream_score(args: argparse.Namespace) -> None:
     from prometheus_client import CollectorRegistry, start_http_server
 
-    from lib import scoring, stream, stream_scorer
-    from lib.config import get_settings
-    from lib.errors import ParameterError
+    from lib.serving.scoring import Scorer
+    from lib.stream import kafka, scorer
 
     settings = get_settings()
-    bootstrap = _bootstrap(args)
+    bootstrap = _bootstrap(args, settings)
     if args.via_http:
         if not settings.api_key_list():
             raise ParameterError("--via-http needs an API key: set FRAUD_API_KEYS (the first key is used)")
-        scorer = stream_scorer.HttpScorer(args.via_http, settings.api_key_list()[0])
+        model = scorer.HttpScorer(args.via_http, settings.api_key_list()[0])
     else:
-        folder = scoring.bundle_folder(
-            args.model or settings.serving_model, settings.mlflow_tracking_uri, settings.registered_model,
-            settings.bundle_cache,
-        )  # fmt: skip
-        scorer = scoring.Scorer.from_folder(folder)
+        model = Scorer.from_folder(_bundle(args.model or settings.serving_model, settings))
     registry = CollectorRegistry()
-    metrics = stream_scorer.StreamMetrics(registry)
-    if hasattr(scorer, "info"):
-        metrics.set_model(scorer.info)
+    metrics = scorer.StreamMetrics(registry)
+    if hasattr(model, "info"):
+        metrics.set_model(model.info)
     if args.metrics_port is not None:
         start_http_server(args.metrics_port, addr=args.metrics_host, registry=registry)
-    topics = stream.Topics(args.topic_prefix)
-    stream.ensure_topics(bootstrap, topics, args.partitions)
-    worker = stream_scorer.StreamScorer(
-        bootstrap, scorer, topics, args.group, args.batch_size, args.batch_timeout_ms / 1000, metrics
+    topics = kafka.Topics(args.topic_prefix)
+    kafka.ensure_topics(bootstrap, topics, args.partitions)
+    worker = scorer.StreamScorer(
+        bootstrap, model, topics, args.group, args.batch_size, args.batch_timeout_ms / 1000, metrics
     )
     worker.stop_on_sigterm()
     print(f"scoring {topics.transactions} on {bootstrap} as group {args.group}", flush=True)
@@ -138,23 +130,21 @@ def _stream_score(args: argparse.Namespace) -> None:
 
 
 def _stream_replay(args: argparse.Namespace) -> None:
-    from lib import stream
-    from lib.acquire import read_window
+    from lib.data.acquire import read_window
+    from lib.stream import kafka
 
-    bootstrap = _bootstrap(args)
-    topics = stream.Topics(args.topic_prefix)
-    stream.ensure_topics(bootstrap, topics, args.partitions)
+    bootstrap = _bootstrap(args, get_settings())
+    topics = kafka.Topics(args.topic_prefix)
+    kafka.ensure_topics(bootstrap, topics, args.partitions)
     table = read_window(args.raw, args.first_step, args.last_step, args.limit)
-    stats = stream.replay(bootstrap, topics.transactions, stream.encode_transactions(table), args.rate)
+    stats = kafka.replay(bootstrap, topics.transactions, kafka.encode_transactions(table), args.rate)
     print(
-        f"replayed {stats.messages:,} transactions to {topics.transactions} in {stats.seconds:.1f} s ({stats.rate:,.0f}/s)"
+        f"replayed {stats.messages:,} transactions to {topics.transactions} in {stats.seconds:.1f} s "
+        f"({stats.rate:,.0f}/s)"
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lib", description="Fraud-detection pipeline tools")
-    commands = parser.add_subparsers(dest="command", required=True)
-
+def _add_data_commands(commands) -> None:
     simulate = commands.add_parser("simulate", help="write simulated PaySim transactions (.parquet or .csv)")
     simulate.add_argument("--rows", type=int, default=200_000)
     simulate.add_argument("--seed", type=int, default=42)
@@ -178,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     score.set_defaults(handler=_score)
 
+
+def _add_serving_commands(commands) -> None:
     serve = commands.add_parser("serve", help="serve the scoring API (FastAPI + uvicorn)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
@@ -190,39 +182,47 @@ def main(argv: list[str] | None = None) -> int:
     local.add_argument("--data-dir", help="storage folder (default: ~/.cache/fraud-mlops/kafka/<version>/local-data)")
     local.set_defaults(handler=_kafka_local)
 
-    streaming = commands.add_parser("stream", help="real-time scoring on Kafka").add_subparsers(
-        dest="action", required=True
+
+def _add_stream_commands(commands) -> None:
+    streaming = commands.add_parser("stream", help="real-time scoring on Kafka")
+    actions = streaming.add_subparsers(dest="action", required=True)
+    score = actions.add_parser(
+        "score", help="consume transactions, score micro-batches, produce scores/alerts/dead letters"
     )
-    for name, handler, text in (
-        ("score", _stream_score, "consume transactions, score micro-batches, produce scores/alerts/dead letters"),
-        ("replay", _stream_replay, "produce raw transactions of a step window in step order"),
-    ):
-        sub = streaming.add_parser(name, help=text)
+    replay = actions.add_parser("replay", help="produce raw transactions of a step window in step order")
+    for sub, handler in ((score, _stream_score), (replay, _stream_replay)):
         sub.add_argument(
             "--bootstrap", help="Kafka bootstrap servers (default: KAFKA_BOOTSTRAP_SERVERS or kafka-local)"
         )
         sub.add_argument("--topic-prefix", default="paysim.")
         sub.add_argument("--partitions", type=int, default=4, help="partitions of the topics this creates")
         sub.set_defaults(handler=handler)
-        if name == "score":
-            sub.add_argument("--group", default="fraud-scorer", help="consumer group (add members to scale out)")
-            sub.add_argument(
-                "--model", help="'champion' (default, FRAUD_SERVING_MODEL), 'challenger' or a bundle folder"
-            )
-            sub.add_argument("--via-http", metavar="URL", help="score through the API's batch route at URL instead")
-            sub.add_argument("--batch-size", type=int, default=2000)
-            sub.add_argument("--batch-timeout-ms", type=float, default=20)
-            sub.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
-            sub.add_argument("--metrics-host", default="127.0.0.1")
-            sub.add_argument("--idle-timeout", type=float, help="stop after this many seconds without messages")
-        else:
-            sub.add_argument("--raw", default="data/raw", help="raw Parquet file or folder (01_acquire's output)")
-            sub.add_argument("--first-step", type=int, default=1)
-            sub.add_argument("--last-step", type=int, default=743)
-            sub.add_argument("--limit", type=int, default=0, help="at most this many transactions (0 = all)")
-            sub.add_argument("--rate", type=float, default=0, help="transactions per second (0 = as fast as possible)")
+    score.add_argument("--group", default="fraud-scorer", help="consumer group (add members to scale out)")
+    score.add_argument("--model", help="'champion' (default, FRAUD_SERVING_MODEL), 'challenger' or a bundle folder")
+    score.add_argument("--via-http", metavar="URL", help="score through the API's batch route at URL instead")
+    score.add_argument("--batch-size", type=int, default=2000)
+    score.add_argument("--batch-timeout-ms", type=float, default=20)
+    score.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    score.add_argument("--metrics-host", default="127.0.0.1")
+    score.add_argument("--idle-timeout", type=float, help="stop after this many seconds without messages")
+    replay.add_argument("--raw", default="data/raw", help="raw Parquet file or folder (01_acquire's output)")
+    replay.add_argument("--first-step", type=int, default=1)
+    replay.add_argument("--last-step", type=int, default=743)
+    replay.add_argument("--limit", type=int, default=0, help="at most this many transactions (0 = all)")
+    replay.add_argument("--rate", type=float, default=0, help="transactions per second (0 = as fast as possible)")
 
-    args = parser.parse_args(argv)
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="python -m lib", description="Fraud-detection pipeline tools")
+    commands = root.add_subparsers(dest="command", required=True)
+    _add_data_commands(commands)
+    _add_serving_commands(commands)
+    _add_stream_commands(commands)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     try:
         args.handler(args)
     except PipelineError as exc:

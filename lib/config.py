@@ -1,5 +1,10 @@
-"""Settings in one place: read from the environment (and ``.env``), with defaults for one machine."""
+"""Settings in one place: read from the environment (and ``.env``), with defaults for one machine.
 
+Apps, notebooks and the CLI read every setting through ``Settings``; the Chalice stage config and
+the container environment feed it the same variables.
+"""
+
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -7,19 +12,38 @@ from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CHAMPION, CHALLENGER = "champion", "challenger"  # the registry aliases every path understands
+REGISTRY_ALIASES = (CHAMPION, CHALLENGER)
+
+
+def _cache_root() -> Path:
+    """The user's cache folder for this project (``$XDG_CACHE_HOME/fraud-mlops``): jars, bundles, runtimes."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fraud-mlops"
+
+
+def comma_list(raw: str) -> list[str]:
+    """``"a, b,,c"`` -> ``["a", "b", "c"]`` (keys, hosts)."""
+    return [part.strip() for part in raw.split(",") if part.strip()]
+
+
+def _unprefixed(name: str) -> AliasChoices:
+    """A setting read from its conventional variable (``KAFKA_BOOTSTRAP_SERVERS``) or ``FRAUD_<name>``."""
+    return AliasChoices(name, f"FRAUD_{name}")
 
 
 class Settings(BaseSettings):
     """Project settings. Environment variables win over these defaults."""
 
-    model_config = SettingsConfigDict(env_prefix="FRAUD_", env_file=PROJECT_ROOT / ".env", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="FRAUD_", env_file=PROJECT_ROOT / ".env", extra="ignore", populate_by_name=True
+    )
 
     runs_dir: Path = PROJECT_ROOT / "runs"
     notebooks_dir: Path = PROJECT_ROOT / "notebooks"
     params_dir: Path = PROJECT_ROOT / "params"
+    cache_dir: Path = Field(default_factory=_cache_root)
     mlflow_tracking_uri: str = Field(
-        default=f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}",
-        validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "FRAUD_MLFLOW_TRACKING_URI"),
+        default=f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}", validation_alias=_unprefixed("MLFLOW_TRACKING_URI")
     )
     mlflow_artifact_root: str = (PROJECT_ROOT / "mlartifacts").as_uri()
     mlflow_experiment: str = "fraud-detection-pipeline"
@@ -30,15 +54,24 @@ class Settings(BaseSettings):
     registered_model: str = "paysim-fraud-detector"
     # serving (FastAPI twin, Chalice app, stream scorer)
     serving_model: str = "champion"  # a registry alias of registered_model, or a bundle folder
-    bundle_cache: Path = Path.home() / ".cache" / "fraud-mlops" / "bundles"
     api_keys: str = ""  # comma-separated; never committed (environment, .env, a Kubernetes Secret)
+    api_keys_ssm_parameter: str = ""  # Lambda: an SSM SecureString holding the comma-separated keys
+    lambda_authorizer: bool = False  # `chalice deploy/package` of the prod stage: API Gateway checks keys first
+    # services the pipeline talks to when they are set (empty: an embedded one, or none)
+    kafka_bootstrap_servers: str = Field(default="", validation_alias=_unprefixed("KAFKA_BOOTSTRAP_SERVERS"))
+    pushgateway_url: str = Field(default="", validation_alias=_unprefixed("PUSHGATEWAY_URL"))
+
+    @property
+    def bundle_cache(self) -> Path:
+        """Where registry bundles are downloaded to."""
+        return self.cache_dir / "bundles"
 
     def run_dir(self) -> Path | None:
         """This pipeline run's folder (``runs/<run id>``) when a notebook runs inside one, else None."""
         return self.runs_dir / self.pipeline_run_id if self.pipeline_run_id else None
 
     def api_key_list(self) -> list[str]:
-        return [k.strip() for k in self.api_keys.split(",") if k.strip()]
+        return comma_list(self.api_keys)
 
 
 @lru_cache

@@ -68,11 +68,11 @@ class BatchPrediction(BaseModel):
 
 
 class RequestError(PipelineError):
-    """A request the contract refuses; ``status`` is the HTTP status both apps answer with."""
+    """A request the contract refuses: ``detail`` (a message, or ``[{field, reason}]``) and the HTTP status."""
 
     def __init__(self, status: int, detail: Any) -> None:
         super().__init__(str(detail))
-        self.status = status
+        self.http_status = status
         self.detail = detail
 
 
@@ -104,6 +104,18 @@ def parse_transaction(body: bytes) -> dict:
         return _TRANSACTION.validate_python(_load(body))
     except ValidationError as exc:
         raise RequestError(422, _errors(exc)) from None
+
+
+def parse_message(value: bytes | None) -> dict:
+    """Validate one transaction as a stream message carries it (JSON bytes, or None for a tombstone).
+
+    Raises ``RequestError`` 400 when the bytes are not JSON at all, 422 when the JSON breaks the contract.
+    """
+    try:
+        return _TRANSACTION.validate_json(value or b"")
+    except ValidationError as exc:
+        not_json = any(e["type"] == "json_invalid" for e in exc.errors())
+        raise RequestError(400 if not_json else 422, _errors(exc)) from None
 
 
 def parse_batch(body: bytes) -> list[dict]:

@@ -8,7 +8,8 @@ from functools import cache
 
 TRANSACTION_TYPES: tuple[str, ...] = ("CASH_IN", "CASH_OUT", "DEBIT", "PAYMENT", "TRANSFER")
 LABEL_COLUMNS: tuple[str, ...] = ("isFraud", "isFlaggedFraud")
-MAX_STEP = 744  # PaySim's own documentation: 744 steps of one hour (30 days)
+MAX_STEP = 744  # the contract's upper bound: PaySim's documentation counts 744 hourly steps (31 days)
+N_STEPS = 743  # the steps the public data set actually has (1..743): the simulator and the windows use these
 
 _TYPES = (
     ("step", "int32"),

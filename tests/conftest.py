@@ -12,8 +12,8 @@ import pytest
 
 from lib import features
 from lib.config import PROJECT_ROOT, Settings
-from lib.preprocess import KEPT_COLUMNS, SplitWindows
-from lib.simulate import simulate_table
+from lib.data.processed import KEPT_COLUMNS, SplitWindows
+from lib.data.simulate import simulate_table
 
 REAL_SAMPLE = PROJECT_ROOT / "data" / "reference" / "paysim_real_sample.csv"
 SHARED_SAMPLE = PROJECT_ROOT.parent / "shared" / "data" / "paysim_real_sample.csv"
@@ -127,7 +127,7 @@ def processed(tmp_path_factory, raw_table):
 
 def bundle_info(**changes):
     """The metadata of a test bundle (the ``bundle.json`` contract), with ``changes`` applied."""
-    from lib.scoring import BundleInfo
+    from lib.serving.scoring import BundleInfo
 
     values = dict(
         model_name="paysim-fraud-detector", model_version="3", feature_set="full",
@@ -140,7 +140,8 @@ def bundle_info(**changes):
 @pytest.fixture(scope="session")
 def bundle(processed, tmp_path_factory) -> Path:
     """A serving bundle of a small XGBoost model trained on ``processed`` (what 05_evaluate exports)."""
-    from lib import scoring, train
+    from lib.model import train
+    from lib.serving import scoring
 
     windows = {s: train.load_matrix(processed, s) for s in ("train", "validation")}
     candidate = train.fit_xgboost(windows["train"], windows["validation"], seed=5, max_rounds=80)
@@ -151,7 +152,7 @@ def bundle(processed, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def kafka(tmp_path_factory):
     """A real Apache Kafka broker (KRaft, one node) on 127.0.0.1 for the session."""
-    from lib.kafka_local import LocalBroker
+    from lib.stream.local import LocalBroker
 
     with LocalBroker(tmp_path_factory.mktemp("kafka")) as broker:
         yield broker

@@ -7,9 +7,9 @@ import pyarrow.csv as pacsv
 import pytest
 from fastapi.testclient import TestClient
 
-from lib.api import create_app
 from lib.config import PROJECT_ROOT, Settings
-from lib.simulate import simulate_table
+from lib.data.simulate import simulate_table
+from lib.serving.api import create_app
 from tests.conftest import REAL_SAMPLE
 
 KEY = "test-key-0f3a"

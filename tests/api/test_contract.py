@@ -8,9 +8,9 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pytest
 
-from lib import scoring
 from lib.config import PROJECT_ROOT
 from lib.schema import RAW_COLUMNS
+from lib.serving import scoring
 from tests.api.conftest import HEADERS
 
 pytestmark = pytest.mark.slow

@@ -6,9 +6,9 @@ import logging
 import pytest
 from fastapi.testclient import TestClient
 
-from lib.api import JsonLogFormatter, create_app
 from lib.config import Settings
 from lib.contract import MAX_BATCH, MAX_BODY_BYTES
+from lib.serving.api import JsonLogFormatter, create_app
 from tests.api.conftest import HEADERS, KEY
 
 

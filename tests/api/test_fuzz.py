@@ -4,9 +4,9 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from lib import scoring
-from lib.api import create_app
 from lib.config import Settings
+from lib.serving import scoring
+from lib.serving.api import create_app
 from tests.api.conftest import KEY
 
 pytestmark = pytest.mark.slow

@@ -6,12 +6,12 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from lib import runner
 from lib.errors import ParameterError
-from lib.tracking import find_pipeline_run
+from lib.pipeline import runner
+from lib.pipeline.tracking import find_pipeline_run
 from tests.conftest import write_notebook
 
-RECORD = "from lib import outputs\noutputs.record(value=VALUE * 2, label=LABEL)"
+RECORD = "from lib.pipeline import outputs\noutputs.record(value=VALUE * 2, label=LABEL)"
 
 
 @pytest.fixture
@@ -19,7 +19,9 @@ def notebooks(tmp_path):
     folder = tmp_path / "notebooks"
     write_notebook(folder / "01_first.ipynb", "VALUE = 1\nLABEL = 'a'", RECORD)
     write_notebook(folder / "02_second.ipynb", "SHOULD_FAIL = False", "assert not SHOULD_FAIL, 'asked to fail'")
-    write_notebook(folder / "03_third.ipynb", "VALUE = 5", "from lib import outputs\noutputs.record(third=VALUE)")
+    write_notebook(
+        folder / "03_third.ipynb", "VALUE = 5", "from lib.pipeline import outputs\noutputs.record(third=VALUE)"
+    )
     (folder / "scratch.ipynb").write_text("{}")  # not NN_name: not part of the pipeline
     params = tmp_path / "params"
     params.mkdir()
@@ -71,7 +73,7 @@ def test_failure_is_reported_kept_and_resumable(notebooks, make_settings, capsys
     printed = capsys.readouterr().out
     assert "FAILED" in printed and "02_second" in printed and "AssertionError: asked to fail" in printed
     assert f"--run-id {failed.run_id}" in printed
-    assert failed.failure["cell_index"] == 3  # 0-based, after papermill's injected-parameters cell
+    assert failed.failure.cell_index == 3  # 0-based, after papermill's injected-parameters cell
     assert "cell:      4 of the executed notebook (execution count 3)" in printed
     # the failed executed notebook is kept with papermill's error marker
     executed = json.loads((failed.run_dir / "02_second.ipynb").read_text())
@@ -129,12 +131,14 @@ def test_profile_serves_every_slice_but_a_typo_in_it_is_refused(notebooks, make_
 def test_step_cache_skips_unchanged_steps_only(tmp_path, make_settings):
     folder = tmp_path / "nb"
     produce = (
-        "from pathlib import Path\nfrom lib import outputs\nfrom lib.acquire import file_sha256\n"
+        "from pathlib import Path\nfrom lib.pipeline import outputs\nfrom lib.hashing import file_sha256\n"
         "Path(OUT).write_text(f'data {SEED}')\n"
         "outputs.record(seed=SEED, data_outputs={'data': {'path': OUT, 'sha256': file_sha256(Path(OUT))}})"
     )
     write_notebook(folder / "01_make.ipynb", f"SEED = 1\nOUT = '{tmp_path / 'data.txt'}'", produce)
-    write_notebook(folder / "02_use.ipynb", "FACTOR = 2", "from lib import outputs\noutputs.record(used=FACTOR)")
+    write_notebook(
+        folder / "02_use.ipynb", "FACTOR = 2", "from lib.pipeline import outputs\noutputs.record(used=FACTOR)"
+    )
     params = tmp_path / "params"
     params.mkdir()
     (params / "default.yaml").write_text("{}\n")
@@ -184,3 +188,22 @@ def test_every_pipeline_notebook_follows_the_conventions():
         source = "\n".join("".join(c["source"]) for c in code)
         assert "\ndef " not in f"\n{source}" and "\nclass " not in f"\n{source}", f"{path} defines code; move it to lib"
         assert "outputs.record(" in "".join(code[-1]["source"]), f"{path}: the last cell must record outputs"
+
+
+def test_the_step_cache_sees_an_edit_in_any_subpackage(tmp_path):
+    """A change in lib/model/*.py (or any other file of lib) changes the code fingerprint of every step."""
+    import shutil
+
+    from lib.config import PROJECT_ROOT
+    from lib.pipeline.cache import lib_fingerprint
+
+    lib = tmp_path / "lib"
+    shutil.copytree(PROJECT_ROOT / "lib", lib, ignore=shutil.ignore_patterns("__pycache__"))
+    before = lib_fingerprint(lib)
+    assert lib_fingerprint(lib) == before == lib_fingerprint(PROJECT_ROOT / "lib")
+    train = lib / "model" / "train.py"
+    train.write_text(train.read_text() + "\n# an edit\n")
+    edited = lib_fingerprint(lib)
+    assert edited != before
+    (lib / "data" / "new_module.py").write_text('"""new"""\n')
+    assert lib_fingerprint(lib) != edited

@@ -10,13 +10,12 @@ import pytest
 from pyspark.sql import functions as F
 
 from lib import features
-from lib.acquire import write_batches
+from lib.data.acquire import write_batches
 from lib.errors import DataValidationError, ParameterError
-from lib.preprocess import (
-    SPLITS, SplitWindows, _session_conf, even_split_bytes, feature_columns, load_split, read_manifest, run_job, spark_session,
-)  # fmt: skip
+from lib.data.preprocess import _session_conf, even_split_bytes, feature_columns, run_job, spark_session
+from lib.data.processed import SPLITS, SplitWindows, load_split, read_manifest
 from lib.schema import RAW_SCHEMA
-from lib.simulate import simulate_batches
+from lib.data.simulate import simulate_batches
 from tests.conftest import REAL_SAMPLE
 
 pytestmark = pytest.mark.slow
@@ -179,7 +178,7 @@ def test_same_input_same_processed_bytes_in_any_checkout(spark, raw_rows, tmp_pa
     import shutil
 
     from lib import config
-    from lib.acquire import content_sha256
+    from lib.hashing import content_sha256
 
     source = write_batches(raw_rows.to_batches(), tmp_path / "raw.parquet")
     for checkout in ("a", "b-elsewhere"):

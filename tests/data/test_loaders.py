@@ -5,9 +5,9 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from lib.acquire import acquire, is_url, read_batches, sample_rows
+from lib.data.acquire import acquire, is_url, read_batches, sample_rows
 from lib.errors import SourceError
-from lib.simulate import DriftScenario
+from lib.data.simulate import DriftScenario
 from tests.conftest import REAL_SAMPLE
 
 

@@ -4,11 +4,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from lib import fidelity
-from lib.acquire import file_sha256, validate_file, write_batches
+from lib.data import fidelity
+from lib.data.acquire import validate_file, write_batches
+from lib.hashing import file_sha256
 from lib.errors import ParameterError
 from lib.schema import RAW_SCHEMA, TRANSACTION_TYPES
-from lib.simulate import FRAUD_CAP, N_STEPS, PUBLISHED_TYPE_COUNTS, DriftScenario, simulate_batches, simulate_table
+from lib.data.simulate import FRAUD_CAP, N_STEPS, PUBLISHED_TYPE_COUNTS, DriftScenario, simulate_batches, simulate_table
 from tests.conftest import REAL_SAMPLE
 
 ROWS = 300_000

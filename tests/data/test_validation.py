@@ -5,7 +5,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from lib.acquire import acquire, validate_file
+from lib.data.acquire import acquire, validate_file
 from lib.errors import DataValidationError
 from tests.conftest import REAL_SAMPLE, SHARED_SAMPLE
 
@@ -87,9 +87,9 @@ def test_bad_file_fails_clearly_and_writes_nothing(tmp_path, case):
 
 def test_failure_after_good_batches_leaves_no_output(tmp_path, monkeypatch):
     """A bad row far into a file (a later batch) still leaves nothing behind, and an old output survives."""
-    import lib.acquire
+    import lib.data.acquire
 
-    monkeypatch.setattr(lib.acquire, "_CSV_BLOCK_BYTES", 256)
+    monkeypatch.setattr(lib.data.acquire, "_CSV_BLOCK_BYTES", 256)
     rows = GOOD * 40 + [GOOD[0].replace("9839.64", "-1")]
     source = write_csv(tmp_path, [HEADER, *rows])
     out = tmp_path / "raw.parquet"

@@ -6,9 +6,9 @@ import shutil
 
 import pytest
 
-from lib.acquire import content_sha256
 from lib.config import PROJECT_ROOT
-from lib.runner import discover
+from lib.hashing import content_sha256
+from lib.pipeline.runner import discover
 from tests.integration.conftest import run_pipeline
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -9,9 +9,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from lib import versioning
-from lib.acquire import content_sha256, write_batches
-from lib.simulate import simulate_batches
+from lib.data import versioning
+from lib.data.acquire import write_batches
+from lib.data.simulate import simulate_batches
+from lib.hashing import content_sha256
 from tests.integration.conftest import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

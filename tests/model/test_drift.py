@@ -4,9 +4,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from lib import drift, scoring
+from lib.data.simulate import DriftScenario, simulate_table
 from lib.errors import ParameterError
-from lib.simulate import DriftScenario, simulate_table
+from lib.monitoring import drift
+from lib.serving import scoring
 
 pytestmark = pytest.mark.slow
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from lib import evaluate
 from lib.errors import ParameterError
+from lib.model import evaluate
 
 
 def brute_force_cost(p, y, amount, review_cost):

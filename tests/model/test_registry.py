@@ -3,7 +3,7 @@
 import pytest
 from mlflow.tracking import MlflowClient
 
-from lib import registry
+from lib.model import registry
 
 
 @pytest.fixture

@@ -9,8 +9,9 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pytest
 
-from lib import scoring, train
 from lib.config import PROJECT_ROOT
+from lib.model import train
+from lib.serving import scoring
 from tests.conftest import REAL_SAMPLE
 from tests.conftest import bundle_info as info
 

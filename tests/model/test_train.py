@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from lib import train
 from lib.errors import ParameterError
+from lib.model import train
 
 pytestmark = pytest.mark.slow
 

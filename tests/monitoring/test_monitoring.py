@@ -17,9 +17,12 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from lib import drift, scoring, stream, stream_scorer
 from lib.config import PROJECT_ROOT
-from lib.simulate import simulate_table
+from lib.data.simulate import simulate_table
+from lib.monitoring import drift
+from lib.serving import scoring
+from lib.stream import kafka as stream
+from lib.stream import scorer as stream_scorer
 from tests.integration.conftest import free_port, wait_for
 
 MONITORING = PROJECT_ROOT / "monitoring"

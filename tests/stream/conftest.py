@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from lib import stream, stream_scorer
-from lib.acquire import read_window
+from lib.data.acquire import read_window
+from lib.stream import kafka as stream
+from lib.stream import scorer as stream_scorer
 
 
 @pytest.fixture

@@ -11,9 +11,12 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
-from lib import scoring, stream, stream_scorer
 from lib.config import PROJECT_ROOT
-from lib.kafka_local import LocalBroker
+from lib.monitoring import stream_report
+from lib.serving import scoring
+from lib.stream import kafka as stream
+from lib.stream import scorer as stream_scorer
+from lib.stream.local import LocalBroker
 from tests.stream.conftest import replay_in_background, start_scorer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -73,7 +76,7 @@ def test_every_transaction_scored_alerts_and_dead_letters(kafka, topics, window,
     worker.run(until=lambda w: w.scored + w.dead_letters >= len(mixed), idle_timeout=60)
     assert (worker.scored, worker.dead_letters) == (len(messages), bad)
 
-    results = stream.results_frame(stream.read_topic(kafka.bootstrap, topics.scores, expect=len(messages)))
+    results = stream_report.results_frame(stream.read_topic(kafka.bootstrap, topics.scores, expect=len(messages)))
     assert sorted(results.transaction_id) == sorted(transaction_ids(messages))
     # the same answers as the scoring core called directly (the contract every path shares)
     records = [orjson.loads(v) for _, v in messages]
@@ -130,7 +133,7 @@ def test_broker_restarted_mid_stream_loses_nothing(tmp_path, window, bundle, mon
 
     Its cluster id starts with "-" (1 in 64 random ids do): formatting must not read it as an option.
     """
-    from lib import kafka_local
+    from lib.stream import local as kafka_local
 
     random_id = kafka_local._cluster_id
     monkeypatch.setattr(kafka_local, "_cluster_id", lambda: "-" + random_id()[1:])
@@ -194,7 +197,7 @@ def test_via_http_scores_through_the_api(kafka, topics, window, bundle, tmp_path
     finally:
         api.terminate()
         api.wait()
-    results = stream.results_frame(stream.read_topic(kafka.bootstrap, topics.scores, expect=len(messages)))
+    results = stream_report.results_frame(stream.read_topic(kafka.bootstrap, topics.scores, expect=len(messages)))
     expected = scoring.Scorer.from_folder(bundle).score_records([orjson.loads(v) for _, v in messages])
     assert dict(zip(results.transaction_id, results.fraud_probability, strict=True)) == {
         r["transaction_id"]: r["fraud_probability"] for r in expected
@@ -203,7 +206,7 @@ def test_via_http_scores_through_the_api(kafka, topics, window, bundle, tmp_path
 
 def test_kafka_local_cli(tmp_path):
     """python -m lib kafka-local start|status|stop, as a user runs it."""
-    from lib import kafka_local
+    from lib.stream import local as kafka_local
 
     cache = tmp_path / "cache"
     version_dir = cache / "fraud-mlops" / "kafka" / kafka_local.KAFKA_VERSION

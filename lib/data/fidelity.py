@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from lib.acquire import read_batches
+from lib.data.acquire import read_batches
 from lib.schema import TRANSACTION_TYPES
-from lib.simulate import FULL_ROWS, PUBLISHED_FRAUDS, PUBLISHED_TYPE_COUNTS
+from lib.data.simulate import FULL_ROWS, PUBLISHED_FRAUDS, PUBLISHED_TYPE_COUNTS
 
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9, 0.99)
 _COLUMNS = ["step", "type", "amount", "oldbalanceOrg", "newbalanceOrig", "oldbalanceDest", "newbalanceDest", "isFraud"]

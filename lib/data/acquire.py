@@ -6,8 +6,6 @@ is read as a stream of Arrow record batches with the explicit raw schema, so the
 handles 20 thousand or 600 million rows.
 """
 
-import hashlib
-import os
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -19,10 +17,12 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from lib import atomic
 from lib.errors import DataValidationError, SourceError
+from lib.hashing import file_sha256
 from lib.schema import RAW_COLUMNS, RAW_SCHEMA
-from lib.simulate import DriftScenario, simulate_batches
-from lib.validate import ValidationSummary, validate_batches
+from lib.data.simulate import DriftScenario, simulate_batches
+from lib.data.validate import ValidationSummary, validate_batches
 
 _CSV_BLOCK_BYTES = 64 << 20
 _OTHER_DELIMITERS = {";": "semicolon", "\t": "tab", "|": "pipe"}
@@ -198,12 +198,10 @@ def sample_rows(batches: Iterable[pa.RecordBatch], size: int, seed: int) -> Iter
 def write_batches(batches: Iterable[pa.RecordBatch], out: Path) -> Path:
     """Write batches to ``out`` (.parquet or .csv) through a temporary file; nothing is left on failure."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     suffix = out.suffix.lower()
     if suffix not in (".parquet", ".csv"):
         raise SourceError(f"{out}: output must end in .parquet or .csv")
-    try:
+    with atomic.staged_file(out) as tmp:
         if suffix == ".parquet":
             with pq.ParquetWriter(tmp, RAW_SCHEMA, compression="snappy") as writer:
                 for batch in batches:
@@ -212,51 +210,7 @@ def write_batches(batches: Iterable[pa.RecordBatch], out: Path) -> Path:
             with pacsv.CSVWriter(tmp, RAW_SCHEMA, write_options=pacsv.WriteOptions(quoting_style="none")) as writer:
                 for batch in batches:
                     writer.write_batch(batch)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return out
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(8 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def content_sha256(path: Path) -> str:
-    """sha256 of a file's bytes, or of a folder's files (relative names and contents, hidden files skipped).
-
-    Inside a folder, a Parquet file counts by its schema and decoded values, not its bytes: Spark's
-    Parquet writer lists column encodings in a different order from one JVM to the next, so equal
-    data would otherwise hash differently.
-    """
-    path = Path(path)
-    if path.is_file():
-        return file_sha256(path)
-    digest = hashlib.sha256()
-    for file in sorted(
-        p
-        for p in path.rglob("*")
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
-    ):
-        content = _parquet_data_sha256(file) if file.suffix == ".parquet" else file_sha256(file)
-        digest.update(f"{file.relative_to(path).as_posix()}\0{content}\n".encode())
-    return digest.hexdigest()
-
-
-def _parquet_data_sha256(path: Path) -> str:
-    parquet = pq.ParquetFile(path)
-    digest = hashlib.sha256(parquet.schema_arrow.remove_metadata().to_string().encode())
-    for batch in parquet.iter_batches(batch_size=1 << 20):
-        for column in batch.columns:
-            values = column.to_numpy(zero_copy_only=False)
-            digest.update(
-                values.astype(str).tobytes() if values.dtype == object else np.ascontiguousarray(values).tobytes()
-            )
-    return digest.hexdigest()
 
 
 def source_batches(source: str, rows: int, seed: int, drift: DriftScenario | None = None) -> Iterator[pa.RecordBatch]:

@@ -7,7 +7,8 @@ import nbformat
 from nbconvert import HTMLExporter
 
 from lib import atomic
-from lib import outputs as nb_outputs
+from lib.pipeline import outputs as nb_outputs
+from lib.pipeline.record import RunState
 
 # JupyterLab's look, without the CDN scripts (require.js, MathJax, Mermaid): reports open offline.
 _OFFLINE_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
@@ -63,10 +64,8 @@ def render_notebook(executed: Path) -> Path:
     return atomic.write_text(executed.with_suffix(".html"), body)
 
 
-def write_index(run_dir: Path, state, outputs: dict, mlflow_info: dict) -> Path:
+def write_index(run_dir: Path, state: RunState, outputs: dict, mlflow_info: dict) -> Path:
     """``index.html`` of a run: every notebook, its status and reports, headline metrics, data versions."""
-    from lib.runner import format_failure
-
     notebooks = []
     for name in state.notebooks:
         notebooks.append(
@@ -84,7 +83,7 @@ def write_index(run_dir: Path, state, outputs: dict, mlflow_info: dict) -> Path:
         notebooks=notebooks,
         metrics={k: v for k, v in metrics.items() if v},
         mlflow=mlflow_info,
-        failure_text=format_failure(state.failure, state.run_id) if state.failure else "",
+        failure_text=state.failure.format(state.run_id) if state.failure else "",
         tags={nb: values["mlflow_tags"] for nb, values in outputs.items() if values.get("mlflow_tags")},
         # files a notebook wrote into the run folder and recorded as links={label: path in the run}
         links=[(nb, label, href) for nb, values in outputs.items() for label, href in values.get("links", {}).items()],

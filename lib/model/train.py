@@ -22,9 +22,10 @@ import pyarrow.parquet as pq
 import xgboost as xgb
 
 from lib import atomic
+from lib.data.processed import read_manifest, split_files
 from lib.errors import ParameterError
 from lib.features import feature_names
-from lib.preprocess import SPLITS
+from lib.hashing import content_sha256
 
 LABEL = "isFraud"
 
@@ -47,15 +48,6 @@ class SplitMatrix:
         return int(self.y.sum())
 
 
-def split_files(processed: str | Path, split: str) -> list[Path]:
-    if split not in SPLITS:
-        raise ParameterError(f"unknown split {split!r}; choose one of {SPLITS}")
-    files = sorted((Path(processed) / f"split={split}").glob("*.parquet"))
-    if not files:
-        raise ParameterError(f"{processed}: no Parquet files for split {split!r}; run 02_preprocess first")
-    return files
-
-
 def load_matrix(processed: str | Path, split: str, feature_set: str = "full") -> SplitMatrix:
     """Read one split's features and labels (columns only, no pandas) as a float32 matrix."""
     names = feature_names(feature_set)
@@ -74,6 +66,41 @@ def load_matrix(processed: str | Path, split: str, feature_set: str = "full") ->
         table.column("amount").to_numpy(),
         table.column("isFlaggedFraud").to_numpy().astype(np.int8),
     )
+
+
+def lineage(processed: str | Path) -> dict[str, str]:
+    """What a model trained on ``processed`` descends from: spec version, data hashes, windows (MLflow tags)."""
+    manifest = read_manifest(processed)
+    return {
+        "feature_spec_version": manifest["feature_spec_version"],
+        "training_data_sha256": content_sha256(Path(processed)),
+        "raw_data_sha256": str(manifest["input_sha256"]),
+        "train_window": str(manifest["windows"]["train"]),
+        "validation_window": str(manifest["windows"]["validation"]),
+    }
+
+
+def window_table(windows: list[SplitMatrix]):
+    """Rows, frauds and fraud rate of each window, as a small table."""
+    import pandas as pd
+
+    rows = [
+        {"split": m.split, "rows": len(m.y), "frauds": m.frauds, "fraud rate %": 100 * m.frauds / len(m.y)}
+        for m in windows
+    ]
+    return pd.DataFrame(rows).set_index("split")
+
+
+def comparison(candidates: list["Candidate"], records: dict[str, dict]):
+    """The candidates side by side: validation AUPRC, the round/epoch kept, training time, MLflow run."""
+    import pandas as pd
+
+    rows = [
+        {"candidate": c.name, "validation AUPRC": c.validation_auprc, "best round/epoch": c.best_iteration + 1,
+         "train seconds": c.train_seconds, "MLflow run": records.get(c.name, {}).get("mlflow_run_id")}
+        for c in candidates
+    ]  # fmt: skip
+    return pd.DataFrame(rows).set_index("candidate")
 
 
 def require_frauds(window: SplitMatrix) -> None:

@@ -10,14 +10,18 @@ import hashlib
 import json
 from pathlib import Path
 
-from lib.acquire import content_sha256
+from lib import atomic
 from lib.config import PROJECT_ROOT, resolve
+from lib.hashing import content_sha256
 
 
-def _lib_fingerprint() -> str:
+def lib_fingerprint(lib: Path = PROJECT_ROOT / "lib") -> str:
+    """Every source file of ``lib`` and its subpackages, by path and content."""
     digest = hashlib.sha256()
-    for path in sorted((PROJECT_ROOT / "lib").glob("*.py")):
-        digest.update(path.read_bytes())
+    for path in sorted(
+        p for p in lib.rglob("*") if p.suffix in (".py", ".properties") and "__pycache__" not in p.parts
+    ):
+        digest.update(f"{path.relative_to(lib).as_posix()}\0".encode() + path.read_bytes())
     return digest.hexdigest()
 
 
@@ -28,7 +32,7 @@ def key(notebook: Path, params: dict, upstream: dict) -> str:
             stat = resolve(value).stat()
             files[name] = [stat.st_size, stat.st_mtime_ns]
     payload = json.dumps({"params": params, "files": files, "upstream": upstream}, sort_keys=True, default=str)
-    digest = hashlib.sha256(Path(notebook).read_bytes() + _lib_fingerprint().encode() + payload.encode())
+    digest = hashlib.sha256(Path(notebook).read_bytes() + lib_fingerprint().encode() + payload.encode())
     return digest.hexdigest()[:20]
 
 
@@ -55,5 +59,6 @@ def lookup(cache_dir: Path, name: str, cache_key: str) -> dict | None:
 def store(cache_dir: Path, name: str, cache_key: str, run_id: str, outputs: dict) -> None:
     if "data_outputs" not in outputs:
         return
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    (cache_dir / f"{name}-{cache_key}.json").write_text(json.dumps({"run_id": run_id, "outputs": outputs}, indent=2))
+    atomic.write_text(
+        cache_dir / f"{name}-{cache_key}.json", json.dumps({"run_id": run_id, "outputs": outputs}, indent=2)
+    )

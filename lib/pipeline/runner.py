@@ -11,13 +11,12 @@ import ast
 import json
 import os
 import re
-import secrets
 import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,13 +25,14 @@ import yaml
 from papermill.engines import NBClientEngine, papermill_engines
 from papermill.exceptions import PapermillExecutionError
 
-from lib import atomic, cache, report
-from lib import outputs as nb_outputs
+from lib import atomic
 from lib.config import PROJECT_ROOT, Settings, get_settings
 from lib.errors import ParameterError
+from lib.pipeline import cache, report
+from lib.pipeline import outputs as nb_outputs
+from lib.pipeline.record import DONE, Failure, RunState
 
 _NOTEBOOK_NAME = re.compile(r"^\d\d_[a-z0-9_]+$")
-_DONE = ("ok", "cached")
 
 
 def _print(message: str) -> None:
@@ -144,49 +144,13 @@ def plan_parameters(
 
 
 @dataclass
-class RunState:
-    """What ``runs/<run_id>/run.json`` keeps: enough to resume a failed run."""
-
-    run_id: str
-    profile: str
-    overrides: dict
-    notebooks: list[str]
-    status: dict[str, str] = field(default_factory=dict)
-    durations: dict[str, float] = field(default_factory=dict)
-    mlflow_run_id: str | None = None
-    started: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
-    finished: str | None = None
-    failure: dict | None = None
-
-    @property
-    def ok(self) -> bool:
-        return all(self.status.get(n) in _DONE for n in self.notebooks)
-
-    def save(self, run_dir: Path) -> None:
-        atomic.write_text(run_dir / "run.json", json.dumps(self.__dict__, indent=2))
-
-    @classmethod
-    def load(cls, run_dir: Path) -> "RunState":
-        path = run_dir / "run.json"
-        if not path.exists():
-            raise ParameterError(
-                f"--run-id: no run at {run_dir} (run.json missing); see the folders in {run_dir.parent}"
-            )
-        return cls(**json.loads(path.read_text()))
-
-
-@dataclass
 class RunResult:
     run_id: str
     run_dir: Path
     ok: bool
     outputs: dict
     mlflow_run_id: str | None
-    failure: dict | None = None
-
-
-def new_run_id() -> str:
-    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+    failure: Failure | None = None
 
 
 def _point_latest(runs_dir: Path, run_id: str) -> None:
@@ -195,35 +159,6 @@ def _point_latest(runs_dir: Path, run_id: str) -> None:
     tmp.unlink(missing_ok=True)
     tmp.symlink_to(run_id, target_is_directory=True)
     os.replace(tmp, link)
-
-
-def _failure(notebook: str, executed: Path, error: str, cell_index=None, execution_count=None, source="") -> dict:
-    return {
-        "notebook": notebook,
-        "cell_index": cell_index,
-        "execution_count": execution_count,
-        "source": source,
-        "error": error,
-        "executed_notebook": str(executed),
-    }
-
-
-def _cell_number(failure: dict) -> str:
-    return "?" if failure["cell_index"] is None else str(failure["cell_index"] + 1)
-
-
-def format_failure(failure: dict, run_id: str) -> str:
-    """One readable block: notebook, cell, error, where the executed copy is, how to resume."""
-    source = "\n".join(f"        {line}" for line in failure["source"].splitlines()[:12])
-    return (
-        f"Pipeline run {run_id} FAILED\n"
-        f"  notebook:  {failure['notebook']}\n"
-        f"  cell:      {_cell_number(failure)} of the executed notebook (execution count {failure['execution_count']})\n"
-        f"  error:     {failure['error']}\n"
-        f"  code:\n{source}\n"
-        f"  executed:  {failure['executed_notebook']} (the failing cell is marked)\n"
-        f"  resume:    python run_pipeline.py --run-id {run_id}"
-    )
 
 
 @contextmanager
@@ -241,8 +176,8 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[key] = value
 
 
-def _execute(notebook: Path, executed: Path, params: dict, settings: Settings, tty: bool, env: dict) -> dict | None:
-    """Run one notebook with papermill; the failure details, or None when it succeeded."""
+def _execute(notebook: Path, executed: Path, params: dict, settings: Settings, tty: bool, env: dict) -> Failure | None:
+    """Run one notebook with papermill; the failure, or None when it succeeded."""
     try:
         with _environment(env):
             pm.execute_notebook(
@@ -256,9 +191,9 @@ def _execute(notebook: Path, executed: Path, params: dict, settings: Settings, t
             )
     except PapermillExecutionError as exc:
         error = f"{exc.ename}: {exc.evalue}"
-        return _failure(notebook.stem, executed, error, exc.cell_index, exc.exec_count, exc.source)
+        return Failure(notebook.stem, str(executed), error, exc.cell_index, exc.exec_count, exc.source)
     except Exception as exc:  # the kernel died or the notebook could not be read/written
-        return _failure(notebook.stem, executed, f"{type(exc).__name__}: {exc}")
+        return Failure(notebook.stem, str(executed), f"{type(exc).__name__}: {exc}")
     return None
 
 
@@ -272,6 +207,87 @@ def _reuse_executed(source_run: Path, run_dir: Path, name: str) -> None:
 
 def _flatten(params: dict[str, dict]) -> dict[str, object]:
     return {f"{nb}.{k}": v for nb, values in params.items() for k, v in values.items()}
+
+
+def _open_state(
+    settings: Settings, notebooks: list[Path], profile: str, overrides: dict, slice_: tuple, run_id: str | None
+) -> RunState:
+    """A new run's state, or a failed run's (``run_id``) with the new overrides and selection."""
+    if not run_id:
+        return RunState(RunState.new_id(), profile, overrides, [p.stem for p in select(notebooks, *slice_)])
+    state = RunState.load(Path(settings.runs_dir) / run_id)
+    state.overrides = {**state.overrides, **overrides}
+    if any(slice_):
+        state.notebooks = [p.stem for p in select(notebooks, *slice_)]
+    state.failure = None
+    return state
+
+
+@dataclass
+class _Run:
+    """One pipeline run in progress: where it lives, what it plans, what it recorded so far."""
+
+    settings: Settings
+    state: RunState
+    plan: dict[str, dict]
+    run_dir: Path
+    outputs: dict
+    tracker: object
+    log: Callable[[str], None]
+    tty: bool
+
+    @property
+    def outputs_path(self) -> Path:
+        return self.run_dir / "outputs.json"
+
+    def step(self, notebook: Path, position: str, force: bool, kernel_env: dict) -> None:
+        """Run one notebook, or take it from the step cache; record it everywhere."""
+        name, state = notebook.stem, self.state
+        executed = self.run_dir / f"{name}.ipynb"
+        cache_dir = Path(self.settings.runs_dir) / ".cache"
+        cache_key = cache.key(notebook, self.plan[name], cache.upstream_data(self.outputs))
+        hit = None if force else cache.lookup(cache_dir, name, cache_key)
+        if hit:
+            _reuse_executed(Path(self.settings.runs_dir) / hit["run_id"], self.run_dir, name)
+            state.status[name], state.durations[name], self.outputs[name] = "cached", 0.0, hit["outputs"]
+            state.cached_from[name] = hit["run_id"]
+            self.log(
+                f"{position} {name}: skipped, same code, parameters and upstream data as run "
+                f"{hit['run_id']} (outputs verified); --force recomputes"
+            )
+        else:
+            self.log(f"{position} {name} ...")
+            state.status[name] = "running"
+            state.save(self.run_dir)
+            began = time.perf_counter()
+            state.failure = _execute(notebook, executed, self.plan[name], self.settings, self.tty, kernel_env)
+            state.durations[name] = round(time.perf_counter() - began, 2)
+            state.status[name] = "failed" if state.failure else "ok"
+            if not state.failure:
+                self.outputs[name] = nb_outputs.read(executed)
+                cache.store(cache_dir, name, cache_key, state.run_id, self.outputs[name])
+        html = executed.with_suffix(".html")
+        if executed.exists() and state.status[name] != "cached":
+            html = report.render_notebook(executed)
+        self.tracker.log_notebook(executed, html if html.exists() else None, self.outputs.get(name, {}), name)
+        atomic.write_text(self.outputs_path, json.dumps(self.outputs, indent=2))
+        state.save(self.run_dir)
+        if state.failure:
+            self.log(f"      {name} failed after {state.durations[name]:.1f} s")
+        elif state.status[name] == "ok":
+            self.log(f"      {name} done in {state.durations[name]:.1f} s")
+
+    def finish(self) -> RunResult:
+        state = self.state
+        state.finished = datetime.now(UTC).isoformat(timespec="seconds")
+        state.save(self.run_dir)
+        index = report.write_index(self.run_dir, state, self.outputs, self.tracker.describe())
+        files = [index, self.outputs_path, self.run_dir / "params.yaml", self.run_dir / "run.json"]
+        self.tracker.finish(self.run_dir, files, ok=state.ok)
+        self.log(
+            state.failure.format(state.run_id) if state.failure else f"Pipeline run {state.run_id} finished: {index}"
+        )
+        return RunResult(state.run_id, self.run_dir, state.ok, self.outputs, state.mlflow_run_id, state.failure)
 
 
 def run_pipeline(
@@ -288,100 +304,52 @@ def run_pipeline(
     log: Callable[[str], None] = _print,
 ) -> RunResult:
     """Run (or resume) the pipeline; returns what happened, never raises for a failing notebook."""
-    from lib import tracking, versioning
+    from lib.data import versioning
+    from lib.pipeline import tracking
 
     settings = settings or get_settings()
-    runs_dir = Path(settings.runs_dir)
     notebooks = discover(settings.notebooks_dir)
-    overrides = dict(overrides or {})
-
-    if run_id:  # resume: same profile, selection and parameters, plus any new overrides
-        run_dir = runs_dir / run_id
-        state = RunState.load(run_dir)
-        state.overrides = {**state.overrides, **overrides}
-        if only or start or until:
-            state.notebooks = [p.stem for p in select(notebooks, only, start, until)]
-        state.failure = None
-    else:
-        run_id = new_run_id()
-        run_dir = runs_dir / run_id
-        state = RunState(run_id, profile, overrides, [p.stem for p in select(notebooks, only, start, until)])
+    state = _open_state(settings, notebooks, profile, dict(overrides or {}), (only, start, until), run_id)
     by_name = {p.stem: p for p in notebooks}
     missing = [n for n in state.notebooks if n not in by_name]
     if missing:
-        raise ParameterError(f"run {run_id} used notebooks {missing} that are no longer in {settings.notebooks_dir}")
+        raise ParameterError(
+            f"run {state.run_id} used notebooks {missing} that are no longer in {settings.notebooks_dir}"
+        )
     selected = [by_name[n] for n in state.notebooks]
     profile_values = load_profile(state.profile, settings.params_dir)
     plan = plan_parameters(selected, profile_values, state.overrides, notebooks)
 
     if data_version:  # before anything of this run is written: a failed restore leaves no trace
-        restored = versioning.restore(data_version, runs_dir, {**profile_values, **state.overrides})
+        restored = versioning.restore(data_version, Path(settings.runs_dir), {**profile_values, **state.overrides})
         log(f"Data version {data_version} restored: {', '.join(restored)}")
 
+    run_dir = Path(settings.runs_dir) / state.run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic.write_text(
         run_dir / "params.yaml",
         yaml.safe_dump({"profile": state.profile, "overrides": state.overrides, "notebooks": plan}, sort_keys=False),
     )
     outputs_path = run_dir / "outputs.json"
-    all_outputs = json.loads(outputs_path.read_text()) if outputs_path.exists() else {}
-    tty = sys.stdout.isatty() if progress is None else progress
-    todo = [nb for nb in selected if state.status.get(nb.stem) not in _DONE]
-    log(f"Pipeline run {run_id}: {len(todo)} of {len(selected)} notebook(s) to run -> {run_dir}")
-
-    tracker = tracking.PipelineTracker(settings, run_id, state.mlflow_run_id)
+    recorded = json.loads(outputs_path.read_text()) if outputs_path.exists() else {}
+    tracker = tracking.PipelineTracker(settings, state.run_id, state.mlflow_run_id)
     state.mlflow_run_id = tracker.mlflow_run_id
-    tags = {"profile": state.profile, **({"data_version": data_version} if data_version else {})}
-    tracker.log_params(_flatten(plan), tags)
+    tracker.log_params(
+        _flatten(plan), {"profile": state.profile, **({"data_version": data_version} if data_version else {})}
+    )
     state.save(run_dir)
-    _point_latest(runs_dir, run_id)
+    _point_latest(Path(settings.runs_dir), state.run_id)
 
-    cache_dir = runs_dir / ".cache"
-    kernel_env = tracking.kernel_environment(settings, run_id, tracker.mlflow_run_id)
+    tty = sys.stdout.isatty() if progress is None else progress
+    run = _Run(settings, state, plan, run_dir, recorded, tracker, log, tty)
+    todo = [nb for nb in selected if state.status.get(nb.stem) not in DONE]
+    log(f"Pipeline run {state.run_id}: {len(todo)} of {len(selected)} notebook(s) to run -> {run_dir}")
+    kernel_env = tracking.kernel_environment(settings, state.run_id, tracker.mlflow_run_id)
     for position, notebook in enumerate(todo, start=1):
-        name = notebook.stem
-        executed = run_dir / f"{name}.ipynb"
-        cache_key = cache.key(notebook, plan[name], cache.upstream_data(all_outputs))
-        hit = None if force else cache.lookup(cache_dir, name, cache_key)
-        if hit:
-            _reuse_executed(runs_dir / hit["run_id"], run_dir, name)
-            state.status[name], state.durations[name], all_outputs[name] = "cached", 0.0, hit["outputs"]
-            log(
-                f"[{position}/{len(todo)}] {name}: skipped, same code, parameters and upstream data as run "
-                f"{hit['run_id']} (outputs verified); --force recomputes"
-            )
-        else:
-            log(f"[{position}/{len(todo)}] {name} ...")
-            state.status[name] = "running"
-            state.save(run_dir)
-            began = time.perf_counter()
-            state.failure = _execute(notebook, executed, plan[name], settings, tty, kernel_env)
-            state.durations[name] = round(time.perf_counter() - began, 2)
-            state.status[name] = "failed" if state.failure else "ok"
-            if not state.failure:
-                all_outputs[name] = nb_outputs.read(executed)
-                cache.store(cache_dir, name, cache_key, run_id, all_outputs[name])
-        html = executed.with_suffix(".html")
-        if executed.exists() and state.status[name] != "cached":
-            html = report.render_notebook(executed)
-        tracker.log_notebook(executed, html if html.exists() else None, all_outputs.get(name, {}), name)
-        atomic.write_text(outputs_path, json.dumps(all_outputs, indent=2))
-        state.save(run_dir)
+        run.step(notebook, f"[{position}/{len(todo)}]", force, kernel_env)
         if state.failure:
-            log(f"      {name} failed after {state.durations[name]:.1f} s")
             break
-        if state.status[name] == "ok":
-            log(f"      {name} done in {state.durations[name]:.1f} s")
-
-    state.finished = datetime.now(UTC).isoformat(timespec="seconds")
-    state.save(run_dir)
-    index = report.write_index(run_dir, state, all_outputs, tracker.describe())
-    tracker.finish(run_dir, [index, outputs_path, run_dir / "params.yaml", run_dir / "run.json"], ok=state.ok)
-    if state.failure:
-        log(format_failure(state.failure, run_id))
-    else:
-        log(f"Pipeline run {run_id} finished: {index}")
-    return RunResult(run_id, run_dir, state.ok, all_outputs, state.mlflow_run_id, state.failure)
+    return run.finish()
 
 
 def check_profile_defaults(profile: str = "default", settings: Settings | None = None) -> list[str]:

@@ -103,6 +103,26 @@ def evaluate(
     }
 
 
+def scorecards(
+    candidates: list, windows: dict[str, dict], *, review_cost: float, target_fpr: float, alert_budget: int
+) -> tuple[dict[str, np.ndarray], dict[str, dict[str, float]]]:
+    """Each candidate's test-window probabilities and scorecard (``evaluate``), at the threshold chosen by
+    cost on its validation window. ``windows[feature_set]`` holds the ``validation`` and ``test`` matrices."""
+    scores, cards = {}, {}
+    for candidate in candidates:
+        validation, test = windows[candidate.feature_set]["validation"], windows[candidate.feature_set]["test"]
+        chosen = cost_threshold(candidate.predict(validation.X), validation.y, validation.amount, review_cost)
+        scores[candidate.name] = candidate.predict(test.X)
+        cards[candidate.name] = {
+            "validation_auprc": candidate.validation_auprc,
+            **evaluate(
+                scores[candidate.name], test.y, test.amount, test.step, test.flagged, threshold=chosen.threshold,
+                review_cost=review_cost, target_fpr=target_fpr, alert_budget=alert_budget,
+            ),
+        }  # fmt: skip
+    return scores, cards
+
+
 def plot_pr_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]]):
     """Precision-recall curves of several models on the same window: {name: (y, probability)}."""
     import matplotlib.pyplot as plt

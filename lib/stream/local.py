@@ -8,18 +8,20 @@ same folder and port keeps every topic and committed offset (the fault tests rel
 Set ``KAFKA_BOOTSTRAP_SERVERS`` to use any other cluster instead; nothing here runs then.
 """
 
+import importlib.util
 import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from lib import atomic
+from lib.config import get_settings
 from lib.errors import PipelineError
 
 KAFKA_VERSION = "4.1.1"
@@ -53,14 +55,14 @@ class KafkaError(PipelineError):
 
 
 def cache_dir() -> Path:
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "fraud-mlops" / "kafka" / KAFKA_VERSION
+    """Jars, state and the user's broker data, under the project's one cache root."""
+    return get_settings().cache_dir / "kafka" / KAFKA_VERSION
 
 
 def _ivy_jar() -> Path:
-    import pyspark
-
-    found = sorted((Path(pyspark.__file__).parent / "jars").glob("ivy-*.jar"))
+    """Apache Ivy from pyspark's wheel, found without importing pyspark (the stream stays free of Spark)."""
+    spec = importlib.util.find_spec("pyspark")
+    found = sorted(Path(spec.origin).parent.joinpath("jars").glob("ivy-*.jar")) if spec and spec.origin else []
     if not found:
         raise KafkaError(
             "pyspark's wheel has no ivy-*.jar to resolve Kafka with; reinstall pyspark (requirements.lock)"
@@ -74,23 +76,19 @@ def ensure_jars() -> Path:
     if (jars / f"kafka_{SCALA_VERSION}-{KAFKA_VERSION}.jar").exists():
         return jars
     java = _java()
-    jars.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".jars-", dir=jars.parent))
-    try:
+    with atomic.staged_dir(jars) as staging:  # a half-resolved folder is never used
+        staging.mkdir()
         (staging / "ivy.xml").write_text(_IVY_XML)
         command = [
             java, "-jar", str(_ivy_jar()), "-ivy", str(staging / "ivy.xml"), "-confs", "default",
-            "-cache", str(jars.parent / "ivy-cache"), "-retrieve", str(staging / "jars" / "[artifact]-[revision](-[classifier]).[ext]"),
+            "-cache", str(jars.parent / "ivy-cache"), "-retrieve", str(staging / "[artifact]-[revision](-[classifier]).[ext]"),
         ]  # fmt: skip
         done = subprocess.run(command, capture_output=True, text=True, timeout=900)
-        if done.returncode != 0 or not (staging / "jars").is_dir():
+        if done.returncode != 0 or not any(staging.glob("*.jar")):
             raise KafkaError(
                 f"could not resolve Apache Kafka {KAFKA_VERSION} from Maven Central with Ivy "
                 f"(exit {done.returncode}); check the network or proxy, then retry:\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
             )
-        (staging / "jars").replace(jars)  # atomic: a half-resolved folder is never used
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return jars
 
 
@@ -154,7 +152,8 @@ class LocalBroker:
     def _configure(self) -> Path:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         props = self.data_dir / "server.properties"
-        props.write_text(
+        atomic.write_text(
+            props,
             "\n".join(
                 [
                     "process.roles=broker,controller",
@@ -178,9 +177,9 @@ class LocalBroker:
                     "log.retention.hours=24",
                     "",
                 ]
-            )
+            ),
         )
-        (self.data_dir / "log4j2.properties").write_text(_LOG4J2)
+        atomic.write_text(self.data_dir / "log4j2.properties", _LOG4J2)
         return props
 
     def _classpath(self) -> list[str]:
@@ -318,10 +317,8 @@ def start_background(data_dir: Path | None = None, port: int = 0) -> LocalBroker
     if running:
         return running
     broker = LocalBroker(data_dir or cache_dir() / "local-data", port=port).start(detach=True)
-    from lib.atomic import write_text
-
     state = {**asdict(broker), "data_dir": str(broker.data_dir)}
-    write_text(_state_file(), json.dumps(state, indent=1))
+    atomic.write_text(_state_file(), json.dumps(state, indent=1))
     return broker
 
 

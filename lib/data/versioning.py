@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from lib import atomic
 from lib.config import PROJECT_ROOT
 from lib.errors import PipelineError
 
@@ -160,8 +161,6 @@ def restore(version: str, runs_dir: Path, params: dict | None = None, root: Path
     configure_remote(remote, endpoint_url, root)
     files = recorded_dvc_files(version, runs_dir, root)
     for name, text in files.items():
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+        atomic.write_text(root / name, text)
     _dvc(root, "pull", "--quiet", "--force", "--remote", REMOTE_NAME, *files, remote=remote)
     return [name[: -len(".dvc")] for name in files]

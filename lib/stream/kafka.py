@@ -17,7 +17,6 @@ stay in order within a partition.
 """
 
 import logging
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import orjson
 
+from lib.config import Settings
 from lib.errors import PipelineError
 
 
@@ -54,6 +53,10 @@ class Topics:
     @property
     def dead_letter(self) -> str:
         return f"{self.prefix}dead-letter"
+
+    @property
+    def all(self) -> list[str]:
+        return [self.transactions, self.scores, self.alerts, self.dead_letter]
 
 
 def client_config(bootstrap: str, **extra: Any) -> dict:
@@ -91,15 +94,14 @@ def ensure_topics(bootstrap: str, topics: Topics, partitions: int = 4) -> None:
 
 
 @contextmanager
-def broker(data_dir: str | Path | None = None) -> Iterator[str]:
+def broker(settings: Settings, data_dir: str | Path | None = None) -> Iterator[str]:
     """Bootstrap servers: ``KAFKA_BOOTSTRAP_SERVERS`` when set, else an embedded broker for the block."""
-    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if external:
-        yield external
+    if settings.kafka_bootstrap_servers:
+        yield settings.kafka_bootstrap_servers
         return
     import tempfile
 
-    from lib.kafka_local import LocalBroker
+    from lib.stream.local import LocalBroker
 
     with tempfile.TemporaryDirectory(prefix="kafka-", dir=data_dir) as folder, LocalBroker(Path(folder)) as local:
         yield local.bootstrap
@@ -233,48 +235,3 @@ def read_topic(bootstrap: str, topic: str, expect: int = 0, timeout: float = 60.
     finally:
         consumer.close()
     return found
-
-
-def results_frame(messages: list):
-    """Score messages as a DataFrame: the result fields, ``appended_ms`` (the broker's append time)
-    and ``latency_ms`` (append time - the transaction's produce time)."""
-    import pandas as pd
-
-    rows = [orjson.loads(m.value()) for m in messages]
-    frame = pd.DataFrame(rows)
-    frame["appended_ms"] = [m.timestamp()[1] for m in messages]
-    frame["latency_ms"] = frame["appended_ms"] - frame["produced_at_ms"]
-    return frame
-
-
-def summarize(results) -> dict:
-    """Throughput and latency of scored results (``results_frame``): end to end = first produce to last append."""
-    span_s = (results.appended_ms.max() - results.produced_at_ms.min()) / 1000
-    latency = results.latency_ms.to_numpy()
-    return {
-        "transactions": int(results.transaction_id.nunique()),
-        "results": len(results),
-        "end_to_end_per_s": float(results.transaction_id.nunique() / span_s) if span_s > 0 else float("nan"),
-        **{f"latency_p{q}_ms": float(np.percentile(latency, q)) for q in (50, 95, 99)},
-        "latency_max_ms": float(latency.max()),
-    }
-
-
-def save_results(results, path: str | Path) -> Path:
-    """The scored results (``results_frame``) as Parquet, written atomically (07_drift_report can judge them)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    columns = [
-        "transaction_id",
-        "fraud_probability",
-        "is_fraud",
-        "threshold",
-        "model_version",
-        "produced_at_ms",
-        "appended_ms",
-        "latency_ms",
-    ]
-    results[columns].to_parquet(tmp, index=False)
-    tmp.replace(path)
-    return path

@@ -5,13 +5,14 @@ background thread at start-up, so ``/healthz`` answers at once and ``/readyz`` s
 model is there. ``python -m lib serve`` runs it for users.
 """
 
-import hmac
 import json
 import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Annotated
 
 import orjson
@@ -21,32 +22,29 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from lib import contract, scoring
+from lib import contract
 from lib.config import Settings, get_settings
-from lib.metrics import ApiMetrics
+from lib.errors import PipelineError, ServiceUnavailable
+from lib.serving import scoring
+from lib.serving.auth import key_matches
+from lib.serving.metrics import ApiMetrics
 
 log = logging.getLogger("fraud.api")
 API_KEY_HEADER = "X-API-Key"
 
 
 class ModelHolder:
-    """The scorer, loaded once in the background; ``error`` says why it is not there."""
+    """The scorer, loaded once in the background from ``locate()``; ``error`` says why it is not there."""
 
-    def __init__(self, settings: Settings, metrics: ApiMetrics, scorer: scoring.Scorer | None = None) -> None:
-        self.settings, self.metrics = settings, metrics
+    def __init__(self, locate: Callable[[], Path], metrics: ApiMetrics, scorer: scoring.Scorer | None = None) -> None:
+        self.locate, self.metrics = locate, metrics
         self.scorer, self.error = scorer, None
         if scorer is not None:
             metrics.set_model(scorer.info)
 
     def load(self) -> None:
         try:
-            folder = scoring.bundle_folder(
-                self.settings.serving_model,
-                self.settings.mlflow_tracking_uri,
-                self.settings.registered_model,
-                self.settings.bundle_cache,
-            )
-            self.scorer = scoring.Scorer.from_folder(folder)
+            self.scorer = scoring.Scorer.from_folder(self.locate())
             self.metrics.set_model(self.scorer.info)
             log.info("model_loaded", extra={"fields": {"model_version": self.scorer.info.model_version}})
         except Exception as exc:  # reported by /readyz; the process stays up for the probes
@@ -55,7 +53,7 @@ class ModelHolder:
 
     def ready(self) -> scoring.Scorer:
         if self.scorer is None:
-            raise HTTPException(503, self.error or "model is loading")
+            raise ServiceUnavailable(self.error or "model is loading")
         return self.scorer
 
 
@@ -108,13 +106,16 @@ class ObservedMiddleware:
 
 
 def create_app(
-    settings: Settings | None = None, scorer: scoring.Scorer | None = None, registry: CollectorRegistry | None = None
+    settings: Settings | None = None,
+    scorer: scoring.Scorer | None = None,
+    registry: CollectorRegistry | None = None,
+    locate: Callable[[], Path] | None = None,
 ) -> FastAPI:
-    """The app; a ``scorer`` handed in is served as is, otherwise the bundle of ``settings.serving_model`` loads."""
+    """The app. It serves a ``scorer`` handed in as is; otherwise it loads the bundle ``locate()`` returns
+    (default: the folder ``settings.serving_model``; ``python -m lib serve`` hands in a registry lookup)."""
     settings = settings or get_settings()
     metrics = ApiMetrics(registry or CollectorRegistry())
-    holder = ModelHolder(settings, metrics, scorer)
-    keys = [k.encode() for k in settings.api_key_list()]
+    holder = ModelHolder(locate or (lambda: scoring.bundle_path(settings.serving_model)), metrics, scorer)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -130,22 +131,13 @@ def create_app(
     )
     app.state.holder = holder
     app.add_middleware(ObservedMiddleware, metrics=metrics)
+    _map_errors(app)
+    _add_routes(app, holder, metrics, settings.api_key_list())
+    return app
 
-    async def api_key(
-        key: Annotated[str | None, Security(APIKeyHeader(name=API_KEY_HEADER, auto_error=False))],
-    ) -> None:
-        given = (key or "").encode()
-        matched = False
-        for valid in keys:  # compare with every key, in constant time each
-            matched |= hmac.compare_digest(given, valid)
-        if not matched:
-            raise HTTPException(401, "missing or invalid API key", headers={"WWW-Authenticate": API_KEY_HEADER})
 
-    async def ready_scorer() -> scoring.Scorer:  # async dependencies run without a thread hop
-        return holder.ready()
-
-    Scorer = Annotated[scoring.Scorer, Depends(ready_scorer)]
-    guarded = {"dependencies": [Depends(api_key)], "responses": {401: {}, 413: {}, 422: {}, 503: {}}}
+def _map_errors(app: FastAPI) -> None:
+    """Contract and project errors as the JSON bodies both apps answer with."""
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -158,13 +150,29 @@ def create_app(
         located = [{**e, "loc": () if e["type"] == "json_invalid" else e["loc"][1:]} for e in errors]
         return JSONResponse({"detail": contract.field_errors(located)}, 422)
 
+    @app.exception_handler(PipelineError)
+    async def refused(_request: Request, exc: PipelineError) -> JSONResponse:
+        return JSONResponse({"detail": getattr(exc, "detail", str(exc))}, exc.http_status)
+
+
+def _add_routes(app: FastAPI, holder: ModelHolder, metrics: ApiMetrics, keys: list[str]) -> None:
+    async def api_key(
+        key: Annotated[str | None, Security(APIKeyHeader(name=API_KEY_HEADER, auto_error=False))],
+    ) -> None:
+        if not key_matches(key or "", keys):
+            raise HTTPException(401, "missing or invalid API key", headers={"WWW-Authenticate": API_KEY_HEADER})
+
+    async def ready_scorer() -> scoring.Scorer:  # async dependencies run without a thread hop
+        return holder.ready()
+
+    Scorer = Annotated[scoring.Scorer, Depends(ready_scorer)]
+    guarded = {"dependencies": [Depends(api_key)], "responses": {401: {}, 413: {}, 422: {}, 503: {}}}
+
     def respond(body: object) -> Response:
         return Response(orjson.dumps(body), media_type="application/json")
 
     @app.post("/v1/predict", response_model=contract.Prediction, **guarded)
-    async def predict(
-        transaction: contract.Transaction, scorer: Scorer
-    ) -> Response:  # CPU-bound, sub-ms: no thread hop
+    async def predict(transaction: contract.Transaction, scorer: Scorer) -> Response:  # sub-ms: no thread hop
         result = scorer.score_records([transaction])
         metrics.observe_results(result)
         return respond(result[0])
@@ -192,8 +200,6 @@ def create_app(
     @app.get("/metrics", include_in_schema=False)
     def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-    return app
 
 
 def configure_logging(level: str = "INFO") -> None:

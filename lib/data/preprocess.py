@@ -13,7 +13,6 @@ import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from functools import reduce
 from pathlib import Path
 
@@ -21,38 +20,14 @@ import pyarrow.parquet as pq
 from pyspark.sql import functions as F
 
 from lib import atomic
-from lib.acquire import file_sha256
 from lib.config import project_relative
-from lib.errors import DataValidationError, ParameterError
+from lib.data.processed import KEPT_COLUMNS, MANIFEST, SPLITS, SplitWindows
+from lib.errors import DataValidationError
 from lib.features import FEATURE_SETS, FEATURE_SPEC_VERSION, FEATURES, INPUT_COLUMNS, describe
+from lib.hashing import file_sha256
 from lib.schema import RAW_COLUMNS, RAW_SCHEMA
-from lib.simulate import N_STEPS
 
-SPLITS = ("train", "validation", "test")
 _LOG4J = Path(__file__).with_name("spark-log4j2.properties").as_uri()
-KEPT_COLUMNS = ("step", "amount", "isFraud", "isFlaggedFraud")  # for time-aware, cost-based evaluation
-
-
-@dataclass(frozen=True)
-class SplitWindows:
-    """train = steps 1..train_end, validation = train_end+1..validation_end, test = the rest."""
-
-    train_end: int
-    validation_end: int
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.train_end < self.validation_end < N_STEPS:
-            raise ParameterError(
-                f"split windows need 1 <= TRAIN_END_STEP ({self.train_end}) < VALIDATION_END_STEP "
-                f"({self.validation_end}) < {N_STEPS}, so that each window has steps"
-            )
-
-    def as_dict(self) -> dict[str, list[int]]:
-        return {
-            "train": [1, self.train_end],
-            "validation": [self.train_end + 1, self.validation_end],
-            "test": [self.validation_end + 1, N_STEPS],
-        }
 
 
 def spark_session(master: str = "local[*]", driver_memory: str = "4g", app_name: str = "fraud-preprocess"):
@@ -262,7 +237,7 @@ def run_job(
             "input": project_relative(source),
             "input_sha256": input_sha256 or (file_sha256(Path(source)) if Path(source).is_file() else None),
         }
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))  # same data -> same bytes
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))  # same data -> same bytes
     return {**manifest, "spark_master": spark.sparkContext.master, "job_seconds": round(job_seconds, 2)}
 
 
@@ -290,53 +265,3 @@ def _split_counts(folder: Path) -> dict[str, dict]:
             frauds += int(table.column("isFraud").to_numpy().sum())
         counts[split] = {"rows": rows, "frauds": frauds, "fraud_rate": frauds / rows if rows else 0.0}
     return counts
-
-
-def load_split(processed: str | Path, split: str, columns: list[str] | None = None):
-    """One split of the processed data as an Arrow table (for training and evaluation)."""
-    if split not in SPLITS:
-        raise ParameterError(f"unknown split {split!r}; choose one of {SPLITS}")
-    return pq.read_table(Path(processed) / f"split={split}", columns=columns)
-
-
-def read_manifest(processed: str | Path) -> dict:
-    path = Path(processed) / "manifest.json"
-    if not path.exists():
-        raise DataValidationError(f"{path}: no manifest; run 02_preprocess first")
-    return json.loads(path.read_text())
-
-
-def class_sample(processed: str | Path, split: str = "train", genuine_rows: int = 50_000, seed: int = 0):
-    """Every fraud of a split plus a seeded sample of its genuine rows, as pandas (for plots)."""
-    import numpy as np
-
-    table = load_split(processed, split)
-    label = table.column("isFraud").to_numpy()
-    rng = np.random.default_rng(seed)
-    genuine = np.flatnonzero(label == 0)
-    keep = np.concatenate(
-        [np.flatnonzero(label == 1), rng.choice(genuine, min(genuine_rows, len(genuine)), replace=False)]
-    )
-    return table.take(np.sort(keep)).to_pandas()
-
-
-def plot_feature_distributions(sample, names: list[str] | None = None):
-    """Histograms of features, fraud vs genuine (densities, so the rare class is visible)."""
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    names = names or [f.name for f in FEATURES if f.dtype == "double"] + ["hour_of_day", "day"]
-    cols = 4
-    rows = -(-len(names) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.6 * rows))
-    for ax, name in zip(axes.flat, names, strict=False):
-        values = sample[name].to_numpy(dtype=float)
-        clipped = np.clip(values, *np.nanpercentile(values, [0.5, 99.5]))
-        for label, title in ((0, "genuine"), (1, "fraud")):
-            ax.hist(clipped[sample["isFraud"].to_numpy() == label], bins=40, density=True, alpha=0.5, label=title)
-        ax.set_title(name, fontsize=9)
-    for ax in list(axes.flat)[len(names) :]:
-        ax.axis("off")
-    axes.flat[0].legend(fontsize=8)
-    fig.tight_layout()
-    return fig

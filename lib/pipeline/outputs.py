@@ -1,11 +1,15 @@
 """What a notebook produced, recorded in its last cell for the runner, MLflow and the tests.
 
 ``record(...)`` displays the values under a dedicated MIME type, so they live inside the executed
-notebook itself (like scrapbook's glue); ``read(notebook)`` collects them back.
+notebook itself (like scrapbook's glue); ``read(notebook)`` collects them back. The reader of the
+notebook sees the step's verdict (one or two sentences built from the values by a function of
+``lib.pipeline.verdicts``) and the raw record once, folded.
 """
 
+import html
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +35,23 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"cannot record {type(value).__name__} value {value!r}; record numbers, strings, lists or dicts")
 
 
-def record(**values: Any) -> dict:
-    """Record named outputs of this notebook (numbers, strings, paths, lists, dicts)."""
+def record(conclude: Callable[[dict], str] | None = None, /, **values: Any) -> None:
+    """Record named outputs of this notebook (numbers, strings, paths, lists, dicts).
+
+    ``conclude(values)`` gives the verdict shown above the folded record; it is recorded too (``verdict``).
+    """
     from IPython.display import display
 
     plain = _plain(values)
-    display({MIME_TYPE: plain, "text/plain": json.dumps(plain, indent=1)}, raw=True)
-    return plain
+    if conclude is not None:
+        plain["verdict"] = conclude(plain)
+    verdict = plain.get("verdict", "")
+    folded = (
+        f"<details><summary>Recorded outputs ({len(plain)} values; also in the run's outputs.json)</summary>"
+        f"<pre>{html.escape(json.dumps(plain, indent=1))}</pre></details>"
+    )
+    page = (f'<p class="fraud-verdict"><strong>{html.escape(verdict)}</strong></p>' if verdict else "") + folded
+    display({MIME_TYPE: plain, "text/html": page, "text/plain": verdict or json.dumps(plain, indent=1)}, raw=True)
 
 
 def read(notebook: str | Path | nbformat.NotebookNode) -> dict:

@@ -18,9 +18,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lib import features
-from lib.acquire import read_window
-from lib.errors import ParameterError
+from lib import atomic, features
+from lib.data import processed
+from lib.data.acquire import read_window
+from lib.errors import ParameterError, PipelineError
+from lib.serving.scoring import Scorer
 
 CALENDAR_FEATURES = ("hour_of_day", "day")
 LABEL = "isFraud"
@@ -68,6 +70,50 @@ def stream_frame(
     return frame.assign(prediction=frame.pop("is_fraud").astype(int)).reset_index(drop=True)
 
 
+CURRENT_CHOICES = ("test", "stream")
+
+
+def frames(
+    raw_path: str | Path,
+    processed_path: str | Path,
+    scorer: Scorer,
+    current: str,
+    stream_results: str | Path,
+    rows: int,
+    seed: int,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(reference, current), each with the bundle's predictions: the training window vs the test window
+    (``current="test"``) or exactly what 06_stream scored, with its own scores (``"stream"``)."""
+    if current not in CURRENT_CHOICES:
+        raise ParameterError(f"CURRENT={current!r}: use 'test' (the test window) or 'stream' (what 06_stream scored)")
+    feature_set = scorer.info.feature_set
+    train, test = processed.window(processed_path, "train"), processed.window(processed_path, "test")
+    reference = add_predictions(window_frame(raw_path, train, feature_set, rows, seed), scorer)
+    if current == "test":
+        return reference, add_predictions(window_frame(raw_path, test, feature_set, rows, seed), scorer)
+    return reference, stream_frame(raw_path, test, feature_set, stream_results, rows, seed)
+
+
+def save_reports(report_dir: Path, snapshots: dict[str, object], dashboards: Path) -> dict[str, str]:
+    """Evidently snapshots as HTML (``{file name: snapshot}``) and a copy of the Grafana dashboards, written
+    to ``report_dir`` atomically; returns ``{label: path relative to report_dir's parent}`` for the run page."""
+    import shutil
+
+    with atomic.staged_dir(report_dir) as staging:
+        staging.mkdir()
+        for name, snapshot in snapshots.items():
+            snapshot.save_html(str(staging / name))
+        shutil.copytree(dashboards, staging / "dashboards")
+    base = report_dir.name
+    links = {
+        f"{name.removesuffix('.html').replace('_', ' ')} report (Evidently)": f"{base}/{name}" for name in snapshots
+    }
+    links.update(
+        {f"Grafana dashboard {p.name}": f"{base}/dashboards/{p.name}" for p in sorted(dashboards.glob("*.json"))}
+    )
+    return links
+
+
 @dataclass
 class DriftSummary:
     share: float  # of monitored features that drifted
@@ -108,19 +154,37 @@ def drift_report(
             methods[column] = name.split("method=", 1)[1].split(",", 1)[0]
     missing = set(continuous + categorical) - set(scores)
     if missing:
-        raise RuntimeError(
-            f"Evidently returned no drift score for {sorted(missing)}; check the pinned evidently version"
+        raise PipelineError(
+            f"Evidently returned no drift score for {sorted(missing)}; check the pinned evidently version "
+            "(requirements.lock) against lib/monitoring/drift.py"
         )
     drifted = sorted(c for c, score in scores.items() if score >= threshold)
     share = len(drifted) / len(scores)
     return snapshot, DriftSummary(share, drifted, share >= drift_share, threshold, drift_share, scores, methods)
 
 
-def add_predictions(frame: pd.DataFrame, scorer) -> pd.DataFrame:
+def scores_table(summary: DriftSummary) -> pd.DataFrame:
+    """Per feature: distance, method and whether it drifted, largest first."""
+    table = pd.DataFrame({"distance": summary.scores, "method": summary.methods})
+    table["drifted"] = table.distance >= summary.threshold
+    return table.sort_values("distance", ascending=False)
+
+
+def plot_scores(summary: DriftSummary):
+    """Drift distance by feature against the threshold (drifted features in red)."""
+    table = scores_table(summary)
+    ax = table.distance.plot.barh(figsize=(8, 6), color=["#b00020" if d else "#4472c4" for d in table.drifted])
+    ax.axvline(summary.threshold, color="black", linestyle="--", label=f"threshold {summary.threshold}")
+    ax.invert_yaxis()
+    ax.set(xlabel="drift distance (reference → current)", title="Drift by feature")
+    ax.legend()
+    return ax.figure
+
+
+def add_predictions(frame: pd.DataFrame, scorer: Scorer) -> pd.DataFrame:
     """``fraud_probability`` and ``prediction`` of the serving bundle (its features and threshold)."""
-    matrix = frame[list(scorer.info.features)].to_numpy(np.float32)
-    probability = scorer.booster.inplace_predict(matrix).astype(np.float64)
-    return frame.assign(fraud_probability=probability, prediction=(probability >= scorer.info.threshold).astype(int))
+    probability, decision = scorer.score_features(frame[list(scorer.info.features)].to_numpy())
+    return frame.assign(fraud_probability=probability, prediction=decision.astype(int))
 
 
 def quality(frame: pd.DataFrame) -> dict[str, float]:

@@ -19,14 +19,14 @@ from typing import Any
 
 import numpy as np
 import orjson
-from pydantic import ValidationError
 
-from lib.contract import _TRANSACTION, MAX_BATCH, field_errors
-from lib.metrics import LATENCY_BUCKETS, BatchHistogram, ScoringMetrics
-from lib.stream import Producer, StreamError, Topics, client_config
+from lib.contract import MAX_BATCH, RequestError, parse_message
+from lib.serving.metrics import LATENCY_BUCKETS, BatchHistogram, ScoringMetrics
+from lib.stream.kafka import Producer, StreamError, Topics, client_config
 
 log = logging.getLogger(__name__)
 
+ASSIGNED = "assigned"  # what the scorer prints when the group hands it partitions
 # end-to-end latency reaches seconds when a broker restarts or a scorer is replaced
 E2E_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -106,22 +106,22 @@ class StreamScorer:
             )
         )  # fmt: skip
         self.producer = Producer(self.bootstrap, (self.topics.scores, self.topics.alerts, self.topics.dead_letter))
-        self.consumer.subscribe([self.topics.transactions])
+        self.consumer.subscribe([self.topics.transactions], on_assign=self._assigned)
         self.scored = 0
         self.dead_letters = 0
         self._lag_checked = 0.0
+
+    def _assigned(self, _consumer, partitions) -> None:
+        print(f"{ASSIGNED} {len(partitions)} partition(s) of {self.topics.transactions}", flush=True)
 
     def _validate(self, messages) -> tuple[list[dict], list, list[tuple[Any, str, list[dict]]]]:
         valid, sources, invalid = [], [], []
         for msg in messages:
             try:
-                record = _TRANSACTION.validate_json(msg.value())
-            except ValidationError as exc:
-                errors = field_errors(exc.errors(include_url=False))
-                json_error = any(e.get("type") == "json_invalid" for e in exc.errors())
-                invalid.append(
-                    (msg, "not valid JSON" if json_error else "does not follow the transaction contract", errors)
-                )
+                record = parse_message(msg.value())
+            except RequestError as exc:
+                reason = "not valid JSON" if exc.http_status == 400 else "does not follow the transaction contract"
+                invalid.append((msg, reason, exc.detail))
                 continue
             if not record.get("transaction_id"):  # results must be recognisable: fall back to the message's address
                 record["transaction_id"] = f"{msg.topic()}/{msg.partition()}/{msg.offset()}"
@@ -220,10 +220,14 @@ class StreamScorer:
         signal.signal(signal.SIGINT, self.stop)
 
 
-def start_scorer_process(bootstrap: str, topics: Topics, model: str | Path, *extra: str, env: dict | None = None):
-    """``python -m lib stream score`` in its own process (as an operator runs it); returns once it is consuming.
+def start_scorer_process(
+    bootstrap: str, topics: Topics, model: str | Path, *extra: str, env: dict | None = None, timeout: float = 60.0
+):
+    """``python -m lib stream score`` in its own process (as an operator runs it); returns once the
+    consumer group has assigned it its partitions, so what is produced next is consumed by it.
 
-    Its output (``scoring …`` then ``stopped: N scored, M dead letters``) is on ``.stdout``.
+    Its output (``scoring …``, ``assigned …`` per rebalance, then ``stopped: N scored, M dead letters``)
+    is on ``.stdout``.
     """
     import subprocess
     import sys
@@ -236,11 +240,31 @@ def start_scorer_process(bootstrap: str, topics: Topics, model: str | Path, *ext
         command, cwd=PROJECT_ROOT, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
-    first = process.stdout.readline()
-    if not first.startswith("scoring "):
+    seen = _read_until(process, ASSIGNED, timeout)
+    if not seen.splitlines()[-1:] or not seen.splitlines()[-1].startswith(ASSIGNED):
         process.kill()
-        raise StreamError(f"the stream scorer did not start: {first}{process.stdout.read()}")
+        raise StreamError(f"the stream scorer was not assigned partitions within {timeout:.0f} s:\n{seen[-3000:]}")
     return process
+
+
+def _read_until(process, prefix: str, timeout: float) -> str:
+    """Lines of ``process.stdout`` up to the first that starts with ``prefix`` (or the timeout, or its exit)."""
+    import selectors
+
+    seen = []
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        while time.monotonic() < deadline:
+            if not selector.select(timeout=max(deadline - time.monotonic(), 0)):
+                break
+            line = process.stdout.readline()
+            if not line:  # exited
+                break
+            seen.append(line)
+            if line.startswith(prefix):
+                break
+    return "".join(seen)
 
 
 def stop_scorer_process(process, timeout: float = 60.0) -> str:

@@ -15,10 +15,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lib.errors import ParameterError
-from lib.schema import RAW_SCHEMA, TRANSACTION_TYPES
+from lib.schema import N_STEPS, RAW_SCHEMA, TRANSACTION_TYPES
 
 FULL_ROWS = 6_362_620
-N_STEPS = 743
 FRAUD_CAP = 10_000_000.0
 LARGEST_AMOUNT = 92_445_516.64
 PUBLISHED_TYPE_COUNTS = {

@@ -1,0 +1,139 @@
+"""What the stream produced, read back for reports: results with their latencies, throughput, saved results."""
+
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pandas as pd
+
+from lib import atomic
+from lib.data.acquire import read_window
+from lib.stream.kafka import ReplayStats, Topics, encode_transactions, read_topic, replay
+from lib.stream.local import free_port
+from lib.stream.scorer import start_scorer_process, stop_scorer_process
+
+
+def results_frame(messages: list) -> pd.DataFrame:
+    """Score messages as a DataFrame: the result fields, ``appended_ms`` (the broker's append time)
+    and ``latency_ms`` (append time - the transaction's produce time)."""
+    rows = [orjson.loads(m.value()) for m in messages]
+    frame = pd.DataFrame(rows)
+    frame["appended_ms"] = [m.timestamp()[1] for m in messages]
+    frame["latency_ms"] = frame["appended_ms"] - frame["produced_at_ms"]
+    return frame
+
+
+def summarize(results: pd.DataFrame) -> dict:
+    """Throughput and latency of scored results (``results_frame``): end to end = first produce to last append."""
+    span_s = (results.appended_ms.max() - results.produced_at_ms.min()) / 1000
+    latency = results.latency_ms.to_numpy()
+    return {
+        "transactions": int(results.transaction_id.nunique()),
+        "results": len(results),
+        "end_to_end_per_s": float(results.transaction_id.nunique() / span_s) if span_s > 0 else float("nan"),
+        **{f"latency_p{q}_ms": float(np.percentile(latency, q)) for q in (50, 95, 99)},
+        "latency_max_ms": float(latency.max()),
+    }
+
+
+def save_results(results: pd.DataFrame, path: str | Path) -> Path:
+    """The scored results (``results_frame``) as Parquet, written atomically (07_drift_report can judge them)."""
+    columns = [
+        "transaction_id",
+        "fraud_probability",
+        "is_fraud",
+        "threshold",
+        "model_version",
+        "produced_at_ms",
+        "appended_ms",
+        "latency_ms",
+    ]
+    with atomic.staged_file(path) as tmp:
+        results[columns].to_parquet(tmp, index=False)
+    return Path(path)
+
+
+@dataclass
+class StreamRun:
+    """One replay of a window through the stream scorer process, read back."""
+
+    replay: ReplayStats
+    results: pd.DataFrame
+    summary: dict
+    metrics: dict[str, float]  # the scorer's own Prometheus counters and gauges at the end
+    scorer_output: str
+
+
+def scrape(url: str, prefixes: tuple[str, ...] = ("fraud_",)) -> dict[str, float]:
+    """A Prometheus endpoint's samples whose names start with ``prefixes``, as ``{name{labels}: value}``."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name.startswith(prefixes) and not sample.name.endswith(("_bucket", "_created")):
+                labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+                found[f"{sample.name}{{{labels}}}" if labels else sample.name] = float(sample.value)
+    return found
+
+
+def score_window(
+    bootstrap: str, topics: Topics, bundle: Path, messages: list[tuple[bytes, bytes]], rate: float, *scorer_args: str
+) -> StreamRun:
+    """Start the scorer process (its own consumer group), replay ``messages`` at ``rate``, read every
+    result back, read the scorer's metrics, stop it (SIGTERM: it commits and leaves the group)."""
+    port = free_port()
+    process = start_scorer_process(
+        bootstrap, topics, bundle, "--group", f"scorer-{topics.prefix}", "--metrics-port", str(port), *scorer_args
+    )
+    try:
+        replayed = replay(bootstrap, topics.transactions, messages, rate)
+        scored = read_topic(bootstrap, topics.scores, expect=len(messages), timeout=600)
+        metrics = scrape(f"http://127.0.0.1:{port}/metrics", ("fraud_stream_messages", "fraud_stream_consumer_lag"))
+    finally:
+        output = stop_scorer_process(process)
+    results = results_frame(scored)
+    return StreamRun(replayed, results, summarize(results), metrics, output)
+
+
+def live_alerts(bootstrap: str, topics: Topics, results: pd.DataFrame, labels: pd.Series) -> dict:
+    """The alerts and dead-letter topics against the labels of the replayed rows (joined by ``transaction_id``)."""
+    alerts = (
+        results_frame(read_topic(bootstrap, topics.alerts, idle=1.0)) if results.is_fraud.any() else results.iloc[:0]
+    )
+    alerted = alerts.drop_duplicates("transaction_id")  # at-least-once: a re-scored batch alerts twice
+    true_alerts = int(labels.reindex(alerted.transaction_id).sum())
+    frauds = int(labels.sum())
+    return {
+        "alerts": len(alerted),
+        "true_alerts": true_alerts,
+        "alert_precision": true_alerts / len(alerted) if len(alerted) else float("nan"),
+        "fraud_recall": true_alerts / frauds if frauds else float("nan"),
+        "frauds_in_window": frauds,
+        "dead_letters": len(read_topic(bootstrap, topics.dead_letter, idle=1.0)),
+    }
+
+
+def window_messages(raw_path: str | Path, steps: tuple[int, int], limit: int = 0) -> tuple[list, pd.Series]:
+    """A step window of the raw data as replay messages (labels left out) and its labels by ``transaction_id``."""
+    table = read_window(raw_path, *steps, limit)
+    labels = pd.Series(table.column("isFraud").to_numpy(), index=table.column("transaction_id").to_pylist())
+    return encode_transactions(table), labels
+
+
+def plot_latency(results: pd.DataFrame):
+    """Produce-to-result latency histogram, and results appended per second over the run."""
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 3.5))
+    left.hist(results.latency_ms, bins=60)
+    left.set(title="produce → result appended (ms)", xlabel="ms", ylabel="transactions")
+    per_second = results.groupby(results.appended_ms // 1000).size()
+    right.plot(per_second.index - per_second.index.min(), per_second.to_numpy(), marker=".")
+    right.set(title="results appended per second", xlabel="second of the run", ylabel="transactions/s")
+    fig.tight_layout()
+    return fig

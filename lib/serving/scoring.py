@@ -1,0 +1,134 @@
+"""The scoring core: one serving bundle, the shared feature spec on NumPy, the native XGBoost booster.
+
+Every scoring path (``python -m lib score``, the APIs, the stream, drift and the registry gate)
+loads a bundle with ``load_bundle`` and scores with ``Scorer``. A bundle is a folder:
+``bundle.json`` (model name and registry version, feature set and spec version, decision
+threshold, training data hash) and ``model.ubj`` (XGBoost's own binary JSON; no pickle anywhere).
+"""
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xgboost as xgb
+
+from lib import atomic, features
+from lib.config import PROJECT_ROOT, REGISTRY_ALIASES
+from lib.errors import ServiceUnavailable
+
+BUNDLE_FILE = "bundle.json"
+MODEL_FILE = "model.ubj"
+BUNDLE_ARTIFACT = "serving_bundle"  # 05_evaluate logs version N's bundle under serving_bundle/vN of its run
+
+
+def bundle_artifact_path(version: str | int) -> str:
+    """Where a registered version's bundle lives in its run (one run can back several versions)."""
+    return f"{BUNDLE_ARTIFACT}/v{version}"
+
+
+class BundleError(ServiceUnavailable):
+    """A serving bundle is missing, incomplete or made for another feature spec."""
+
+
+@dataclass(frozen=True)
+class BundleInfo:
+    """What a bundle says about its model (the ``bundle.json`` contract)."""
+
+    model_name: str
+    model_version: str
+    feature_set: str
+    feature_spec_version: str
+    features: list[str]
+    threshold: float
+    training_data_sha256: str
+    candidate: str
+    test_auprc: float | None = None
+    created: str = ""
+
+
+def export_bundle(folder: str | Path, booster: xgb.Booster, info: BundleInfo) -> Path:
+    """Write a bundle folder atomically (a failed export leaves the previous bundle)."""
+    if list(info.features) != list(features.feature_names(info.feature_set)):
+        raise BundleError(f"bundle features {info.features} are not the {info.feature_set!r} set of this spec")
+    folder = Path(folder)
+    stamped = {**asdict(info), "created": info.created or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    with atomic.staged_dir(folder) as tmp:
+        tmp.mkdir(parents=True)
+        booster.save_model(tmp / MODEL_FILE)
+        (tmp / BUNDLE_FILE).write_text(json.dumps(stamped, indent=2))
+    return folder
+
+
+def load_bundle(folder: str | Path) -> tuple[BundleInfo, xgb.Booster]:
+    """Read a bundle and check that it was made for this code's feature spec."""
+    folder = Path(folder)
+    meta, model = folder / BUNDLE_FILE, folder / MODEL_FILE
+    if not meta.exists() or not model.exists():
+        raise BundleError(
+            f"{folder}: not a serving bundle (needs {BUNDLE_FILE} and {MODEL_FILE}); run the pipeline through "
+            "05_evaluate to export one (data/bundle), then point FRAUD_SERVING_MODEL (or --model) at its folder"
+        )
+    info = BundleInfo(**json.loads(meta.read_text()))
+    if info.feature_spec_version != features.FEATURE_SPEC_VERSION:
+        raise BundleError(
+            f"{folder}: bundle was trained with feature spec {info.feature_spec_version}, this code computes "
+            f"{features.FEATURE_SPEC_VERSION}; retrain (run_pipeline.py --from 02_preprocess) or check out the "
+            "code that trained it"
+        )
+    booster = xgb.Booster(model_file=str(model))
+    booster.set_param({"nthread": 1})  # per-request predictions: no thread-pool start-up per call
+    return info, booster
+
+
+def bundle_path(model: str, base: Path = PROJECT_ROOT) -> Path:
+    """The bundle folder a setting names: absolute, or relative to ``base`` (the project).
+
+    Registry aliases are resolved by ``lib.model.registry.bundle_folder``, which needs MLflow; the
+    serving path does not have it, so here an alias is an error that says what to do instead.
+    """
+    if model in REGISTRY_ALIASES:
+        raise BundleError(
+            f"FRAUD_SERVING_MODEL={model!r} is a registry alias, and this app serves a bundle folder: point "
+            "FRAUD_SERVING_MODEL (or --model) at one, e.g. data/bundle; `python -m lib serve` and "
+            "`python -m lib stream score` fetch aliases from MLflow themselves"
+        )
+    return base / Path(model).expanduser()
+
+
+class Scorer:
+    """Scores raw transactions (column arrays or dicts), or a feature matrix of the spec, with one bundle."""
+
+    def __init__(self, info: BundleInfo, booster: xgb.Booster) -> None:
+        self.info = info
+        self.booster = booster
+
+    @classmethod
+    def from_folder(cls, folder: str | Path) -> "Scorer":
+        return cls(*load_bundle(folder))
+
+    def score_features(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(fraud_probability float64, is_fraud bool) for a matrix of the bundle's features, in its order."""
+        probability = self.booster.inplace_predict(np.asarray(matrix, dtype=np.float32)).astype(np.float64)
+        return probability, probability >= self.info.threshold
+
+    def score_columns(self, columns: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """(fraud_probability float64, is_fraud bool) for raw column arrays."""
+        return self.score_features(features.compute(columns, self.info.feature_set))
+
+    def score_records(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Validated raw transactions (dicts) -> one result per transaction, in order."""
+        probability, decision = self.score_columns(features.columns_from_records(records))
+        return [
+            {
+                "transaction_id": record.get("transaction_id"),
+                "fraud_probability": float(p),
+                "is_fraud": bool(d),
+                "threshold": self.info.threshold,
+                "model_name": self.info.model_name,
+                "model_version": self.info.model_version,
+            }
+            for record, p, d in zip(records, probability, decision, strict=True)
+        ]
