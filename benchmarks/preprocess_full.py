@@ -33,7 +33,7 @@ CACHE = Path.home() / ".cache" / "fraud-mlops" / "benchmarks"
 BASELINE = """
 import sys, time
 from pyspark.sql import functions as F
-from lib.data.preprocess import spark_session
+from lib.data.spark import spark_session
 spark = spark_session("local[*]", "4g", "baseline")
 began = time.perf_counter()
 df = spark.read.option("header", True).option("inferSchema", True).csv(sys.argv[1])
@@ -49,7 +49,8 @@ print("JOB_SECONDS", time.perf_counter() - began, rows)
 
 OURS = """
 import sys, time
-from lib.data.preprocess import run_job, spark_session
+from lib.data.preprocess import run_job
+from lib.data.spark import spark_session
 from lib.data.processed import SplitWindows
 spark = spark_session("local[*]", "4g", "ours")
 began = time.perf_counter()
@@ -59,7 +60,8 @@ print("JOB_SECONDS", time.perf_counter() - began, manifest["rows"])
 
 NO_OUTPUT = """
 import sys, time
-from lib.data.preprocess import build_features, even_split_bytes, read_raw, spark_session
+from lib.data.preprocess import build_features, even_split_bytes, read_raw
+from lib.data.spark import spark_session
 from lib.data.processed import SplitWindows
 spark = spark_session("local[*]", "4g", "ours-no-output")
 began = time.perf_counter()

@@ -51,7 +51,7 @@ def main() -> None:
     types = fidelity.type_table(cols, real)
     print("\ntype counts vs published totals (scaled to this size):")
     print(types[["rows", "published_rows_scaled", "rows_vs_published_pct", "frauds"]].round(3).to_string())
-    totals = fidelity.fraud_totals(cols)
+    totals = fidelity.fraud_totals(len(cols["isFraud"]), int(cols["isFraud"].sum()))
     print(
         f"\nfrauds {totals['frauds']:,} vs {totals['frauds_expected']:,.0f} expected ({totals['frauds_vs_expected_pct']:+.2f}%)"
     )

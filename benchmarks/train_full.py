@@ -48,8 +48,9 @@ def processed_data(rows: int) -> Path:
         subprocess.run(
             [sys.executable, "-m", "lib", "simulate", "--rows", str(rows), "--out", str(csv)], cwd=ROOT, check=True
         )
-    from lib.data.preprocess import run_job, spark_session
+    from lib.data.preprocess import run_job
     from lib.data.processed import SplitWindows
+    from lib.data.spark import spark_session
 
     spark = spark_session("local[*]", "4g", "benchmark-preprocess")
     run_job(spark, csv, out, SplitWindows(300, 350))

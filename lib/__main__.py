@@ -86,6 +86,30 @@ def _kafka_local(args: argparse.Namespace) -> None:
         print(f"Kafka {local.KAFKA_VERSION} pid {broker.pid} on {broker.bootstrap}: {state}")
 
 
+def _spark_local(args: argparse.Namespace) -> None:
+    from lib.data import spark_local
+
+    if args.action == "start":
+        cluster = spark_local.start_background(args.workers, args.cores, args.memory, args.port)
+        print(
+            f"Spark {spark_local.spark_version()} standalone cluster running, {cluster.workers} workers x "
+            f"{cluster.cores} core(s), {cluster.memory} each: SPARK_MASTER={cluster.master_url} (web UI {cluster.webui})"
+        )
+    elif args.action == "stop":
+        print("stopped" if spark_local.stop_background() else "no local Spark cluster was running")
+    else:
+        cluster = spark_local.read_state()
+        if not cluster:
+            print("no local Spark cluster is running (python -m lib spark-local start)")
+            raise SystemExit(3)
+        state = cluster.state()
+        print(
+            f"SPARK_MASTER={cluster.master_url} {state['status']}: {state['aliveworkers']} workers, "
+            f"{state['coresused']}/{state['cores']} cores and {state['memoryused']}/{state['memory']} MB in use, "
+            f"{len(state['activeapps'])} application(s); web UI {cluster.webui}"
+        )
+
+
 def _bootstrap(args: argparse.Namespace, settings: Settings) -> str:
     """--bootstrap, else KAFKA_BOOTSTRAP_SERVERS, else the broker `kafka-local start` left running."""
     from lib.stream import local
@@ -181,6 +205,14 @@ def _add_serving_commands(commands) -> None:
     local.add_argument("--port", type=int, default=0, help="broker port (default: a free one)")
     local.add_argument("--data-dir", help="storage folder (default: ~/.cache/fraud-mlops/kafka/<version>/local-data)")
     local.set_defaults(handler=_kafka_local)
+
+    spark = commands.add_parser("spark-local", help="a local Spark standalone cluster (master + workers) on 127.0.0.1")
+    spark.add_argument("action", choices=["start", "stop", "status"])
+    spark.add_argument("--workers", type=int, default=2)
+    spark.add_argument("--cores", type=int, default=1, help="cores per worker")
+    spark.add_argument("--memory", default="2g", help="memory per worker (its executors get this much)")
+    spark.add_argument("--port", type=int, default=0, help="master port (default: a free one)")
+    spark.set_defaults(handler=_spark_local)
 
 
 def _add_stream_commands(commands) -> None:

@@ -3,8 +3,6 @@
 import hashlib
 from pathlib import Path
 
-import numpy as np
-
 
 def file_sha256(path: Path) -> str:
     """sha256 of a file's bytes, read in 8 MB blocks."""
@@ -16,11 +14,10 @@ def file_sha256(path: Path) -> str:
 
 
 def content_sha256(path: Path) -> str:
-    """sha256 of a file's bytes, or of a folder's files (relative names and contents, hidden files skipped).
+    """sha256 of a file's bytes, or of a folder's files (relative names and bytes, hidden files skipped).
 
-    Inside a folder, a Parquet file counts by its schema and decoded values, not its bytes: Spark's
-    Parquet writer lists column encodings in a different order from one JVM to the next, so equal
-    data would otherwise hash differently.
+    Byte hashes are stable because every Parquet writer of the project is deterministic: pyarrow, and
+    Spark with v2 data pages (v1 pages list their encodings in a per-JVM order, apache/parquet-java#3215).
     """
     path = Path(path)
     if path.is_file():
@@ -31,20 +28,5 @@ def content_sha256(path: Path) -> str:
         for p in path.rglob("*")
         if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
     ):
-        content = _parquet_data_sha256(file) if file.suffix == ".parquet" else file_sha256(file)
-        digest.update(f"{file.relative_to(path).as_posix()}\0{content}\n".encode())
-    return digest.hexdigest()
-
-
-def _parquet_data_sha256(path: Path) -> str:
-    import pyarrow.parquet as pq
-
-    parquet = pq.ParquetFile(path)
-    digest = hashlib.sha256(parquet.schema_arrow.remove_metadata().to_string().encode())
-    for batch in parquet.iter_batches(batch_size=1 << 20):
-        for column in batch.columns:
-            values = column.to_numpy(zero_copy_only=False)
-            digest.update(
-                values.astype(str).tobytes() if values.dtype == object else np.ascontiguousarray(values).tobytes()
-            )
+        digest.update(f"{file.relative_to(path).as_posix()}\0{file_sha256(file)}\n".encode())
     return digest.hexdigest()

@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import nbformat
@@ -16,6 +17,39 @@ from lib.data.processed import KEPT_COLUMNS, SplitWindows
 from lib.data.simulate import simulate_table
 
 REAL_SAMPLE = PROJECT_ROOT / "data" / "reference" / "paysim_real_sample.csv"
+GIT = ["git", "-c", "user.name=tests", "-c", "user.email=tests@localhost", "-c", "commit.gpgsign=false"]
+
+
+def copy_project(dest: Path) -> Path:
+    """A copy of this checkout's working tree (tracked files and untracked ones git does not ignore),
+    committed as one git revision, for tests that run the pipeline: its data/, runs/, mlflow.db,
+    mlartifacts/ and DVC cache are the copy's, never the checkout's. Run it with ``PYTHONPATH=<copy>``
+    so that the copy's ``lib`` comes before the editable install's."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=PROJECT_ROOT, capture_output=True, check=True
+    ).stdout.decode()
+    for name in filter(None, listed.split("\0")):
+        source = PROJECT_ROOT / name
+        if source.is_symlink() or source.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest / name, follow_symlinks=False)
+    for command in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "the checkout under test"]):
+        subprocess.run([*GIT, *command], cwd=dest, check=True, capture_output=True)
+    return dest
+
+
+def project_env(project: Path, **extra: str) -> dict[str, str]:
+    """The environment a user's shell gives commands run in ``project`` (a copy): its lib first, its own HOME."""
+    return {
+        "PATH": f"{PROJECT_ROOT / '.venv' / 'bin'}:/usr/bin:/bin",
+        "PYTHONPATH": str(project),
+        "HOME": str(project / ".home"),
+        # the Kafka jars 06_stream's embedded broker needs stay in the real cache (fetched once)
+        "XDG_CACHE_HOME": os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache")),
+        **extra,
+    }
+
+
 SHARED_SAMPLE = PROJECT_ROOT.parent / "shared" / "data" / "paysim_real_sample.csv"
 
 
@@ -156,3 +190,13 @@ def kafka(tmp_path_factory):
 
     with LocalBroker(tmp_path_factory.mktemp("kafka")) as broker:
         yield broker
+
+
+@pytest.fixture(scope="session")
+def spark_cluster(tmp_path_factory):
+    """A real Spark standalone cluster on 127.0.0.1: a master and 2 workers (1 core, 2 GB each), as
+    ``python -m lib spark-local start`` runs it."""
+    from lib.data.spark_local import LocalCluster
+
+    with LocalCluster(tmp_path_factory.mktemp("spark-cluster"), workers=2, cores=1, memory="2g") as cluster:
+        yield cluster

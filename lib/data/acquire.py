@@ -18,7 +18,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from lib import atomic
-from lib.errors import DataValidationError, SourceError
+from lib.errors import DataValidationError, ParameterError, SourceError
 from lib.hashing import file_sha256
 from lib.schema import RAW_COLUMNS, RAW_SCHEMA
 from lib.data.simulate import DriftScenario, simulate_batches
@@ -222,10 +222,45 @@ def source_batches(source: str, rows: int, seed: int, drift: DriftScenario | Non
     return read_batches(source)
 
 
+ENGINES = ("auto", "numpy", "spark")
+
+
+def engine(source: str, choice: str, spark_master: str) -> str:
+    """Which engine 01 runs: ``numpy`` (one process) or ``spark`` (the simulator's blocks as Spark tasks).
+
+    ``auto`` picks Spark for the simulator when ``SPARK_MASTER`` is a cluster; files are always read
+    by one streaming process (the Spark job of 02 is where a file meets the cluster).
+    """
+    from lib.data.spark import is_local
+
+    if choice not in ENGINES:
+        raise ParameterError(f"SIMULATE_ENGINE={choice!r}: use one of {', '.join(ENGINES)}")
+    if choice == "auto":
+        return "spark" if source == "simulator" and not is_local(spark_master) else "numpy"
+    if choice == "spark" and source != "simulator":
+        raise ParameterError(f"SIMULATE_ENGINE=spark runs the simulator; SOURCE={source!r} is read by one process")
+    return choice
+
+
 def acquire(
-    source: str, out: Path, rows: int, seed: int, sample_size: int = 0, drift: DriftScenario | None = None
+    source: str,
+    out: Path,
+    rows: int,
+    seed: int,
+    sample_size: int = 0,
+    drift: DriftScenario | None = None,
+    spark=None,
 ) -> dict:
-    """Load ``source``, optionally sample it, validate every row, and write ``out`` atomically."""
+    """Load ``source``, optionally sample it, validate every row, and write ``out`` atomically.
+
+    With a ``spark`` session (``engine(...) == "spark"``) the simulator runs on it, writing a Parquet folder.
+    """
+    if spark is not None:
+        from lib.data.simulate_spark import simulate_parquet
+
+        if sample_size:
+            raise ParameterError("SAMPLE_SIZE samples a file SOURCE; the simulator on Spark makes exactly ROWS rows")
+        return simulate_parquet(spark, rows, seed, drift, out)
     batches = source_batches(source, rows, seed, drift)
     if sample_size:
         batches = sample_rows(batches, sample_size, seed)
@@ -238,6 +273,7 @@ def acquire(
         "fraud_rate": summary.frauds / summary.rows,
         "type_counts": dict(sorted(summary.type_counts.items())),
         "raw_sha256": file_sha256(path),
+        "engine": "numpy (one process)",
     }
 
 

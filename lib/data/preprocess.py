@@ -9,7 +9,6 @@ import json
 import math
 import operator
 import os
-import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,50 +24,8 @@ from lib.data.processed import KEPT_COLUMNS, MANIFEST, SPLITS, SplitWindows
 from lib.errors import DataValidationError
 from lib.features import FEATURE_SETS, FEATURE_SPEC_VERSION, FEATURES, INPUT_COLUMNS, describe
 from lib.hashing import file_sha256
-from lib.schema import RAW_COLUMNS, RAW_SCHEMA
-
-_LOG4J = Path(__file__).with_name("spark-log4j2.properties").as_uri()
-
-
-def spark_session(master: str = "local[*]", driver_memory: str = "4g", app_name: str = "fraud-preprocess"):
-    """A SparkSession for ``master`` (``local[*]``, ``spark://host:7077`` or ``k8s://...``)."""
-    from pyspark.sql import SparkSession
-
-    session = (
-        SparkSession.builder.master(master)
-        .appName(app_name)
-        .config("spark.driver.memory", driver_memory)
-        .config("spark.driver.extraJavaOptions", f"-Dlog4j.configurationFile={_LOG4J}")
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.ui.enabled", "false")
-        .config("spark.sql.shuffle.partitions", "8")
-        # measured on the full data set: LZ4 and no dictionary pages write ~1.5x faster than the defaults
-        .config("spark.sql.parquet.compression.codec", "lz4_raw")
-        .config("spark.hadoop.parquet.enable.dictionary", "false")
-        # v2 pages list one encoding per column chunk; v1 pages list a HashSet of enums, whose order
-        # changes between JVMs (apache/parquet-java#3215), so the same data hashed differently per run
-        .config("spark.hadoop.parquet.writer.version", "v2")
-        # size checks every 1,000-100,000 rows (not from every 100) and no 20,000-row cap on pages;
-        # pages still close at parquet.page.size (1 MB)
-        .config("spark.hadoop.parquet.page.size.row.check.min", "1000")
-        .config("spark.hadoop.parquet.page.size.row.check.max", "100000")
-        .config("spark.hadoop.parquet.page.row.count.limit", "1000000")
-        # one open writer per split instead of sorting every task's rows by split before writing
-        .config("spark.sql.maxConcurrentOutputFileWriters", "4")
-        .config("spark.ui.showConsoleProgress", "false")
-        .getOrCreate()
-    )
-    session.sparkContext.setLogLevel("ERROR")
-    return session
-
-
-def spark_schema():
-    """The raw contract (``lib.schema``) as a Spark schema."""
-    from pyspark.sql import types as T
-
-    mapping = {"int32": T.IntegerType(), "int8": T.ByteType(), "double": T.DoubleType(), "string": T.StringType()}
-    return T.StructType([T.StructField(f.name, mapping[str(f.type)], True) for f in RAW_SCHEMA])
-
+from lib.data.spark import spark_schema, stable_file_names
+from lib.schema import RAW_COLUMNS
 
 class SparkBackend:
     """Evaluates ``lib.features`` formulas into Spark Column expressions."""
@@ -223,7 +180,7 @@ def run_job(
                 f"Find the bad rows with `python -m lib validate {source}`."
             ) from exc
         job_seconds = time.perf_counter() - began
-        _stable_file_names(tmp)
+        stable_file_names(tmp)
         counts = _split_counts(tmp)
         manifest = {
             "feature_spec_version": FEATURE_SPEC_VERSION,
@@ -239,18 +196,6 @@ def run_job(
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))  # same data -> same bytes
     return {**manifest, "spark_master": spark.sparkContext.master, "job_seconds": round(job_seconds, 2)}
-
-
-_PART_NAME = re.compile(r"^(part-\d+)-[0-9a-f-]{36}(\.c\d+)?(\..*)?$")
-
-
-def _stable_file_names(folder: Path) -> None:
-    """Drop the random job id Spark puts in file names (and its checksums), so equal data hashes equally."""
-    for path in list(folder.rglob("*")):
-        if (path.name.startswith(".") and path.name.endswith(".crc")) or path.name == "_SUCCESS":
-            path.unlink()
-        elif match := _PART_NAME.match(path.name):
-            path.rename(path.with_name("".join(g or "" for g in match.groups())))
 
 
 def _split_counts(folder: Path) -> dict[str, dict]:

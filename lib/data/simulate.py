@@ -82,7 +82,7 @@ _CASHOUT_DEST_EXACT = 0.43
 _CASHOUT_LOW_BALANCE = 0.04  # fraud CASH_OUT whose recorded origin balance is below the amount
 _FLAG_THRESHOLD = 200_000.0
 
-_BLOCK_ROWS = 1_000_000
+BLOCK_ROWS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -294,31 +294,57 @@ def _block(rng, genuine: np.ndarray, step_lo: int, fraud: dict, drift: DriftScen
     return pa.RecordBatch.from_arrays(list(columns.values()), schema=RAW_SCHEMA)
 
 
-def simulate_batches(
-    rows: int, seed: int, drift: DriftScenario | None = None, block_rows: int = _BLOCK_ROWS
-) -> Iterator[pa.RecordBatch]:
-    """Yield the simulated transactions in step order, in blocks of whole steps."""
+@dataclass(frozen=True)
+class Block:
+    """Whole steps ``first_step``.. of the simulation and everything needed to generate their rows anywhere
+    (this process or a Spark task): genuine counts per step and type, the frauds, its own random stream."""
+
+    first_step: int
+    genuine: np.ndarray
+    fraud: dict[str, np.ndarray]
+    seed: np.random.SeedSequence
+
+    @property
+    def rows(self) -> int:
+        return int(self.genuine.sum() + 2 * self.fraud["chunks"].sum())
+
+
+def plan_blocks(rows: int, seed: int, block_rows: int = BLOCK_ROWS) -> list[Block]:
+    """The simulation's blocks of whole steps (at most ``block_rows`` rows each, unless one step has more)."""
     if rows < 1:
         raise ParameterError(f"ROWS={rows} must be a positive number of transactions")
-    drift = drift or DriftScenario()
     root = np.random.SeedSequence(seed)
     plan_seed, *block_seeds = root.spawn(N_STEPS + 1)
     genuine, balances, fraud_steps = _plan(rows, np.random.default_rng(plan_seed))
     chunks = np.ceil(balances / FRAUD_CAP).astype(np.int64)
     fraud_per_step = np.bincount(fraud_steps, weights=2 * chunks, minlength=N_STEPS + 1)[1:]
     rows_per_step = genuine.sum(axis=1) + fraud_per_step
-    lo = 0
+    blocks, lo = [], 0
     while lo < N_STEPS:
         hi = lo + 1
         while hi < N_STEPS and rows_per_step[lo : hi + 1].sum() <= block_rows:
             hi += 1
         in_block = (fraud_steps >= lo + 1) & (fraud_steps <= hi)
         fraud = {"balances": balances[in_block], "chunks": chunks[in_block], "steps": fraud_steps[in_block]}
-        rng = np.random.default_rng(block_seeds[lo])
-        batch = _block(rng, genuine[lo:hi], lo + 1, fraud, drift)
+        blocks.append(Block(lo + 1, genuine[lo:hi], fraud, block_seeds[lo]))
+        lo = hi
+    return blocks
+
+
+def simulate_block(block: Block, drift: DriftScenario | None = None) -> pa.RecordBatch:
+    """The rows of one block, ordered by step."""
+    rng = np.random.default_rng(block.seed)
+    return _block(rng, block.genuine, block.first_step, block.fraud, drift or DriftScenario())
+
+
+def simulate_batches(
+    rows: int, seed: int, drift: DriftScenario | None = None, block_rows: int = BLOCK_ROWS
+) -> Iterator[pa.RecordBatch]:
+    """Yield the simulated transactions in step order, in blocks of whole steps."""
+    for block in plan_blocks(rows, seed, block_rows):
+        batch = simulate_block(block, drift)
         if batch.num_rows:
             yield batch
-        lo = hi
 
 
 def simulate_table(rows: int, seed: int, drift: DriftScenario | None = None) -> pa.Table:

@@ -9,9 +9,9 @@ import orjson
 import pandas as pd
 
 from lib import atomic
+from lib.daemons import free_port
 from lib.data.acquire import read_window
 from lib.stream.kafka import ReplayStats, Topics, encode_transactions, read_topic, replay
-from lib.stream.local import free_port
 from lib.stream.scorer import start_scorer_process, stop_scorer_process
 
 

@@ -9,18 +9,15 @@ Set ``KAFKA_BOOTSTRAP_SERVERS`` to use any other cluster instead; nothing here r
 """
 
 import importlib.util
-import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
-from lib import atomic
+from lib import atomic, daemons
 from lib.config import get_settings
 from lib.errors import PipelineError
 
@@ -100,12 +97,6 @@ def _java() -> str:
     return java
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def answers(bootstrap: str, timeout: float = 2.0) -> bool:
     """True when a Kafka broker at ``bootstrap`` answers a metadata request."""
     from kafka import KafkaAdminClient
@@ -138,8 +129,8 @@ class LocalBroker:
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
-        self.port = self.port or free_port()
-        self.controller_port = self.controller_port or free_port()
+        self.port = self.port or daemons.free_port()
+        self.controller_port = self.controller_port or daemons.free_port()
 
     @property
     def bootstrap(self) -> str:
@@ -206,20 +197,12 @@ class LocalBroker:
             )  # fmt: skip
             if done.returncode != 0:
                 raise KafkaError(f"formatting Kafka storage in {self.data_dir} failed:\n{done.stdout}{done.stderr}")
-        log = self.log_file.open("ab")
-        process = subprocess.Popen(
-            [*self._classpath(), "kafka.Kafka", str(props)],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, preexec_fn=None if detach else _die_with_parent,
-        )  # fmt: skip
-        log.close()
-        self.pid = process.pid
+        self.pid = daemons.spawn([*self._classpath(), "kafka.Kafka", str(props)], self.log_file, detach=detach)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise KafkaError(
-                    f"the Kafka broker exited with {process.returncode}; see {self.log_file}:\n{self._tail()}"
-                )
+            if not daemons.alive(self.pid):
+                self.pid = None
+                raise KafkaError(f"the Kafka broker exited; see {self.log_file}:\n{self._tail()}")
             if answers(self.bootstrap, timeout=1.0):
                 return self
             time.sleep(0.3)
@@ -235,59 +218,19 @@ class LocalBroker:
             return ""
 
     def running(self) -> bool:
-        if not self.pid:
-            return False
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+        return bool(self.pid) and daemons.alive(self.pid)
 
     def stop(self, timeout: float = 30.0, kill: bool = False) -> None:
         """Stop the broker: a clean shutdown (SIGTERM), or SIGKILL when ``kill`` or after ``timeout``."""
-        if not self.pid:
-            return
-        pid, self.pid = self.pid, None
-        try:
-            os.kill(pid, signal.SIGKILL if kill else signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if _reaped(pid):
-                return
-            time.sleep(0.1)
-        os.kill(pid, signal.SIGKILL)
-        while not _reaped(pid):
-            time.sleep(0.1)
+        if self.pid:
+            pid, self.pid = self.pid, None
+            daemons.stop([pid], timeout, kill)
 
     def __enter__(self) -> "LocalBroker":
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
-
-
-def _reaped(pid: int) -> bool:
-    try:
-        waited, _ = os.waitpid(pid, os.WNOHANG)
-        if waited == pid:
-            return True
-    except ChildProcessError:  # not our child (kafka-local stop from another process)
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
-
-
-def _die_with_parent() -> None:
-    import ctypes
-
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _cluster_id() -> str:
@@ -304,12 +247,7 @@ def _state_file() -> Path:
 
 
 def read_state() -> LocalBroker | None:
-    try:
-        state = json.loads(_state_file().read_text())
-    except (OSError, ValueError):
-        return None
-    broker = LocalBroker(**{**state, "data_dir": Path(state["data_dir"])})
-    return broker if broker.running() else None
+    return daemons.load_state(_state_file(), LocalBroker)
 
 
 def start_background(data_dir: Path | None = None, port: int = 0) -> LocalBroker:
@@ -317,8 +255,7 @@ def start_background(data_dir: Path | None = None, port: int = 0) -> LocalBroker
     if running:
         return running
     broker = LocalBroker(data_dir or cache_dir() / "local-data", port=port).start(detach=True)
-    state = {**asdict(broker), "data_dir": str(broker.data_dir)}
-    atomic.write_text(_state_file(), json.dumps(state, indent=1))
+    daemons.save_state(_state_file(), broker)
     return broker
 
 

@@ -12,7 +12,8 @@ from pyspark.sql import functions as F
 from lib import features
 from lib.data.acquire import write_batches
 from lib.errors import DataValidationError, ParameterError
-from lib.data.preprocess import _session_conf, even_split_bytes, feature_columns, run_job, spark_session
+from lib.data.preprocess import _session_conf, even_split_bytes, feature_columns, run_job
+from lib.data.spark import spark_session
 from lib.data.processed import SPLITS, SplitWindows, load_split, read_manifest
 from lib.schema import RAW_SCHEMA
 from lib.data.simulate import simulate_batches

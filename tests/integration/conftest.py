@@ -3,7 +3,6 @@
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -13,13 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from lib.config import PROJECT_ROOT
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from lib.daemons import free_port
+from tests.conftest import project_env
 
 
 def wait_for(check, what: str, timeout: float = 120.0, process: subprocess.Popen | None = None) -> None:
@@ -36,20 +30,12 @@ def wait_for(check, what: str, timeout: float = 120.0, process: subprocess.Popen
     raise TimeoutError(f"{what} not ready after {timeout:.0f} s")
 
 
-def run_pipeline(home: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    """``python run_pipeline.py`` as a user runs it, with runs, MLflow and the DVC remote in ``home``."""
-    base = {
-        "PATH": f"{PROJECT_ROOT / '.venv' / 'bin'}:/usr/bin:/bin",
-        "HOME": str(home),
-        "FRAUD_RUNS_DIR": str(home / "runs"),
-        "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
-        "FRAUD_MLFLOW_ARTIFACT_ROOT": (home / "artifacts").as_uri(),
-        # the Kafka jars 06_stream's embedded broker needs stay in the real cache (fetched once)
-        "XDG_CACHE_HOME": os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache")),
-    }
+def run_pipeline(project: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``python run_pipeline.py`` as a user runs it, in ``project``: a copy of the checkout (``copy_project``),
+    whose runs/, data/, mlflow.db and DVC remote it writes."""
     command = [sys.executable, "run_pipeline.py", *args]
     done = subprocess.run(
-        command, cwd=PROJECT_ROOT, env={**base, **(env or {})}, capture_output=True, text=True, timeout=1200
+        command, cwd=project, env=project_env(project, **(env or {})), capture_output=True, text=True, timeout=1800
     )
     assert done.returncode == 0, done.stdout + done.stderr
     return done

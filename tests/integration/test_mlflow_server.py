@@ -8,7 +8,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from lib.config import PROJECT_ROOT
-from tests.conftest import REAL_SAMPLE
+from tests.conftest import REAL_SAMPLE, copy_project
 from tests.integration.conftest import run_pipeline
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -17,20 +17,12 @@ MODEL = "paysim-fraud-detector"
 
 @pytest.fixture(scope="module")
 def trained(mlflow_server, tmp_path_factory):
-    home = tmp_path_factory.mktemp("server-run")
-    paths = {
-        "RAW_PATH": home / "raw.parquet",
-        "PROCESSED_PATH": home / "processed",
-        "MODELS_PATH": home / "models",
-        "BUNDLE_PATH": home / "bundle",
-    }
+    home = copy_project(tmp_path_factory.mktemp("server-run"))
     args = [f"--only={nb}" for nb in ("01_acquire", "02_preprocess", "04_train", "05_evaluate")]
-    params = ["-p", "ROWS=60000", "-p", "MLP_EPOCHS=2", *(f"-p{k}={v}" for k, v in paths.items())]
     env = {"MLFLOW_TRACKING_URI": mlflow_server}
-    run_pipeline(home, *args, *params, "--force", env=env)
-    evaluate_params = [f"-p{k}={v}" for k, v in paths.items() if k != "RAW_PATH"]
-    again = run_pipeline(home, "--only=05_evaluate", *evaluate_params, env=env)  # the same model again: a tie
-    return home, paths, again.stdout
+    run_pipeline(home, *args, "-p", "ROWS=60000", "-p", "MLP_EPOCHS=2", "--force", env=env)
+    again = run_pipeline(home, "--only=05_evaluate", env=env)  # the same model again: a tie
+    return home, {"BUNDLE_PATH": home / "data" / "bundle"}, again.stdout
 
 
 def test_candidates_are_nested_runs_with_curves_models_and_lineage(mlflow_server, trained):

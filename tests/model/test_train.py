@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lib.errors import ParameterError
-from lib.model import train
+from lib.model import mlp, train
 
 pytestmark = pytest.mark.slow
 
@@ -58,19 +58,19 @@ def test_xgboost_stops_early_on_validation_auprc_and_keeps_only_the_best_trees(w
 
 
 def test_positive_weight_policies():
-    y = np.array([0] * 99 + [1])
-    assert train.positive_weight("sqrt", y) == pytest.approx(np.sqrt(99))
-    assert train.positive_weight("balanced", y) == 99 and train.positive_weight("none", y) == 1
-    assert train.positive_weight(2.5, y) == 2.5 and train.positive_weight("3", y) == 3
+    window = (1, 100)  # one fraud in 100 transactions
+    assert train.positive_weight("sqrt", *window) == pytest.approx(np.sqrt(99))
+    assert train.positive_weight("balanced", *window) == 99 and train.positive_weight("none", *window) == 1
+    assert train.positive_weight(2.5, *window) == 2.5 and train.positive_weight("3", *window) == 3
     for bad in ("heavy", -1, 0):
         with pytest.raises(ParameterError, match="POS_WEIGHT"):
-            train.positive_weight(bad, y)
+            train.positive_weight(bad, *window)
     with pytest.raises(ParameterError, match="no frauds"):
-        train.positive_weight("sqrt", np.zeros(10))
+        train.positive_weight("sqrt", 0, 10)
 
 
 def test_tf_data_streams_every_row_once_per_epoch_shuffled_differently(processed, windows):
-    dataset = train.parquet_dataset(processed, "train", "realtime_safe", batch_size=4096, seed=3, chunk_rows=20_000)
+    dataset = mlp.parquet_dataset(processed, "train", "realtime_safe", batch_size=4096, seed=3, chunk_rows=20_000)
     epochs = [[(x.numpy(), y.numpy()) for x, y in dataset] for _ in range(2)]
     expected = windows["realtime_safe"]["train"]
     for batches in epochs:
@@ -82,19 +82,19 @@ def test_tf_data_streams_every_row_once_per_epoch_shuffled_differently(processed
 
 
 def test_mlp_trains_and_models_round_trip_in_native_formats(processed, windows, tmp_path):
-    mlp = train.fit_mlp(
+    network = mlp.fit_mlp(
         processed, windows["full"]["train"], windows["full"]["validation"], seed=1, epochs=3, batch_size=1024
     )
-    assert mlp.kind == "keras" and len(mlp.history["validation_auprc"]) <= 3
-    assert 0 < mlp.validation_auprc <= 1 and mlp.model.layers[0].name == "normalise"
+    assert network.kind == "keras" and len(network.history["validation_auprc"]) <= 3
+    assert 0 < network.validation_auprc <= 1 and network.model.layers[0].name == "normalise"
     booster = fit(windows, max_rounds=30)
-    train.save_candidates([booster, mlp], tmp_path / "models", {booster.name: {"mlflow_run_id": "abc"}})
+    train.save_candidates([booster, network], tmp_path / "models", {booster.name: {"mlflow_run_id": "abc"}})
     files = sorted(p.name for p in (tmp_path / "models").rglob("*") if p.is_file())
     assert files == ["candidates.json", "model.keras", "model.ubj"]  # native formats, no pickle
     listing = json.loads((tmp_path / "models" / "candidates.json").read_text())
     assert listing[0]["mlflow_run_id"] == "abc" and listing[1]["feature_set"] == "full"
     X = windows["full"]["validation"].X
-    for (loaded, _), original in zip(train.load_candidates(tmp_path / "models"), (booster, mlp), strict=True):
+    for (loaded, _), original in zip(train.load_candidates(tmp_path / "models"), (booster, network), strict=True):
         np.testing.assert_allclose(loaded.predict(X), original.predict(X), atol=1e-6)
     with pytest.raises(ParameterError, match="run 04_train first"):
         train.load_candidates(tmp_path / "elsewhere")

@@ -183,8 +183,8 @@ def test_every_panel_query_returns_data_from_a_real_prometheus(tmp_path, kafka, 
         # 07_drift_report's push, from a real (small) drift report
         raw = tmp_path / "raw.parquet"
         pq.write_table(simulate_table(20_000, seed=4), raw)
-        reference = drift.window_frame(raw, (1, 300), "full", 0, 0)
-        current = drift.window_frame(raw, (351, 743), "full", 0, 0)
+        reference = drift.window_frame(raw, (1, 250), "full", 0, 0)
+        current = drift.window_frame(raw, (401, 743), "full", 0, 0)
         _, summary = drift.drift_report(reference, current, "full", 0.1, 0.1)
         scorer_core = scoring.Scorer.from_folder(bundle)
         _, deltas = drift.quality_report(

@@ -1,0 +1,178 @@
+"""01, 02 and 04 on a real Spark standalone cluster (2 workers) give what they give on one machine."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from sklearn.metrics import average_precision_score
+
+from lib.config import PROJECT_ROOT
+from lib.daemons import free_port
+from lib.data.preprocess import run_job
+from lib.data.processed import SplitWindows
+from lib.data.simulate import simulate_batches, simulate_table
+from lib.data.simulate_spark import simulate_parquet
+from lib.data.spark import check_master, spark_session
+from lib.errors import ParameterError
+from lib.hashing import content_sha256
+from lib.model import batch, train, train_spark
+from lib.pipeline.runner import declared_parameters, load_profile
+from lib.serving import scoring
+from tests.conftest import REAL_SAMPLE, bundle_info, copy_project
+from tests.integration.conftest import run_pipeline
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def default_profile() -> tuple[int, int, SplitWindows, dict]:
+    """ROWS and SEED of params/default.yaml, 02's split windows and 04's XGBoost parameters, as the notebooks declare them."""
+    profile = load_profile("default", PROJECT_ROOT / "params")
+    windows = declared_parameters(PROJECT_ROOT / "notebooks" / "02_preprocess.ipynb")
+    trained = declared_parameters(PROJECT_ROOT / "notebooks" / "04_train.ipynb")
+
+    def value(declared, name):
+        return eval(declared[name]["default"])
+
+    params = dict(
+        seed=value(trained, "TRAIN_SEED"), pos_weight=value(trained, "POS_WEIGHT"),
+        max_rounds=value(trained, "XGB_MAX_ROUNDS"), early_stopping=value(trained, "XGB_EARLY_STOPPING_ROUNDS"),
+        learning_rate=value(trained, "XGB_LEARNING_RATE"), max_depth=value(trained, "XGB_MAX_DEPTH"),
+    )  # fmt: skip
+    split = SplitWindows(value(windows, "TRAIN_END_STEP"), value(windows, "VALIDATION_END_STEP"))
+    return profile["ROWS"], profile["SEED"], split, params
+
+
+@pytest.fixture
+def cluster_spark(spark_cluster):
+    spark = spark_session(spark_cluster.master_url, "1g", "tests-cluster", "1500m")
+    yield spark
+    spark.stop()
+
+
+@pytest.fixture(scope="module")
+def default_data(spark_cluster, tmp_path_factory):
+    """The default profile's raw data simulated on the cluster, and its features computed there and on local[*]."""
+    rows, seed, windows, _ = default_profile()
+    folder = tmp_path_factory.mktemp("default-data")
+    spark = spark_session(spark_cluster.master_url, "1g", "tests-cluster", "1500m")
+    try:
+        simulate_parquet(spark, rows, seed, None, folder / "raw.parquet")
+        run_job(spark, folder / "raw.parquet", folder / "processed-cluster", windows)
+    finally:
+        spark.stop()
+    local = spark_session("local[*]", "2g", "tests-local")
+    try:
+        run_job(local, folder / "raw.parquet", folder / "processed-local", windows)
+    finally:
+        local.stop()
+    return folder
+
+
+def test_simulator_on_spark_gives_the_numpy_rows(cluster_spark, default_data, tmp_path):
+    """Many blocks (tasks) on 2 workers: the same rows, in the same order, as the one-process simulator
+    with the same block size; and the default profile's data (production block size) too."""
+    out = tmp_path / "raw.parquet"
+    summary = simulate_parquet(cluster_spark, 150_000, 7, None, out, block_rows=20_000)
+    assert summary["engine"].startswith("spark (spark://") and "blocks" in summary["engine"]
+    parts = sorted(p.name for p in out.iterdir())
+    assert len(parts) >= 7 and parts[0] == "part-00000.c000.lz4raw.parquet"
+    on_spark = pq.read_table(out)
+    numpy = pa.Table.from_batches(list(simulate_batches(150_000, 7, block_rows=20_000)))
+    assert on_spark.schema.equals(numpy.schema) and on_spark.equals(numpy)
+    assert summary["rows"] == 150_000 and summary["frauds"] == int(numpy.column("isFraud").to_numpy().sum())
+    rows, seed, *_ = default_profile()
+    assert pq.read_table(default_data / "raw.parquet").equals(simulate_table(rows, seed))
+
+
+def test_preprocess_on_the_cluster_gives_the_local_bytes(default_data):
+    assert content_sha256(default_data / "processed-local") == content_sha256(default_data / "processed-cluster")
+
+
+def test_xgboost_on_spark_matches_the_local_trainer_and_its_bundle_scores_real_rows(
+    cluster_spark, default_data, tmp_path
+):
+    processed = default_data / "processed-cluster"
+    *_, params = default_profile()
+    on_spark = train_spark.fit_xgboost(cluster_spark, processed, "full", **params)
+    windows = {s: train.load_matrix(processed, s) for s in ("train", "validation")}
+    local = train.fit_xgboost(windows["train"], windows["validation"], **params)
+    assert on_spark.params["num_workers"] == 2 and on_spark.params["trainer"] == "spark"
+    # the AUPRC Spark computed is scikit-learn's, on the trees it kept
+    driver_side = average_precision_score(
+        windows["validation"].y, on_spark.model.inplace_predict(windows["validation"].X)
+    )
+    assert on_spark.validation_auprc == pytest.approx(driver_side, abs=1e-9)
+    assert abs(on_spark.validation_auprc - local.validation_auprc) <= 0.002, (
+        on_spark.validation_auprc,
+        local.validation_auprc,
+    )
+    assert on_spark.best_iteration >= 9, "tens of trees, not one"
+    assert {"validation_logloss", "validation_aucpr"} <= set(on_spark.history)
+    bundle = scoring.export_bundle(tmp_path / "bundle", on_spark.model, bundle_info(candidate=on_spark.name))
+    scored = batch.score_file(scoring.Scorer.from_folder(bundle), str(REAL_SAMPLE), tmp_path / "scores.csv")
+    assert scored["rows"] == 19_999 and scored["frauds"] == 81 and scored["auprc"] > 0.5
+
+
+def test_spark_local_start_status_stop(tmp_path):
+    env = {
+        "PATH": f"{PROJECT_ROOT / '.venv' / 'bin'}:/usr/bin:/bin",
+        "XDG_CACHE_HOME": str(tmp_path),
+        "HOME": str(tmp_path),
+    }
+
+    def cli(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "lib", "spark-local", *args], cwd=PROJECT_ROOT, env=env,
+            capture_output=True, text=True, timeout=180,
+        )  # fmt: skip
+
+    assert cli("status").returncode == 3
+    started = cli("start", "--workers", "2", "--memory", "1g")
+    assert started.returncode == 0 and "SPARK_MASTER=spark://127.0.0.1:" in started.stdout, started.stderr
+    try:
+        status = cli("status")
+        assert status.returncode == 0 and "ALIVE: 2 workers" in status.stdout
+        master = started.stdout.split("SPARK_MASTER=")[1].split()[0]
+        check_master(master)  # accepts connections
+    finally:
+        stopped = cli("stop")
+    assert stopped.stdout.strip() == "stopped" and cli("status").returncode == 3
+    with pytest.raises(ParameterError, match="no Spark master accepts connections"):
+        check_master(master)
+
+
+@pytest.mark.parametrize(
+    ("master", "message"),
+    [
+        (f"spark://127.0.0.1:{free_port()}", "no Spark master accepts connections there"),
+        ("spark://nohost", "is not HOST:PORT"),
+        ("sprak://127.0.0.1:7077", "is not a Spark master URL"),
+        ("local[two]", "is not a Spark master URL"),
+    ],
+)
+def test_a_bad_or_unreachable_master_is_refused_with_its_name(master, message):
+    with pytest.raises(ParameterError, match=message) as refused:
+        spark_session(master, "1g", "tests-bad-master")
+    assert master in str(refused.value)
+
+
+def test_the_pipeline_runs_01_to_05_on_the_cluster(spark_cluster, tmp_path):
+    """The README's run command with SPARK_MASTER on the cluster: 01 simulates there, 02 computes the
+    features there, 04 trains XGBoost there (TRAINER=spark); 05 gates and exports as always."""
+    project = copy_project(tmp_path / "project")
+    run_pipeline(
+        project, "--until", "05_evaluate", "-p", "ROWS=60000", "-p", f"SPARK_MASTER={spark_cluster.master_url}",
+        "-p", "TRAINER=spark", "-p", "MLP_EPOCHS=1", "-p", "SPARK_DRIVER_MEMORY=1g",
+    )  # fmt: skip
+
+    outputs = json.loads((project / "runs" / "latest" / "outputs.json").read_text())
+    assert outputs["01_acquire"]["engine"].startswith(f"spark ({spark_cluster.master_url}")
+    assert outputs["02_preprocess"]["spark_master"] == spark_cluster.master_url
+    assert outputs["04_train"]["trainer"] == "spark" and outputs["05_evaluate"]["champion_version"] == "1"
+    assert (project / "data" / "raw" / "transactions.parquet").is_dir()  # written by the executors
+    bundle = scoring.Scorer.from_folder(project / "data" / "bundle")
+    assert bundle.info.candidate.startswith("xgboost_") and np.isfinite(outputs["05_evaluate"]["champion_test_auprc"])
