@@ -26,12 +26,15 @@ pytestmark = pytest.mark.slow
 def spark():
     session = spark_session("local[2]", driver_memory="2g", app_name="tests")
     yield session
+    session.stop()
 
 
 @pytest.fixture(scope="module")
 def raw_rows(tmp_path_factory) -> pa.Table:
     """The real sample, simulated rows, and edge cases (zero and huge balances, merchants, step 743)."""
-    real = pacsv.read_csv(REAL_SAMPLE, convert_options=pacsv.ConvertOptions(column_types=dict(zip(RAW_SCHEMA.names, RAW_SCHEMA.types))))
+    real = pacsv.read_csv(
+        REAL_SAMPLE, convert_options=pacsv.ConvertOptions(column_types=dict(zip(RAW_SCHEMA.names, RAW_SCHEMA.types)))
+    )
     simulated = pa.Table.from_batches(list(simulate_batches(30_000, seed=2)))
     edge = pa.Table.from_pylist(
         [
@@ -106,7 +109,9 @@ def test_job_output_matches_numpy_and_splits_respect_time(spark, raw_rows, tmp_p
         assert manifest["splits"][s]["rows"] == len(steps[s])
         assert manifest["splits"][s]["frauds"] == int(parts[s].column("isFraud").to_numpy().sum())
     # the written matrix equals the NumPy one, as multisets of rows (Spark may reorder rows)
-    np.testing.assert_allclose(written_matrix(tmp_path / "processed"), sorted_rows(numpy_matrix(raw_rows)), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(
+        written_matrix(tmp_path / "processed"), sorted_rows(numpy_matrix(raw_rows)), rtol=0, atol=1e-9
+    )
     on_disk = read_manifest(tmp_path / "processed")
     assert on_disk["feature_spec_version"] == features.FEATURE_SPEC_VERSION and on_disk["windows"]["test"] == [301, 743]
     assert [f["name"] for f in on_disk["features"]] == names
@@ -120,7 +125,9 @@ def written_matrix(processed) -> np.ndarray:
     """The job's feature matrix over all splits, rows sorted (Spark may reorder rows)."""
     names = features.feature_names("full")
     parts = [load_split(processed, s) for s in SPLITS]
-    return sorted_rows(np.vstack([np.column_stack([p.column(n).to_numpy().astype(np.float64) for n in names]) for p in parts]))
+    return sorted_rows(
+        np.vstack([np.column_stack([p.column(n).to_numpy().astype(np.float64) for n in names]) for p in parts])
+    )
 
 
 def test_csv_is_read_in_even_splits_and_gives_the_same_features(spark, raw_rows, tmp_path):
@@ -137,7 +144,12 @@ def test_csv_is_read_in_even_splits_and_gives_the_same_features(spark, raw_rows,
         assert len(lengths) % cores == 0 and sum(lengths) == size and lengths[-1] - lengths[0] < len(lengths)
         run_job(spark, csv, tmp_path / "from_csv", SplitWindows(300, 350))
     assert spark.conf.get("spark.sql.files.maxPartitionBytes", None) is None  # the session is as it was
-    run_job(spark, write_batches(raw_rows.to_batches(), tmp_path / "raw.parquet"), tmp_path / "from_parquet", SplitWindows(300, 350))
+    run_job(
+        spark,
+        write_batches(raw_rows.to_batches(), tmp_path / "raw.parquet"),
+        tmp_path / "from_parquet",
+        SplitWindows(300, 350),
+    )
     np.testing.assert_array_equal(written_matrix(tmp_path / "from_csv"), written_matrix(tmp_path / "from_parquet"))
     assert even_split_bytes(spark, str(tmp_path / "raw.parquet")) is None
 
