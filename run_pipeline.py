@@ -12,6 +12,7 @@ import sys
 
 from lib.errors import PipelineError
 from lib.pipeline.runner import parse_overrides, run_pipeline
+from lib.redact import redact
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
             data_version=args.data_version,
         )
     except PipelineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact(exc)}", file=sys.stderr)
         return 2
     return 0 if result.ok else 1
 

@@ -16,14 +16,22 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
 from lib.errors import PipelineError
-from lib.schema import MAX_STEP
+from lib.schema import AMOUNT_MAX, MAX_STEP, NAME_MAX
 
 MAX_BATCH = 10_000  # transactions per batch request
 MAX_BODY_BYTES = 8 * 1024 * 1024  # a full batch of verbose transactions is ~3 MB
+MAX_MESSAGE_BYTES = 64 * 1024  # one transaction as a stream message is ~300 bytes
 
-# the bound keeps sums of amounts and balances finite in float32 (the largest PaySim amount is ~9.2e7)
-Amount = Annotated[float, Field(ge=0, le=1e15, description="in the account currency, cents as decimals")]
-AccountName = Annotated[str, Field(min_length=1, max_length=64)]
+# the bounds of lib.schema, which file validation enforces too
+Amount = Annotated[float, Field(ge=0, le=AMOUNT_MAX, description="in the account currency, cents as decimals")]
+AccountName = Annotated[str, Field(min_length=1, max_length=NAME_MAX)]
+
+
+# A real PaySim fraud (the first one in data/reference/paysim_real_sample.csv): the example the API docs show.
+EXAMPLE = {
+    "transaction_id": "t-0001", "step": 1, "type": "TRANSFER", "amount": 181.0, "nameOrig": "C1305486145",
+    "oldbalanceOrg": 181.0, "newbalanceOrig": 0.0, "nameDest": "C553264065", "oldbalanceDest": 0.0, "newbalanceDest": 0.0,
+}  # fmt: skip
 
 
 class Transaction(TypedDict):
@@ -32,7 +40,7 @@ class Transaction(TypedDict):
     A TypedDict, so validation hands back plain dicts (no model objects to unpack per transaction).
     """
 
-    __pydantic_config__ = ConfigDict(extra="forbid", allow_inf_nan=False)  # type: ignore[misc]
+    __pydantic_config__ = ConfigDict(extra="forbid", allow_inf_nan=False, json_schema_extra={"examples": [EXAMPLE]})  # type: ignore[misc]
 
     transaction_id: NotRequired[Annotated[str | None, Field(max_length=128)]]
     step: Annotated[int, Field(ge=1, le=MAX_STEP, description="hour of the simulated month, 1-744")]
@@ -49,7 +57,12 @@ class Transaction(TypedDict):
 
 
 class BatchRequest(TypedDict):
-    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
+    __pydantic_config__ = ConfigDict(  # type: ignore[misc]
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"transactions": [EXAMPLE, {**EXAMPLE, "transaction_id": "t-0002", "type": "CASH_OUT"}]}]
+        },
+    )
 
     transactions: Annotated[list[Transaction], Field(min_length=1, max_length=MAX_BATCH)]
 
@@ -109,8 +122,14 @@ def parse_transaction(body: bytes) -> dict:
 def parse_message(value: bytes | None) -> dict:
     """Validate one transaction as a stream message carries it (JSON bytes, or None for a tombstone).
 
-    Raises ``RequestError`` 400 when the bytes are not JSON at all, 422 when the JSON breaks the contract.
+    Raises ``RequestError`` 413 beyond ``MAX_MESSAGE_BYTES`` (not even parsed), 400 when the bytes are not
+    JSON at all, 422 when the JSON breaks the contract.
     """
+    if value is not None and len(value) > MAX_MESSAGE_BYTES:
+        raise RequestError(
+            413,
+            [{"field": "message", "reason": f"{len(value):,} bytes; one transaction is at most {MAX_MESSAGE_BYTES:,}"}],
+        )
     try:
         return _TRANSACTION.validate_json(value or b"")
     except ValidationError as exc:

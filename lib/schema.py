@@ -25,6 +25,13 @@ _TYPES = (
     ("isFlaggedFraud", "int8"),
 )
 RAW_COLUMNS: tuple[str, ...] = tuple(name for name, _ in _TYPES)
+
+# The one input contract's bounds, enforced by every entry: file validation (lib validate, 01's loaders,
+# lib score), both APIs and the stream (lib.contract). Amounts and balances are finite, within 0..AMOUNT_MAX
+# (which keeps their sums finite in float32; the largest PaySim amount is ~9.2e7); account names have
+# 1..NAME_MAX characters; step is whole, within 1..MAX_STEP; type one of TRANSACTION_TYPES; labels 0 or 1.
+AMOUNT_MAX = 1e15
+NAME_MAX = 64
 BALANCE_COLUMNS: tuple[str, ...] = ("oldbalanceOrg", "newbalanceOrig", "oldbalanceDest", "newbalanceDest")
 
 

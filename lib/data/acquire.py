@@ -49,7 +49,10 @@ def _check_header(source: str, first_line: bytes, required: tuple[str, ...] = RA
     text = first_line.decode("utf-8", errors="replace").strip()
     if not text:
         raise DataValidationError(f"{source}: the file is empty; expected a header line with {', '.join(RAW_COLUMNS)}.")
-    header = [h.strip().strip('"') for h in text.split(",")]
+    header = [h.strip().strip('"') for h in text.split(",")]  # names are read trimmed: "step, type" is fine
+    repeated = sorted({h for h in header if header.count(h) > 1})
+    if repeated:
+        raise DataValidationError(f"{source}: column(s) {', '.join(f'`{c}`' for c in repeated)} appear more than once in the header; keep one of each.")
     if len(header) == 1:
         for delimiter, name in _OTHER_DELIMITERS.items():
             if delimiter in text:
@@ -84,6 +87,7 @@ def _conversion_error(source: str, header: list[str], exc: pa.ArrowInvalid) -> D
         text = (
             pacsv.read_csv(
                 handle,
+                read_options=_read_options(header),
                 convert_options=pacsv.ConvertOptions(include_columns=[column], column_types={column: pa.string()}),
             )
             .column(column)
@@ -109,6 +113,11 @@ def _parses_as(text: np.ndarray, arrow_type: pa.DataType) -> np.ndarray:
     return ok
 
 
+def _read_options(header: list[str]) -> pacsv.ReadOptions:
+    """The header's trimmed names instead of the file's own first line."""
+    return pacsv.ReadOptions(block_size=_CSV_BLOCK_BYTES, column_names=header, skip_rows=1)
+
+
 def _csv_batches(source: str, required: tuple[str, ...]) -> Iterator[pa.RecordBatch]:
     with _open_source(source) as handle:
         header = _check_header(source, handle.readline(), required)
@@ -117,7 +126,7 @@ def _csv_batches(source: str, required: tuple[str, ...]) -> Iterator[pa.RecordBa
         try:
             reader = pacsv.open_csv(
                 handle,
-                read_options=pacsv.ReadOptions(block_size=_CSV_BLOCK_BYTES),
+                read_options=_read_options(header),
                 convert_options=pacsv.ConvertOptions(
                     column_types={c: RAW_SCHEMA.field(c).type for c in columns},
                     include_columns=columns,
@@ -143,18 +152,41 @@ def _parquet_batches(source: str, required: tuple[str, ...]) -> Iterator[pa.Reco
         except pa.ArrowInvalid as exc:
             raise DataValidationError(f"{source}: is not a readable Parquet file ({exc}).") from exc
         names = parquet.schema_arrow.names
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise DataValidationError(f"{source}: column(s) {', '.join(f'`{c}`' for c in repeated)} appear more than once; keep one of each.")
         missing = [c for c in required if c not in names]
         if missing:
             raise DataValidationError(
                 f"{source}: missing column(s) {', '.join(f'`{c}`' for c in missing)}; it has {names}."
             )
         columns = _wanted(names, required)
+        for name in columns:
+            _check_type(source, name, parquet.schema_arrow.field(name).type)
         schema = pa.schema([RAW_SCHEMA.field(c) for c in columns])
         for batch in parquet.iter_batches(columns=columns):
             try:
                 yield batch.cast(schema)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
                 raise DataValidationError(f"{source}: a column has the wrong type for PaySim ({exc}).") from exc
+
+
+def _check_type(source: str, column: str, found: pa.DataType) -> None:
+    """A Parquet column must hold what the contract says: text for names and type, whole numbers for step
+    and the labels, numbers for money; a bool or a string is never cast into a number."""
+    wanted = RAW_SCHEMA.field(column).type
+    if pa.types.is_dictionary(found):
+        found = found.value_type
+    if pa.types.is_string(wanted):
+        ok, what = pa.types.is_string(found) or pa.types.is_large_string(found), "text"
+    elif pa.types.is_integer(wanted):
+        ok, what = pa.types.is_integer(found), "whole numbers"
+    else:
+        ok, what = pa.types.is_integer(found) or pa.types.is_floating(found) or pa.types.is_decimal(found), "numbers"
+    if not ok:
+        raise DataValidationError(
+            f"{source}: column `{column}` is {found}, but must hold {what} ({wanted}); fix the file's column type."
+        )
 
 
 def read_batches(source: str, required: tuple[str, ...] = RAW_COLUMNS) -> Iterator[pa.RecordBatch]:

@@ -14,19 +14,30 @@ import pyarrow as pa
 from pandera.errors import SchemaErrors
 
 from lib.errors import DataValidationError
-from lib.schema import BALANCE_COLUMNS, LABEL_COLUMNS, MAX_STEP, TRANSACTION_TYPES
+from lib.schema import AMOUNT_MAX, BALANCE_COLUMNS, LABEL_COLUMNS, MAX_STEP, NAME_MAX, TRANSACTION_TYPES
+
+
+def _money(column: str) -> list[pa_schema.Check]:
+    # inf fails the upper bound, NaN the null check: money is finite, as the API contract wants it
+    return [pa_schema.Check.in_range(0, AMOUNT_MAX, error=f"{column} must be a finite number within 0..{AMOUNT_MAX:g}")]
+
+
+def _name(column: str) -> list[pa_schema.Check]:
+    return [pa_schema.Check.str_length(1, NAME_MAX, error=f"{column} must have 1..{NAME_MAX} characters")]
+
 
 _CHECKS: dict[str, list[pa_schema.Check]] = {
     "step": [pa_schema.Check.in_range(1, MAX_STEP, error=f"step must be within 1..{MAX_STEP}")],
     "type": [pa_schema.Check.isin(TRANSACTION_TYPES, error=f"type must be one of {', '.join(TRANSACTION_TYPES)}")],
-    "amount": [pa_schema.Check.ge(0, error="amount must be >= 0")],
-    "nameOrig": [pa_schema.Check.str_length(min_value=1, error="nameOrig must not be empty")],
-    "nameDest": [pa_schema.Check.str_length(min_value=1, error="nameDest must not be empty")],
-    **{c: [pa_schema.Check.ge(0, error=f"{c} must be >= 0")] for c in BALANCE_COLUMNS},
+    "amount": _money("amount"),
+    "nameOrig": _name("nameOrig"),
+    "nameDest": _name("nameDest"),
+    **{c: _money(c) for c in BALANCE_COLUMNS},
     **{c: [pa_schema.Check.isin([0, 1], error=f"{c} must be 0 or 1")] for c in LABEL_COLUMNS},
 }
+# the labels may be absent (files to score); the reader has already required every other column
 TRANSACTION_SCHEMA = pa_schema.DataFrameSchema(
-    {name: pa_schema.Column(checks=checks, nullable=False) for name, checks in _CHECKS.items()},
+    {name: pa_schema.Column(checks=checks, nullable=False, required=name not in LABEL_COLUMNS) for name, checks in _CHECKS.items()},
     strict=False,
 )
 
@@ -84,7 +95,7 @@ def validate_batches(
             if not summary.failures:
                 yield batch
         summary.rows += batch.num_rows
-        summary.frauds += int(frame["isFraud"].sum())
+        summary.frauds += int(frame["isFraud"].sum()) if "isFraud" in frame else 0
         for t, n in frame["type"].value_counts().items():
             summary.type_counts[t] = summary.type_counts.get(t, 0) + int(n)
     if summary.rows == 0:

@@ -8,6 +8,7 @@ credentials come from the standard AWS environment variables.
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -114,8 +115,13 @@ def git_commit(root: Path = PROJECT_ROOT) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
+RUN_ID = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{4}$")  # what the runner names runs
+
+
 def _run_record(version: str, runs_dir: Path) -> dict | None:
-    """What 03_version recorded in run ``version`` (None when ``version`` is not a run id)."""
+    """What 03_version recorded in run ``version`` (None when ``version`` is not the id of a run in ``runs_dir``)."""
+    if not RUN_ID.match(version):
+        return None
     outputs = runs_dir / version / "outputs.json"
     if not outputs.exists():
         return None
@@ -129,10 +135,16 @@ def recorded_dvc_files(version: str, runs_dir: Path, root: Path = PROJECT_ROOT) 
     """The .dvc files of a data version: a pipeline run id (its outputs.json) or a git revision."""
     record = _run_record(version, runs_dir)
     if record is not None:
-        return {f"{t}.dvc": v["dvc_file"] for t, v in record["dvc_versions"].items()}
-    files = subprocess.run(["git", "ls-tree", "-r", "--name-only", version], cwd=root, capture_output=True, text=True)
-    if files.returncode:
-        raise VersioningError(f"--data-version {version}: neither a run in {runs_dir} nor a git revision")
+        return _inside(root, {f"{t}.dvc": v["dvc_file"] for t, v in record["dvc_versions"].items()}, version)
+    known = subprocess.run(
+        ["git", "rev-parse", "--verify", "--quiet", "--end-of-options", f"{version}^{{commit}}"],
+        cwd=root, capture_output=True, text=True,
+    )  # fmt: skip
+    if version.startswith("-") or known.returncode:
+        raise VersioningError(
+            f"--data-version {version!r}: neither the id of a run in {runs_dir} (YYYYMMDD-HHMMSS-xxxx) nor a git revision"
+        )
+    files = subprocess.run(["git", "ls-tree", "-r", "--name-only", known.stdout.strip()], cwd=root, capture_output=True, text=True)
     found = {}
     for name in files.stdout.split():
         if name.endswith(".dvc") and not name.startswith(".dvc/"):
@@ -143,7 +155,20 @@ def recorded_dvc_files(version: str, runs_dir: Path, root: Path = PROJECT_ROOT) 
         raise VersioningError(
             f"git revision {version} has no .dvc files; commit them after a run to version data in git"
         )
-    return found
+    return _inside(root, found, version)
+
+
+def _inside(root: Path, files: dict[str, str], version: str) -> dict[str, str]:
+    """Refuse recorded pointers that would be written outside the project, or that are not .dvc files."""
+    for name in files:
+        target = (root / name).resolve()
+        inside = target.is_relative_to(root.resolve()) and not Path(name).is_absolute()
+        if not inside or not name.endswith(".dvc") or Path(name).parts[0] in (".dvc", ".git"):
+            raise VersioningError(
+                f"--data-version {version}: its record names {name!r}, which is not a .dvc file inside the project "
+                f"{root}; nothing was restored"
+            )
+    return files
 
 
 def _remote_of(version: str, runs_dir: Path, params: dict) -> tuple[str, str]:
@@ -160,7 +185,16 @@ def restore(version: str, runs_dir: Path, params: dict | None = None, root: Path
     ensure_repo(root)
     configure_remote(remote, endpoint_url, root)
     files = recorded_dvc_files(version, runs_dir, root)
-    for name, text in files.items():
-        atomic.write_text(root / name, text)
-    _dvc(root, "pull", "--quiet", "--force", "--remote", REMOTE_NAME, *files, remote=remote)
+    before = {name: (root / name).read_text() if (root / name).exists() else None for name in files}
+    try:
+        for name, text in files.items():
+            atomic.write_text(root / name, text)
+        _dvc(root, "pull", "--quiet", "--force", "--remote", REMOTE_NAME, *files, remote=remote)
+    except Exception:  # the pointers go back to what they were: the working copy is left as it was
+        for name, text in before.items():
+            if text is None:
+                (root / name).unlink(missing_ok=True)
+            else:
+                atomic.write_text(root / name, text)
+        raise
     return [name[: -len(".dvc")] for name in files]

@@ -9,6 +9,7 @@ import pyarrow.csv as pacsv
 
 from lib import atomic, features
 from lib.data.acquire import read_batches
+from lib.data.validate import ValidationSummary, validate_batches
 from lib.errors import ParameterError
 from lib.serving.scoring import Scorer
 
@@ -20,34 +21,45 @@ def _columns(batch: pa.RecordBatch) -> dict[str, np.ndarray]:
 
 
 def score_file(scorer: Scorer, source: str, output: str | Path) -> dict[str, Any]:
-    """Score a PaySim CSV/Parquet file batch by batch into a CSV (written atomically).
+    """Score a PaySim CSV/Parquet file batch by batch into a CSV, written atomically.
 
-    The output keeps the identifying columns, adds ``fraud_probability`` and ``is_fraud``, and the
-    file's labels when it has them; the summary includes AUPRC when labels are present.
+    Every value is checked with the file contract (``lib.data.validate``, the bounds the APIs use too);
+    a bad value stops the command with the column, the row and the value, and no output. The output
+    keeps the identifying columns, adds ``fraud_probability`` and ``is_fraud``, and the file's labels
+    when it has them; the summary includes AUPRC when labels are present. It is renamed into place
+    only once everything, the summary included, has succeeded.
     """
     output = Path(output)
     if output.suffix.lower() != ".csv":
         raise ParameterError(f"--output {output}: scores are written as CSV; give a path ending in .csv")
-    labels, probabilities, rows = [], [], 0
-    with atomic.staged_file(output) as tmp:
-        writer = None
-        for batch in read_batches(source, required=features.INPUT_COLUMNS):
-            probability, decision = scorer.score_columns(_columns(batch))
-            out = {name: batch.column(name) for name in KEPT}
-            out["fraud_probability"] = pa.array(probability)
-            out["is_fraud"] = pa.array(decision.astype(np.int8))
-            if "isFraud" in batch.schema.names:
-                out["isFraud"] = batch.column("isFraud")
-                labels.append(batch.column("isFraud").to_numpy())
-                probabilities.append(probability)
-            table = pa.table(out)
-            if writer is None:
-                writer = pacsv.CSVWriter(tmp, table.schema, write_options=pacsv.WriteOptions(quoting_style="none"))
-            writer.write_table(table)
-            rows += len(batch)
-        if writer is None:
-            raise ParameterError(f"{source}: no rows to score")
-        writer.close()
+    labels, probabilities = [], []
+    checked = ValidationSummary()
+    try:
+        with atomic.staged_file(output) as tmp:
+            writer = None
+            for batch in validate_batches(read_batches(source, required=features.INPUT_COLUMNS), source, checked):
+                probability, decision = scorer.score_columns(_columns(batch))
+                out = {name: batch.column(name) for name in KEPT}
+                out["fraud_probability"] = pa.array(probability)
+                out["is_fraud"] = pa.array(decision.astype(np.int8))
+                if "isFraud" in batch.schema.names:
+                    out["isFraud"] = batch.column("isFraud")
+                    labels.append(batch.column("isFraud").to_numpy())
+                    probabilities.append(probability)
+                table = pa.table(out)
+                if writer is None:
+                    writer = pacsv.CSVWriter(tmp, table.schema, write_options=pacsv.WriteOptions(quoting_style="none"))
+                writer.write_table(table)
+            writer.close()
+            summary = _summary(scorer, checked.rows, output, labels, probabilities)
+    except OSError as exc:
+        raise ParameterError(
+            f"--output {output}: cannot be written ({exc.strerror or exc}); choose a writable path"
+        ) from exc
+    return summary
+
+
+def _summary(scorer: Scorer, rows: int, output: Path, labels: list, probabilities: list) -> dict[str, Any]:
     summary: dict[str, Any] = {"rows": rows, "output": str(output), "model": scorer.info.model_name}
     summary["model_version"] = scorer.info.model_version
     if labels:

@@ -17,14 +17,15 @@ from typing import Annotated
 
 import orjson
 from fastapi import Depends, FastAPI, HTTPException, Request, Security
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from lib import contract
 from lib.config import Settings, get_settings
 from lib.errors import PipelineError, ServiceUnavailable
+from lib.redact import redact
 from lib.serving import scoring
 from lib.serving.auth import key_matches
 from lib.serving.metrics import ApiMetrics
@@ -48,7 +49,7 @@ class ModelHolder:
             self.metrics.set_model(self.scorer.info)
             log.info("model_loaded", extra={"fields": {"model_version": self.scorer.info.model_version}})
         except Exception as exc:  # reported by /readyz; the process stays up for the probes
-            self.error = f"{type(exc).__name__}: {exc}"
+            self.error = redact(f"{type(exc).__name__}: {exc}")
             log.error("model_load_failed", extra={"fields": {"error": self.error}})
 
     def ready(self) -> scoring.Scorer:
@@ -123,7 +124,7 @@ def create_app(
             threading.Thread(target=holder.load, name="bundle-loader", daemon=True).start()
         yield
 
-    app = FastAPI(
+    app = FastAPIOffline(  # /docs and /redoc with their own Swagger UI and ReDoc files: they work offline
         title="PaySim fraud scoring",
         version="1",
         description="Raw PaySim transactions in, fraud probability and decision out. Same contract as the Chalice app.",
@@ -133,26 +134,53 @@ def create_app(
     app.add_middleware(ObservedMiddleware, metrics=metrics)
     _map_errors(app)
     _add_routes(app, holder, metrics, settings.api_key_list())
+    _add_contract_schemas(app)
     return app
 
 
 def _map_errors(app: FastAPI) -> None:
-    """Contract and project errors as the JSON bodies both apps answer with."""
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = exc.errors()
-        if any(e["type"] == "too_long" and tuple(e["loc"]) == ("body", "transactions") for e in errors):
-            return JSONResponse(
-                {"detail": f"too many transactions in one batch; the limit is {contract.MAX_BATCH:,}"}, 413
-            )
-        # drop FastAPI's leading "body"; a body that is not JSON at all is reported on "body"
-        located = [{**e, "loc": () if e["type"] == "json_invalid" else e["loc"][1:]} for e in errors]
-        return JSONResponse({"detail": contract.field_errors(located)}, 422)
+    """Project errors (the contract's 400/413/422, no model: 503) as the JSON bodies both apps answer with."""
 
     @app.exception_handler(PipelineError)
     async def refused(_request: Request, exc: PipelineError) -> JSONResponse:
-        return JSONResponse({"detail": getattr(exc, "detail", str(exc))}, exc.http_status)
+        return JSONResponse({"detail": getattr(exc, "detail", None) or redact(str(exc))}, exc.http_status)
+
+
+async def read_body(request: Request, limit: int = contract.MAX_BODY_BYTES) -> bytes:
+    """The request body, counted as it arrives: past ``limit`` bytes it stops reading and answers 413,
+    whether the client sent a Content-Length or a chunked body."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise contract.RequestError(413, f"request body exceeds the limit of {limit:,} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _body(schema: str) -> dict:
+    """OpenAPI for a JSON body validated by ``lib.contract`` (the route reads it itself, after the key)."""
+    content = {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}
+    return {"openapi_extra": {"requestBody": {"required": True, "content": content}}}
+
+
+def _add_contract_schemas(app: FastAPI) -> None:
+    """Put the contract's request schemas (pydantic's own JSON schemas) into the app's OpenAPI components."""
+    from pydantic import TypeAdapter
+
+    base = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            spec = base()
+            schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+            for name, kind in (("Transaction", contract.Transaction), ("BatchRequest", contract.BatchRequest)):
+                schema = TypeAdapter(kind).json_schema(ref_template="#/components/schemas/{model}")
+                schemas.update(schema.pop("$defs", {}))
+                schemas[name] = schema
+        return app.openapi_schema
+
+    app.openapi = openapi
 
 
 def _add_routes(app: FastAPI, holder: ModelHolder, metrics: ApiMetrics, keys: list[str]) -> None:
@@ -166,20 +194,21 @@ def _add_routes(app: FastAPI, holder: ModelHolder, metrics: ApiMetrics, keys: li
         return holder.ready()
 
     Scorer = Annotated[scoring.Scorer, Depends(ready_scorer)]
-    guarded = {"dependencies": [Depends(api_key)], "responses": {401: {}, 413: {}, 422: {}, 503: {}}}
+    # the key first (a route-level dependency), then the model; the body is read only after both
+    guarded = {"dependencies": [Depends(api_key)], "responses": {400: {}, 401: {}, 413: {}, 422: {}, 503: {}}}
 
     def respond(body: object) -> Response:
         return Response(orjson.dumps(body), media_type="application/json")
 
-    @app.post("/v1/predict", response_model=contract.Prediction, **guarded)
-    async def predict(transaction: contract.Transaction, scorer: Scorer) -> Response:  # sub-ms: no thread hop
-        result = scorer.score_records([transaction])
+    @app.post("/v1/predict", response_model=contract.Prediction, **_body("Transaction"), **guarded)
+    async def predict(request: Request, scorer: Scorer) -> Response:  # sub-ms: no thread hop
+        result = scorer.score_records([contract.parse_transaction(await read_body(request))])
         metrics.observe_results(result)
         return respond(result[0])
 
-    @app.post("/v1/predict/batch", response_model=contract.BatchPrediction, **guarded)
-    async def predict_batch(batch: contract.BatchRequest, scorer: Scorer) -> Response:
-        result = scorer.score_records(batch["transactions"])
+    @app.post("/v1/predict/batch", response_model=contract.BatchPrediction, **_body("BatchRequest"), **guarded)
+    async def predict_batch(request: Request, scorer: Scorer) -> Response:
+        result = scorer.score_records(contract.parse_batch(await read_body(request)))
         metrics.observe_results(result)
         return respond({"predictions": result})
 
@@ -193,8 +222,10 @@ def _add_routes(app: FastAPI, holder: ModelHolder, metrics: ApiMetrics, keys: li
 
     @app.get("/readyz", responses={503: {}})
     def readyz() -> JSONResponse:
+        """Ready or not, and why not, without addresses (it is open to anyone who can reach the pod)."""
         if holder.scorer is None:
-            return JSONResponse({"status": "failed" if holder.error else "loading", "reason": holder.error}, 503)
+            reason = redact(holder.error, drop_urls=True) if holder.error else "the model is loading"
+            return JSONResponse({"status": "failed" if holder.error else "loading", "reason": reason}, 503)
         return JSONResponse({"status": "ready", "model_version": holder.scorer.info.model_version})
 
     @app.get("/metrics", include_in_schema=False)

@@ -77,7 +77,13 @@ def ensure_topics(bootstrap: str, topics: Topics, partitions: int = 4) -> None:
     from confluent_kafka.admin import AdminClient, NewTopic
 
     admin = AdminClient(client_config(bootstrap))
-    existing = set(admin.list_topics(timeout=30).topics)
+    try:
+        existing = set(admin.list_topics(timeout=15).topics)
+    except KafkaException as exc:
+        raise StreamError(
+            f"no Kafka broker answered at {bootstrap} within 15 s ({exc.args[0].str() if exc.args else exc}); "
+            "start one (python -m lib kafka-local start) or check --bootstrap / KAFKA_BOOTSTRAP_SERVERS"
+        ) from None
     wanted = [
         NewTopic(topics.transactions, partitions, 1),
         NewTopic(topics.scores, partitions, 1, config={"message.timestamp.type": "LogAppendTime"}),

@@ -7,6 +7,7 @@ dead-letter topic with the reason, wait until the broker acknowledged all of it,
 input offsets (at-least-once; see ``lib.stream``).
 """
 
+import hashlib
 import logging
 import os
 import signal
@@ -27,6 +28,28 @@ from lib.stream.kafka import Producer, StreamError, Topics, client_config
 log = logging.getLogger(__name__)
 
 ASSIGNED = "assigned"  # what the scorer prints when the group hands it partitions
+REFUSALS = {400: "not valid JSON", 413: "too large for a transaction", 422: "does not follow the transaction contract"}
+KEPT_BYTES = 4096  # of a refused message's value (and key) copied into its dead letter: a letter always fits
+
+
+def dead_letter(msg, reason: str, errors: list[dict]) -> bytes:
+    """The dead letter of a refused message: why, where it was, and its value, cut to ``KEPT_BYTES`` with
+    its size and sha256 so that a letter always fits the topic (one too large could stop the stream)."""
+    value = msg.value() or b""
+    letter = {
+        "reason": reason,
+        "errors": errors,
+        "topic": msg.topic(),
+        "partition": msg.partition(),
+        "offset": msg.offset(),
+        "value": value[:KEPT_BYTES].decode("utf-8", errors="replace"),
+        "value_bytes": len(value),
+        "value_sha256": hashlib.sha256(value).hexdigest(),
+        "truncated": len(value) > KEPT_BYTES,
+    }
+    return orjson.dumps(letter)
+
+
 # end-to-end latency reaches seconds when a broker restarts or a scorer is replaced
 E2E_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -120,8 +143,7 @@ class StreamScorer:
             try:
                 record = parse_message(msg.value())
             except RequestError as exc:
-                reason = "not valid JSON" if exc.http_status == 400 else "does not follow the transaction contract"
-                invalid.append((msg, reason, exc.detail))
+                invalid.append((msg, REFUSALS[exc.http_status], exc.detail))
                 continue
             if not record.get("transaction_id"):  # results must be recognisable: fall back to the message's address
                 record["transaction_id"] = f"{msg.topic()}/{msg.partition()}/{msg.offset()}"
@@ -144,15 +166,7 @@ class StreamScorer:
                 if result["is_fraud"]:
                     send(topics.alerts, key, value)
         for msg, reason, errors in invalid:
-            letter = {
-                "reason": reason,
-                "errors": errors,
-                "topic": msg.topic(),
-                "partition": msg.partition(),
-                "offset": msg.offset(),
-                "value": (msg.value() or b"").decode("utf-8", errors="replace"),
-            }
-            send(topics.dead_letter, msg.key(), orjson.dumps(letter))
+            send(topics.dead_letter, (msg.key() or b"")[:KEPT_BYTES], dead_letter(msg, reason, errors))
         self.producer.flush()
         self.scored += len(valid)
         self.dead_letters += len(invalid)

@@ -1,7 +1,12 @@
 """Both apps over the session's test bundle, with API keys from settings (never from the repo)."""
 
 import importlib.util
+import json
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pyarrow.csv as pacsv
 import pytest
@@ -66,3 +71,48 @@ def chalice(chalice_module):
 
     with Client(chalice_module.app) as client:
         yield client
+
+
+def require_root() -> None:
+    """The Lambda package is built with debootstrap and chroot: root, as in CI."""
+    if os.geteuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail("the Lambda package tests need root (debootstrap, chroot)")
+        pytest.skip("the Lambda package tests need root (debootstrap, chroot)")
+
+
+@pytest.fixture(scope="session")
+def lambda_packages(bundle, tmp_path_factory) -> dict[str, Path]:
+    """`chalice package` of the dev and prod stages under the Lambda Python (Debian trixie's 3.13), with
+    the session's test bundle; {stage: folder with deployment.zip and sam.json}."""
+    require_root()
+    out = tmp_path_factory.mktemp("lambda")
+    for stage in ("dev", "prod"):  # the documented command
+        done = subprocess.run(
+            [sys.executable, "-m", "lib", "lambda-package", "--stage", stage, "--bundle", str(bundle), "--out", str(out / stage)],
+            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=3000,
+        )  # fmt: skip
+        assert done.returncode == 0 and "MB unzipped" in done.stdout, done.stdout + done.stderr
+    return {stage: out / stage for stage in ("dev", "prod")}
+
+
+def template_environment(package: Path, function: str = "APIHandler") -> dict[str, str]:
+    """The environment variables the SAM template gives a function of the package."""
+    template = json.loads((package / "sam.json").read_text())
+    return dict(template["Resources"][function]["Properties"].get("Environment", {}).get("Variables", {}))
+
+
+@pytest.fixture(scope="session")
+def lambda_dev(lambda_packages, tmp_path_factory):
+    """The dev package unzipped and run by the Lambda Runtime Interface Emulator, with its template's
+    environment and local keys instead of the SSM parameter (there is no AWS here)."""
+    from lib.serving import lambda_package
+
+    unpacked = lambda_package.unpack(lambda_packages["dev"] / "deployment.zip", tmp_path_factory.mktemp("task"))
+    env = {
+        **template_environment(lambda_packages["dev"]),
+        "FRAUD_API_KEYS_SSM_PARAMETER": "",
+        "FRAUD_API_KEYS": f"other-key,{KEY}",
+    }
+    with lambda_package.LambdaEmulator(unpacked, env) as emulator:
+        yield emulator

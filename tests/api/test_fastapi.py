@@ -79,7 +79,7 @@ def test_bad_bodies_oversized_batches_and_unknown_routes(api, transactions):
     missing = {k: v for k, v in transactions[0].items() if k != "nameOrig"}
     assert api.post("/v1/predict", json=missing, headers=HEADERS).json()["detail"][0]["field"] == "nameOrig"
     broken = api.post("/v1/predict", content=b'{"step": 1,', headers={**HEADERS, "Content-Type": "application/json"})
-    assert broken.status_code == 422 and broken.json()["detail"][0]["field"] == "body"
+    assert broken.status_code == 400 and broken.json()["detail"][0]["field"] == "body"  # as the Chalice app answers
     bad_row = [transactions[0], {**transactions[1], "amount": -1}]
     response = api.post("/v1/predict/batch", json={"transactions": bad_row}, headers=HEADERS)
     assert response.status_code == 422 and response.json()["detail"][0]["field"] == "transactions.1.amount"

@@ -16,6 +16,7 @@ from lib.hashing import content_sha256
 from tests.integration.conftest import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
+RUN = "20261201-120000-ab12"  # a run id as the runner names them
 
 
 @pytest.fixture
@@ -43,9 +44,9 @@ def _version_and_forget(project, remote, endpoint=""):
     versions = versioning.track(targets, project)
     versioning.push(list(versions), remote, project)
     runs = project / "runs"
-    (runs / "run-1").mkdir(parents=True)
+    (runs / RUN).mkdir(parents=True)
     record = {"dvc_versions": versions, "dvc_remote": remote, "dvc_s3_endpoint_url": endpoint}
-    (runs / "run-1" / "outputs.json").write_text(json.dumps({"03_version": record}))
+    (runs / RUN / "outputs.json").write_text(json.dumps({"03_version": record}))
     for t in targets:
         shutil.rmtree(t)
     shutil.rmtree(project / ".dvc" / "cache", ignore_errors=True)  # only the remote has the data now
@@ -56,7 +57,7 @@ def test_local_remote_round_trip_restores_byte_identical_data(project, tmp_path)
     remote = str(tmp_path / "remote")
     before, versions, runs = _version_and_forget(project, remote)
     assert set(versions) == {"data/raw", "data/processed"} and all(v["md5"].endswith(".dir") for v in versions.values())
-    restored = versioning.restore("run-1", runs, root=project)
+    restored = versioning.restore(RUN, runs, root=project)
     assert sorted(restored) == ["data/processed", "data/raw"]
     assert {t: content_sha256(project / "data" / t) for t in ("raw", "processed")} == before
 
@@ -103,7 +104,7 @@ def test_s3_remote_push_and_pull(project, s3_server):
     before, _, runs = _version_and_forget(project, "s3://paysim-data/dvc", s3_server)
     keys = boto3.client("s3", endpoint_url=s3_server).list_objects_v2(Bucket="paysim-data", Prefix="dvc/")
     assert keys["KeyCount"] > 0  # the data really went to the server
-    versioning.restore("run-1", runs, root=project)
+    versioning.restore(RUN, runs, root=project)
     assert {t: content_sha256(project / "data" / t) for t in ("raw", "processed")} == before
 
 
@@ -138,5 +139,37 @@ def test_unusable_local_remote_is_named(project, tmp_path):
 
 
 def test_unknown_data_version(project):
-    with pytest.raises(versioning.VersioningError, match="neither a run"):
+    with pytest.raises(versioning.VersioningError, match="neither the id of a run"):
         versioning.restore("nope", project / "runs", root=project)
+
+
+@pytest.mark.parametrize("version", ["../../../elsewhere/x", "--output=/tmp/x", "20261201-120000-ab12/../../x"])
+def test_a_data_version_must_be_a_run_here_or_a_git_revision(project, version):
+    with pytest.raises(versioning.VersioningError, match="neither the id of a run"):
+        versioning.restore(version, project / "runs", root=project)
+    assert not list(project.parent.rglob("x.dvc"))
+
+
+def test_a_crafted_record_writes_nothing_outside_the_project(project, tmp_path):
+    runs = project / "runs"
+    (runs / RUN).mkdir(parents=True)
+    crafted = {"dvc_versions": {"../../outside/data": {"dvc_file": "outs: []"}}, "dvc_remote": str(tmp_path / "r")}
+    (runs / RUN / "outputs.json").write_text(json.dumps({"03_version": crafted}))
+    with pytest.raises(versioning.VersioningError, match=r"not a \.dvc file inside the project"):
+        versioning.restore(RUN, runs, root=project)
+    assert not (project.parent.parent / "outside").exists()
+
+
+def test_a_failed_pull_puts_the_pointers_back(project, tmp_path):
+    """The README promises that a failed restore leaves the working copy as it was: the .dvc files too."""
+    remote = str(tmp_path / "remote")
+    _, versions, runs = _version_and_forget(project, remote)
+    current = {name: (project / f"{name}.dvc").read_text() for name in versions}
+    other = json.loads((runs / RUN / "outputs.json").read_text())
+    for version in other["03_version"]["dvc_versions"].values():  # a record whose data no remote holds
+        version["dvc_file"] = version["dvc_file"].replace(version["md5"][:8], "00000000")
+    (runs / "20261201-130000-cd34").mkdir()
+    (runs / "20261201-130000-cd34" / "outputs.json").write_text(json.dumps(other))
+    with pytest.raises(versioning.VersioningError):
+        versioning.restore("20261201-130000-cd34", runs, root=project)
+    assert {name: (project / f"{name}.dvc").read_text() for name in versions} == current

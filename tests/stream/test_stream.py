@@ -1,6 +1,7 @@
 """The stream scorer on a real Kafka broker: every transaction accounted for, through faults."""
 
 import collections
+import hashlib
 import os
 import signal
 import subprocess
@@ -232,3 +233,50 @@ def test_kafka_local_cli(tmp_path):
         assert cli("stop").stdout.strip() == "stopped"
     assert not kafka_local.answers(bootstrap, timeout=1)
     assert cli("stop").stdout.strip() == "no local broker was running"
+
+
+def test_oversized_messages_are_dead_lettered_and_never_block_the_partition(kafka, window, bundle):
+    """The probe's 1 MB message (and a 5 MB one) on a transactions topic that accepts 6 MB: each goes to the
+    dead-letter topic, whose default 1 MB limit its truncated copy fits; every other message is scored
+    and the partition's lag comes back to 0 (before, the scorer exited on the dead letter, for good)."""
+    import uuid
+
+    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    topics = stream.Topics(f"big{uuid.uuid4().hex[:6]}.")
+    admin = AdminClient({"bootstrap.servers": kafka.bootstrap})
+    created = admin.create_topics([NewTopic(topics.transactions, 1, 1, config={"max.message.bytes": str(6 << 20)})])
+    created[topics.transactions].result()
+    stream.ensure_topics(kafka.bootstrap, topics, partitions=1)
+    _, messages = window
+    messages = list(messages[:3000])
+    poison = {}
+    for position, size in ((500, 1 << 20), (2000, 5 << 20)):
+        value = orjson.dumps({**orjson.loads(messages[position][1]), "nameOrig": "C" + "x" * size})
+        poison[len(value)] = value
+        messages.insert(position, (b"poison", value))
+    stream.replay(kafka.bootstrap, topics.transactions, messages, **{"message.max.bytes": 7 << 20})
+
+    scorer = scoring.Scorer.from_folder(bundle)
+    worker = stream_scorer.StreamScorer(kafka.bootstrap, scorer, topics, group_id="big", batch_size=500)
+    worker.run(until=lambda w: w.scored + w.dead_letters >= len(messages), idle_timeout=60)
+    assert (worker.scored, worker.dead_letters) == (len(messages) - 2, 2)
+    letters = [orjson.loads(m.value()) for m in stream.read_topic(kafka.bootstrap, topics.dead_letter, expect=2)]
+    assert sorted(letter["value_bytes"] for letter in letters) == sorted(poison)
+    for letter in letters:
+        assert letter["reason"] == "too large for a transaction" and letter["truncated"] is True
+        assert len(letter["value"]) == stream_scorer.KEPT_BYTES
+        assert letter["value_sha256"] == hashlib.sha256(poison[letter["value_bytes"]]).hexdigest()
+    scored = {
+        orjson.loads(m.value())["transaction_id"]
+        for m in stream.read_topic(kafka.bootstrap, topics.scores, expect=len(messages) - 2)
+    }
+    assert scored == set(transaction_ids([m for m in messages if m[0] != b"poison"]))
+    consumer = Consumer({"bootstrap.servers": kafka.bootstrap, "group.id": "big"})
+    try:
+        committed = consumer.committed([TopicPartition(topics.transactions, 0)], timeout=30)[0].offset
+        _, high = consumer.get_watermark_offsets(TopicPartition(topics.transactions, 0), timeout=30)
+    finally:
+        consumer.close()
+    assert committed == high == len(messages)  # lag 0

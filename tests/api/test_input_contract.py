@@ -1,0 +1,125 @@
+"""One input contract: the same bad values are refused by every entry, with the field or column and the row.
+
+Entries: ``python -m lib validate`` and 01's loader (``acquire``) on CSV and Parquet, ``python -m lib
+score``, the FastAPI twin (single and batch), the Chalice app, and the stream scorer's message parser.
+"""
+
+import json
+import math
+
+import orjson
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+
+from lib import contract
+from lib.data import acquire
+from lib.errors import DataValidationError
+from lib.model.batch import score_file
+from lib.serving.scoring import Scorer
+from tests.api.conftest import HEADERS
+
+GOOD = {"step": 5, "type": "TRANSFER", "amount": 1200.5, "nameOrig": "C1", "oldbalanceOrg": 1200.5,
+        "newbalanceOrig": 0.0, "nameDest": "C2", "oldbalanceDest": 0.0, "newbalanceDest": 0.0,
+        "isFraud": 1, "isFlaggedFraud": 0}  # fmt: skip
+BAD_ROW = 3  # 0-based: the 4th data row of the files, transaction 3 of a batch
+# (column, bad value, also expressible in JSON)
+BAD = [
+    ("amount", -1.0, True), ("amount", 1e300, True), ("amount", math.inf, False), ("amount", math.nan, False),
+    ("oldbalanceDest", -5.0, True), ("newbalanceOrig", 2e15, True), ("type", "transfer", True),
+    ("type", "REFUND", True), ("step", 0, True), ("step", 745, True), ("nameOrig", "", True),
+    ("nameDest", "C" * 65, True), ("isFraud", 2, True),
+]  # fmt: skip
+IDS = [f"{c}={v!r}" for c, v, _ in BAD]
+
+
+def rows_with(column, value) -> list[dict]:
+    rows = [dict(GOOD, nameOrig=f"C{i}") for i in range(6)]
+    rows[BAD_ROW][column] = value
+    return rows
+
+
+def write(rows: list[dict], path):
+    table = pa.Table.from_pylist(rows)
+    if path.suffix == ".csv":
+        pacsv.write_csv(table, path)
+    else:
+        pq.write_table(table, path)
+    return path
+
+
+@pytest.mark.parametrize(("column", "value", "_"), BAD, ids=IDS)
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_files_are_refused_by_validate_acquire_and_score(column, value, _, suffix, bundle, tmp_path):
+    source = str(write(rows_with(column, value), tmp_path / f"in{suffix}"))
+    scorer = Scorer.from_folder(bundle)
+    for entry in (
+        lambda: acquire.validate_file(source),
+        lambda: acquire.acquire(source, tmp_path / "raw.parquet", rows=0, seed=0),
+        lambda: score_file(scorer, source, tmp_path / "scores.csv"),
+    ):
+        with pytest.raises(DataValidationError) as refused:
+            entry()
+        message = str(refused.value)
+        assert f"`{column}`" in message and f"row {BAD_ROW + 1}" in message, message
+    assert not (tmp_path / "raw.parquet").exists() and not (tmp_path / "scores.csv").exists()  # nothing written
+
+
+@pytest.mark.parametrize(("column", "value", "as_json"), BAD, ids=IDS)
+def test_requests_and_messages_are_refused_by_both_apps_and_the_stream(column, value, as_json, api, chalice):
+    rows = [{k: v for k, v in r.items() if k != "isFlaggedFraud"} for r in rows_with(column, value)]
+    body = json.dumps({"transactions": rows}, allow_nan=True).encode()
+    single = json.dumps(rows[BAD_ROW], allow_nan=True).encode()
+    expected = (422, f"transactions.{BAD_ROW}.{column}") if as_json else (400, "body")  # NaN/inf: not JSON
+    headers = {"Content-Type": "application/json", **HEADERS}
+    answers = {
+        "fastapi batch": api.post("/v1/predict/batch", content=body, headers=headers),
+        "fastapi": api.post("/v1/predict", content=single, headers=headers),
+        "chalice batch": chalice.http.post("/v1/predict/batch", body=body, headers=headers),
+        "chalice": chalice.http.post("/v1/predict", body=single, headers=headers),
+    }
+    for name, answer in answers.items():
+        status = answer.status_code
+        detail = (
+            answer.json()["detail"] if hasattr(answer, "json") and callable(answer.json) else answer.json_body["detail"]
+        )
+        field = expected[1] if "batch" in name else expected[1].removeprefix(f"transactions.{BAD_ROW}.")
+        assert status == expected[0] and any(e["field"] == field for e in detail), (name, status, detail)
+    with pytest.raises(contract.RequestError) as refused:  # the stream's message parser
+        contract.parse_message(orjson.dumps(rows[BAD_ROW]) if as_json else single)
+    # pydantic's JSON reader takes NaN/Infinity tokens, so the stream names the column for those too
+    assert refused.value.http_status == 422 and {e["field"] for e in refused.value.detail} == {column}, (
+        refused.value.detail
+    )
+
+
+def test_parquet_columns_of_the_wrong_type_are_refused_not_cast(tmp_path):
+    good = pa.Table.from_pylist([GOOD, GOOD])
+    wrong = {
+        "amount": pa.array([True, False]),  # a bool cast to 1.0 / 0.0 would be silently wrong
+        "oldbalanceOrg": pa.array(["12.5", "3"]),  # text cast to numbers
+        "step": pa.array([1.5, 2.0]),  # not a whole number
+        "type": pa.array([1, 2]),
+    }
+    for column, values in wrong.items():
+        table = good.set_column(good.schema.get_field_index(column), column, values)
+        pq.write_table(table, tmp_path / "wrong.parquet")
+        with pytest.raises(DataValidationError, match=rf"column `{column}` is .*, but must hold"):
+            acquire.validate_file(str(tmp_path / "wrong.parquet"))
+
+
+def test_repeated_columns_are_refused_and_header_spaces_trimmed(tmp_path):
+    good = pa.Table.from_pylist([GOOD, GOOD])
+    repeated = pa.Table.from_arrays([*good.columns, good.column("amount")], names=[*good.column_names, "amount"])
+    pq.write_table(repeated, tmp_path / "twice.parquet")
+    with pytest.raises(DataValidationError, match="`amount` appear more than once"):
+        acquire.validate_file(str(tmp_path / "twice.parquet"))
+    lines = ["step, type, amount, nameOrig, oldbalanceOrg, newbalanceOrig, nameDest, oldbalanceDest, newbalanceDest, isFraud, isFlaggedFraud",
+             "1,TRANSFER,181.0,C1,181.0,0.0,C2,0.0,0.0,1,0"]  # fmt: skip
+    (tmp_path / "spaced.csv").write_text("\n".join(lines) + "\n")
+    summary = acquire.validate_file(str(tmp_path / "spaced.csv"))  # the header's names are read trimmed
+    assert summary.rows == 1 and summary.frauds == 1 and summary.type_counts == {"TRANSFER": 1}
+    (tmp_path / "spaced.csv").write_text(lines[0] + "\n1, TRANSFER, 181.0, C1, 181.0, 0.0, C2, 0.0, 0.0, 1, 0\n")
+    with pytest.raises(DataValidationError, match=r"column `type`: .* first at row 1 \(value ' TRANSFER'\)"):
+        acquire.validate_file(str(tmp_path / "spaced.csv"))  # values are data: named, never silently trimmed
