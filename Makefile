@@ -34,7 +34,7 @@ run-full: setup
 	$(BIN)/python run_pipeline.py --profile full
 
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow" tests

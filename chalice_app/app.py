@@ -42,16 +42,23 @@ def get_scorer() -> scoring.Scorer:
 
 
 def get_api_keys() -> list[str]:
-    """Keys from ``FRAUD_API_KEYS``, or from the SSM parameter ``FRAUD_API_KEYS_SSM_PARAMETER`` names (deployed)."""
-    if "keys" not in _cache:
-        settings = get_settings()
+    """Keys from ``FRAUD_API_KEYS``, or from the SSM parameter ``FRAUD_API_KEYS_SSM_PARAMETER`` names (deployed).
+
+    SSM keys are read again after ``FRAUD_API_KEYS_TTL_SECONDS`` (default 300), so a revoked key stops
+    working within that time on every warm container, not only after a cold start.
+    """
+    settings = get_settings()
+    fetched = _cache.get("keys_fetched", float("-inf"))
+    if "keys" not in _cache or (
+        settings.api_keys_ssm_parameter and time.monotonic() - fetched > settings.api_keys_ttl_seconds
+    ):
         raw = settings.api_keys
         if settings.api_keys_ssm_parameter:
             import boto3
 
             parameter = boto3.client("ssm").get_parameter(Name=settings.api_keys_ssm_parameter, WithDecryption=True)
             raw = parameter["Parameter"]["Value"]
-        _cache["keys"] = comma_list(raw)
+        _cache["keys"], _cache["keys_fetched"] = comma_list(raw), time.monotonic()
     return _cache["keys"]
 
 

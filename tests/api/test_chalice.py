@@ -88,3 +88,28 @@ def test_the_authorizer_allows_valid_keys_and_refuses_the_rest(prod_app):
     for wrong in ("", "wrong", KEY + "x", KEY[:-1]):
         with pytest.raises(Exception, match=r"^Unauthorized$"):
             prod_app.api_key_authorizer(event(wrong), None)
+
+
+@pytest.mark.parametrize(("ttl", "after_rotation"), [("300", "old-key"), ("0", "new-key")])
+def test_keys_from_ssm_are_read_again_after_their_ttl(bundle, monkeypatch, ttl, after_rotation):
+    """A warm Lambda trusts the SSM keys it read for FRAUD_API_KEYS_TTL_SECONDS, then reads them again:
+    a revoked key stops working within that time, not only at the next cold start (moto's SSM)."""
+    import boto3
+    from moto import mock_aws
+
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "eu-west-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    with mock_aws():
+        ssm = boto3.client("ssm")
+        ssm.put_parameter(Name="/paysim/keys", Value="old-key", Type="SecureString")
+        app = load_chalice_app(
+            f"chalice_ssm_{ttl}", bundle, monkeypatch, FRAUD_API_KEYS="", FRAUD_API_KEYS_SSM_PARAMETER="/paysim/keys",
+            FRAUD_API_KEYS_TTL_SECONDS=ttl,
+        )  # fmt: skip
+        assert app.get_api_keys() == ["old-key"]
+        ssm.put_parameter(Name="/paysim/keys", Value="new-key", Type="SecureString", Overwrite=True)
+        assert app.get_api_keys() == [after_rotation]

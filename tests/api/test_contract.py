@@ -10,21 +10,28 @@ import pytest
 
 from lib.config import PROJECT_ROOT
 from lib.schema import RAW_COLUMNS
-from lib.serving import scoring
+from lib.serving import lambda_package, scoring
 from tests.api.conftest import HEADERS
 
 pytestmark = pytest.mark.slow
 
 
-def test_core_fastapi_chalice_and_cli_agree(bundle, api, chalice, transactions, tmp_path):
+def triples(predictions):
+    return [(p["transaction_id"], p["fraud_probability"], p["is_fraud"]) for p in predictions]
+
+
+@pytest.fixture(scope="module")
+def expected(bundle, transactions):
+    """What the scoring core answers for the 1,000 transactions (real PaySim rows, frauds among them)."""
     assert len(transactions) == 1000
     core = scoring.Scorer.from_folder(bundle).score_records([dict(t) for t in transactions])
-    expected = [(r["transaction_id"], r["fraud_probability"], r["is_fraud"]) for r in core]
-    assert any(is_fraud for _, _, is_fraud in expected) and not all(is_fraud for _, _, is_fraud in expected)
+    answers = [(r["transaction_id"], r["fraud_probability"], r["is_fraud"]) for r in core]
+    assert any(is_fraud for _, _, is_fraud in answers) and not all(is_fraud for _, _, is_fraud in answers)
+    return answers
 
-    def triples(predictions):
-        return [(p["transaction_id"], p["fraud_probability"], p["is_fraud"]) for p in predictions]
 
+def test_core_fastapi_chalice_and_cli_agree(bundle, api, chalice, transactions, expected, tmp_path):
+    """The scoring core, the FastAPI twin (single and batch), the Chalice app in-process, `python -m lib score`."""
     fastapi_batch = api.post("/v1/predict/batch", json={"transactions": transactions}, headers=HEADERS).json()
     fastapi_single = [api.post("/v1/predict", json=t, headers=HEADERS).json() for t in transactions]
     chalice_batch = chalice.http.post(
@@ -45,3 +52,11 @@ def test_core_fastapi_chalice_and_cli_agree(bundle, api, chalice, transactions, 
     scored = pacsv.read_csv(tmp_path / "out.csv")
     cli = list(zip(scored.column("fraud_probability").to_pylist(), scored.column("is_fraud").to_pylist(), strict=True))
     assert cli == [(p, int(d)) for _, p, d in expected]
+
+
+@pytest.mark.lambda_package
+def test_the_packaged_lambda_agrees(lambda_dev, transactions, expected):
+    """The same transactions through `chalice package`'s zip under the Lambda emulator (Python 3.13)."""
+    event = lambda_package.api_event("POST", "/v1/predict/batch", json.dumps({"transactions": transactions}), HEADERS)
+    packaged = lambda_dev.invoke(event)
+    assert packaged["statusCode"] == 200 and triples(json.loads(packaged["body"])["predictions"]) == expected
