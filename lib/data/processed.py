@@ -61,6 +61,19 @@ def _known(split: str) -> str:
     return split
 
 
+def window_table(processed: str | Path):
+    """Rows, frauds, fraud rate and steps of each window, from the manifest (no data read)."""
+    import pandas as pd
+
+    manifest = read_manifest(processed)
+    rows = [
+        {"split": split, "steps": "-".join(map(str, manifest["windows"][split])), "rows": counts["rows"],
+         "frauds": counts["frauds"], "fraud rate %": 100 * counts["fraud_rate"]}
+        for split, counts in manifest["splits"].items()
+    ]  # fmt: skip
+    return pd.DataFrame(rows).set_index("split")
+
+
 def split_files(processed: str | Path, split: str) -> list[Path]:
     """The Parquet files of one split, in a stable order."""
     files = sorted((Path(processed) / f"split={_known(split)}").glob("*.parquet"))
@@ -75,17 +88,19 @@ def load_split(processed: str | Path, split: str, columns: list[str] | None = No
 
 
 def class_sample(processed: str | Path, split: str = "train", genuine_rows: int = 50_000, seed: int = 0):
-    """Every fraud of a split plus a seeded sample of its genuine rows, as pandas (for plots)."""
+    """Every fraud of a split plus a seeded sample of its genuine rows, as pandas (for plots). Only the
+    label column and the chosen rows are read, so memory follows the sample, not the split."""
     import numpy as np
+    import pyarrow.dataset as ds
 
-    table = load_split(processed, split)
-    label = table.column("isFraud").to_numpy()
+    dataset = ds.dataset(split_files(processed, split), format="parquet")
+    label = dataset.to_table(columns=["isFraud"]).column("isFraud").to_numpy()
     rng = np.random.default_rng(seed)
     genuine = np.flatnonzero(label == 0)
     keep = np.concatenate(
         [np.flatnonzero(label == 1), rng.choice(genuine, min(genuine_rows, len(genuine)), replace=False)]
     )
-    return table.take(np.sort(keep)).to_pandas()
+    return dataset.take(np.sort(keep)).to_pandas()
 
 
 def plot_feature_distributions(sample, names: list[str] | None = None):
