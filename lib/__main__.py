@@ -1,12 +1,14 @@
 """Command line tools: ``python -m lib simulate|validate|score|serve|kafka-local|stream``."""
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
-from lib.config import Settings, get_settings
+from lib.config import QUIET_ENVIRONMENT, Settings, get_settings
 from lib.errors import ParameterError, PipelineError
+from lib.redact import redact
 
 
 def _simulate(args: argparse.Namespace) -> None:
@@ -61,8 +63,12 @@ def _serve(args: argparse.Namespace) -> None:
     model = args.model or settings.serving_model
     if not settings.api_key_list():
         raise ParameterError("set FRAUD_API_KEYS (comma-separated keys) so that clients can authenticate")
+    for name, value in QUIET_ENVIRONMENT.items():  # no download bars in the server's log
+        os.environ.setdefault(name, value)
     configure_logging()
     app = create_app(settings, locate=lambda: _bundle(model, settings))
+    base = f"http://{args.host}:{args.port}"
+    print(f"serving {model} on {base} (API docs {base}/docs, metrics {base}/metrics); Ctrl-C stops", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_config=None)
 
 
@@ -108,6 +114,45 @@ def _spark_local(args: argparse.Namespace) -> None:
             f"{state['coresused']}/{state['cores']} cores and {state['memoryused']}/{state['memory']} MB in use, "
             f"{len(state['activeapps'])} application(s); web UI {cluster.webui}"
         )
+
+
+def _monitoring_local(args: argparse.Namespace) -> None:
+    from lib.monitoring import local
+
+    if args.action == "start":
+        m = local.start_background(args.api, args.scorer, args.port, args.pushgateway_port)
+        print(
+            f"Prometheus {m.prometheus_url} (rules of monitoring/prometheus/rules; alerts {m.prometheus_url}/alerts) "
+            f"scraping the API at {m.api} and the stream scorer at {m.scorer}; "
+            f"Pushgateway: PUSHGATEWAY_URL={m.pushgateway}"
+        )
+    elif args.action == "stop":
+        print("stopped" if local.stop_background() else "no local monitoring was running")
+    else:
+        m = local.read_state()
+        if not m:
+            print("no local monitoring is running (python -m lib monitoring-local start)")
+            raise SystemExit(3)
+        targets = ", ".join(f"{job} {health}" for job, health in sorted(m.targets().items()))
+        print(f"Prometheus {m.prometheus_url}, Pushgateway {m.pushgateway}: {targets}")
+
+
+def _lambda_package(args: argparse.Namespace) -> None:
+    from lib.config import resolve
+    from lib.serving import lambda_package
+
+    out = resolve(args.out or f"build/lambda/{args.stage}")
+    folder = lambda_package.package(args.stage, resolve(args.bundle), out)
+    unpacked = lambda_package.unpack(folder / "deployment.zip", out.parent / f".{args.stage}-unpacked")
+    report = lambda_package.check_package(folder / "deployment.zip", unpacked)
+    problems = report.forbidden + report.elf_problems
+    print(
+        f"{folder / 'deployment.zip'}: {report.zipped_bytes / 1e6:.1f} MB, {report.unzipped_bytes / 1e6:.1f} MB unzipped "
+        f"(Lambda's limit 262.1 MB), {report.elf_files} ELF files; template {folder / 'sam.json'}"
+        + (f"; problems: {problems}" if problems else "")
+    )
+    if not report.ok:
+        raise ParameterError(f"the package does not fit Lambda: {problems or 'too large'}")
 
 
 def _bootstrap(args: argparse.Namespace, settings: Settings) -> str:
@@ -214,6 +259,24 @@ def _add_serving_commands(commands) -> None:
     spark.add_argument("--port", type=int, default=0, help="master port (default: a free one)")
     spark.set_defaults(handler=_spark_local)
 
+    package = commands.add_parser(
+        "lambda-package", help="chalice package under Python 3.13 (Lambda's runtime), checked against Lambda's limits"
+    )
+    package.add_argument("--stage", default="prod", choices=["dev", "prod"])
+    package.add_argument("--bundle", default="data/bundle", help="the serving bundle the package carries")
+    package.add_argument("--out", help="folder for deployment.zip and sam.json (default build/lambda/STAGE)")
+    package.set_defaults(handler=_lambda_package)
+
+    monitoring = commands.add_parser(
+        "monitoring-local", help="Debian's Prometheus + Pushgateway with the project's config and alert rules"
+    )
+    monitoring.add_argument("action", choices=["start", "stop", "status"])
+    monitoring.add_argument("--api", default="127.0.0.1:8000", help="the API to scrape (python -m lib serve)")
+    monitoring.add_argument("--scorer", default="127.0.0.1:9108", help="the stream scorer's --metrics-port")
+    monitoring.add_argument("--port", type=int, default=9090, help="Prometheus port")
+    monitoring.add_argument("--pushgateway-port", type=int, default=9091)
+    monitoring.set_defaults(handler=_monitoring_local)
+
 
 def _add_stream_commands(commands) -> None:
     streaming = commands.add_parser("stream", help="real-time scoring on Kafka")
@@ -258,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.handler(args)
     except PipelineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact(exc)}", file=sys.stderr)
         return 1
     return 0
 

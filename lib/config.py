@@ -16,6 +16,19 @@ CHAMPION, CHALLENGER = "champion", "challenger"  # the registry aliases every pa
 REGISTRY_ALIASES = (CHAMPION, CHALLENGER)
 
 
+# Known noise kept out of the reports and logs: TensorFlow's C++ and oneDNN lines, gRPC, tqdm's
+# "IProgress not found" warning and bars, MLflow's artifact download bar. Set for the notebooks'
+# kernels (by the runner) and for `python -m lib serve`; real warnings and errors still show.
+QUIET_ENVIRONMENT = {
+    "TF_CPP_MIN_LOG_LEVEL": "3",
+    "TF_ENABLE_ONEDNN_OPTS": "0",
+    "GRPC_VERBOSITY": "ERROR",
+    "TQDM_DISABLE": "1",
+    "PYTHONWARNINGS": "ignore:IProgress not found",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+}
+
+
 def _cache_root() -> Path:
     """The user's cache folder for this project (``$XDG_CACHE_HOME/fraud-mlops``): jars, bundles, runtimes."""
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fraud-mlops"
@@ -51,11 +64,13 @@ class Settings(BaseSettings):
     # set by the runner for the notebooks' kernels, so models log under the pipeline's MLflow run
     pipeline_run_id: str = ""
     mlflow_parent_run_id: str = ""
+    notebook: str = ""  # the notebook a kernel runs (relative to the project), set by the runner
     registered_model: str = "paysim-fraud-detector"
     # serving (FastAPI twin, Chalice app, stream scorer)
     serving_model: str = "champion"  # a registry alias of registered_model, or a bundle folder
     api_keys: str = ""  # comma-separated; never committed (environment, .env, a Kubernetes Secret)
     api_keys_ssm_parameter: str = ""  # Lambda: an SSM SecureString holding the comma-separated keys
+    api_keys_ttl_seconds: float = 300.0  # Lambda: how long a warm container trusts the SSM keys it read
     lambda_authorizer: bool = False  # `chalice deploy/package` of the prod stage: API Gateway checks keys first
     # services the pipeline talks to when they are set (empty: an embedded one, or none)
     kafka_bootstrap_servers: str = Field(default="", validation_alias=_unprefixed("KAFKA_BOOTSTRAP_SERVERS"))

@@ -19,10 +19,35 @@ from pathlib import Path
 from lib import atomic
 
 
+@contextlib.contextmanager
+def stderr_to(log: Path):
+    """This process's stderr (fd 2) goes to ``log`` inside the block: for native code that writes there
+    directly, past Python's ``sys.stderr`` (a JVM's start-up lines, TensorFlow's C++ import messages).
+    Errors still reach Python as exceptions."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    saved = os.dup(2)
+    try:
+        with open(log, "ab") as out:
+            os.dup2(out.fileno(), 2)
+            yield log
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def listening(host: str, port: int, timeout: float = 1.0) -> bool:
+    """Whether something accepts TCP connections at ``host:port``."""
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
 
 
 def spawn(command: list[str], log: Path, env: dict | None = None, detach: bool = False) -> int:

@@ -16,6 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from lib import daemons
+from lib.config import get_settings
 from lib.errors import ParameterError
 from lib.schema import RAW_SCHEMA
 
@@ -91,7 +93,9 @@ def spark_session(
     )
     if executor_memory:
         builder = builder.config("spark.executor.memory", executor_memory)
-    session = builder.getOrCreate()
+    # the driver JVM's start-up lines ("Using incubator modules", the log-level banner) go to a log file
+    with daemons.stderr_to(get_settings().cache_dir / "spark" / f"driver-{os.getpid()}.log"):
+        session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
     if not is_local(master):
         session.sparkContext.addPyFile(str(_zipped_lib()))

@@ -123,6 +123,39 @@ def scorecards(
     return scores, cards
 
 
+def bundle_card(
+    scorer, windows: dict[str, dict], *, review_cost: float, target_fpr: float, alert_budget: int
+) -> dict[str, float]:
+    """A serving bundle's scorecard on the test window of its feature set, at the bundle's own threshold
+    (how the champion does on the window the challenger was judged on), plus alerts per day."""
+    test = windows[scorer.info.feature_set]["test"]
+    probability, _ = scorer.score_features(test.X)
+    card = evaluate(
+        probability, test.y, test.amount, test.step, test.flagged, threshold=scorer.info.threshold,
+        review_cost=review_cost, target_fpr=target_fpr, alert_budget=alert_budget,
+    )  # fmt: skip
+    days = (int(test.step.max()) - int(test.step.min()) + 1) / 24
+    return {**card, "alerts_per_day": card["alerts"] / days}
+
+
+def reference_auprc(scorer, path: str) -> dict[str, float]:
+    """AUPRC of a serving bundle on real, labelled PaySim rows (``data/reference``), scored by the scoring core.
+
+    The real sample's 980 spreadsheet-rounded rows (see its README) are kept: balances off by up to
+    +-50,000 are part of what a model meets in real data.
+    """
+    from lib.data.acquire import read_batches
+
+    labels, scores = [], []
+    for batch in read_batches(path):
+        columns = {name: batch.column(name).to_numpy(zero_copy_only=False) for name in batch.schema.names}
+        probability, _ = scorer.score_columns(columns)
+        labels.append(columns["isFraud"])
+        scores.append(probability)
+    y, p = np.concatenate(labels), np.concatenate(scores)
+    return {"auprc": float(average_precision_score(y, p)), "rows": len(y), "frauds": int(y.sum())}
+
+
 def plot_pr_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]]):
     """Precision-recall curves of several models on the same window: {name: (y, probability)}."""
     import matplotlib.pyplot as plt
@@ -141,9 +174,11 @@ def plot_confusion(y: np.ndarray, probability: np.ndarray, threshold: float, tit
 
     matrix = confusion_matrix(y, probability >= threshold, labels=[0, 1])
     fig, ax = plt.subplots(figsize=(4, 4))
-    ax.imshow(np.log1p(matrix), cmap="Blues")
-    for (i, j), count in np.ndenumerate(matrix):
-        ax.text(j, i, f"{count:,}", ha="center", va="center")
+    shade = np.log1p(matrix)
+    ax.imshow(shade, cmap="Blues")
+    for (i, j), count in np.ndenumerate(matrix):  # white on the dark cells, black on the light ones
+        dark = shade[i, j] > shade.max() / 2
+        ax.text(j, i, f"{count:,}", ha="center", va="center", color="white" if dark else "black", fontsize=12)
     ax.set(
         xticks=[0, 1], yticks=[0, 1], xticklabels=["genuine", "fraud"], yticklabels=["genuine", "fraud"],
         xlabel="predicted", ylabel="actual", title=f"{title}\nthreshold {threshold:.4f}",

@@ -41,6 +41,7 @@ def parquet_dataset(
     With a ``seed`` it shuffles, differently each epoch: the order of files, then the rows inside
     each chunk of ``chunk_rows`` read from them. Memory stays at one chunk whatever the data size.
     """
+    keras_module()  # TensorFlow comes with it, imported quietly
     import tensorflow as tf
 
     files = split_files(processed, split)

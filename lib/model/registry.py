@@ -26,7 +26,7 @@ from lib.serving import scoring
 class Decision:
     promoted: bool
     reason: str
-    challenger_version: str
+    challenger_version: str | None  # None: nothing was registered
     champion_version: str | None  # the champion after the decision
 
 
@@ -142,10 +142,12 @@ def champion_auprc(
 
 @dataclass(frozen=True)
 class Submission:
-    """What 05_evaluate's registry step did: the gate's decision and the bundle now served as champion."""
+    """What 05_evaluate's registry step did: the gate's decision, the champion now served (its bundle is
+    exported to ``bundle_path``) and the challenger's bundle (None when nothing new was registered)."""
 
     decision: Decision
-    champion: scoring.BundleInfo
+    champion: scoring.Scorer
+    challenger: scoring.Scorer | None
 
 
 def submit(
@@ -162,9 +164,19 @@ def submit(
     re-scored on the same window, and export the champion's bundle to ``bundle_path``.
 
     ``record`` is what 04_train saved for the candidate (MLflow run and model URI, lineage), ``card``
-    its scorecard on ``window`` (AUPRC, threshold).
+    its scorecard on ``window`` (AUPRC, threshold). A candidate byte-identical to the champion (same
+    data, code and seed) is not registered again: the registry would only fill with copies.
     """
     name = settings.registered_model
+    champion_dir = bundle_path.with_name(f"{bundle_path.name}.champion")
+    current = current_champion(client, name)
+    if current is not None and _same_model(client, name, candidate, champion_dir):
+        reason = (
+            f"{candidate.name} is byte-identical to champion v{current.version} (same data, code and seed): "
+            "nothing registered, champion kept"
+        )
+        served = scoring.Scorer.from_folder(fetch_bundle(client.tracking_uri, name, CHAMPION, bundle_path))
+        return Submission(Decision(False, reason, None, str(current.version)), served, None)
     tags = {
         "candidate": candidate.name,
         "feature_set": candidate.feature_set,
@@ -184,9 +196,17 @@ def submit(
     )  # fmt: skip
     challenger = scoring.export_bundle(bundle_path.with_name(f"{bundle_path.name}.challenger"), candidate.model, info)
     client.log_artifacts(record["mlflow_run_id"], str(challenger), scoring.bundle_artifact_path(version.version))
-    rescored, note = champion_auprc(
-        client, name, str(processed), window.split, str(bundle_path.with_name(f"{bundle_path.name}.champion"))
-    )
+    rescored, note = champion_auprc(client, name, str(processed), window.split, str(champion_dir))
     decision = gate(client, name, version, card["auprc"], rescored, note)
     served = scoring.Scorer.from_folder(fetch_bundle(client.tracking_uri, name, CHAMPION, bundle_path))
-    return Submission(decision, served.info)
+    return Submission(decision, served, scoring.Scorer.from_folder(challenger))
+
+
+def _same_model(client: MlflowClient, name: str, candidate: train.Candidate, folder: Path) -> bool:
+    """Whether the champion's bundle holds exactly ``candidate``'s trees, for its feature set."""
+    try:
+        champion = scoring.Scorer.from_folder(fetch_bundle(client.tracking_uri, name, CHAMPION, folder))
+    except scoring.BundleError:
+        return False
+    same_trees = champion.booster.save_raw("ubj") == candidate.model.save_raw("ubj")
+    return same_trees and champion.info.feature_set == candidate.feature_set

@@ -14,13 +14,18 @@ from lib.config import Settings
 RUN_ID_TAG = "pipeline_run_id"
 
 
+# MLflow 3's UI shows an experiment as model training (runs, metrics, models) when this tag says so;
+# without it, it may infer the GenAI view (traces, prompts) and open there.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def ensure_experiment(client: MlflowClient, settings: Settings) -> str:
     """The id of the project's experiment, created on first use (local artifact root with SQLite)."""
     experiment = client.get_experiment_by_name(settings.mlflow_experiment)
     if experiment is not None:
         return experiment.experiment_id
     artifact_root = settings.mlflow_artifact_root if settings.mlflow_tracking_uri.startswith("sqlite:") else None
-    return client.create_experiment(settings.mlflow_experiment, artifact_location=artifact_root)
+    return client.create_experiment(settings.mlflow_experiment, artifact_location=artifact_root, tags=EXPERIMENT_KIND)
 
 
 @contextmanager
@@ -32,9 +37,22 @@ def candidate_run(settings: Settings, name: str, tags: dict | None = None) -> It
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     experiment_id = ensure_experiment(MlflowClient(settings.mlflow_tracking_uri), settings)
     run_tags = {**({RUN_ID_TAG: settings.pipeline_run_id} if settings.pipeline_run_id else {}), **(tags or {})}
+    if settings.notebook:  # the notebook is the run's source (MLflow would name the kernel's launcher)
+        run_tags.update({"mlflow.source.name": settings.notebook, "mlflow.source.type": "NOTEBOOK"})
     parent = settings.mlflow_parent_run_id or None
     with mlflow.start_run(experiment_id=experiment_id, run_name=name, parent_run_id=parent, tags=run_tags) as run:
         yield run.info.run_id
+
+
+def log_test_metrics(client: MlflowClient, records: dict[str, dict], scorecard: dict[str, dict]) -> None:
+    """Each candidate's test-window scorecard on its own MLflow run (``test_auprc``, ...), to sort runs by."""
+    for name, card in scorecard.items():
+        metrics = [
+            Metric(f"test_{k}", float(v), int(time.time() * 1000), 0)
+            for k, v in card.items()
+            if k != "validation_auprc"
+        ]
+        client.log_batch(records[name]["mlflow_run_id"], metrics=metrics)
 
 
 def log_history(client: MlflowClient, mlflow_run_id: str, history: dict[str, list[float]]) -> None:
@@ -71,8 +89,11 @@ def log_candidate(run_id: str, candidate, example: np.ndarray, tags: dict[str, s
             input_example=frame, model_format="ubj", pip_requirements=[f"xgboost=={xgb.__version__}"],
         )  # fmt: skip
     else:  # Keras models take one float32 tensor (features in the feature set's order)
-        import keras
         from mlflow import keras as mlflow_keras
+
+        from lib.model.train import keras_module
+
+        keras = keras_module()
 
         # mlflow.keras.log_model(input_example=...) writes the example before creating the model folder
         # (mlflow/mlflow#16183, open), so the example is logged beside the model instead.

@@ -18,7 +18,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import xgboost as xgb
 
-from lib import atomic
+from lib import atomic, daemons
+from lib.config import get_settings
 from lib.data.processed import read_manifest, split_files
 from lib.errors import ParameterError
 from lib.features import feature_names
@@ -85,19 +86,6 @@ def trainer(name: str) -> str:
     if name not in TRAINERS:
         raise ParameterError(f"TRAINER={name!r}: use 'local' (this process) or 'spark' (XGBoost on SPARK_MASTER)")
     return name
-
-
-def window_table(processed: str | Path):
-    """Rows, frauds, fraud rate and steps of each window, from the manifest (no data read)."""
-    import pandas as pd
-
-    manifest = read_manifest(processed)
-    rows = [
-        {"split": split, "steps": "-".join(map(str, manifest["windows"][split])), "rows": counts["rows"],
-         "frauds": counts["frauds"], "fraud rate %": 100 * counts["fraud_rate"]}
-        for split, counts in manifest["splits"].items()
-    ]  # fmt: skip
-    return pd.DataFrame(rows).set_index("split")
 
 
 def load_windows(processed: str | Path, splits: tuple[str, ...] = ("train", "validation")) -> dict:
@@ -307,9 +295,12 @@ def load_model(kind: str, path: str | Path):
 
 
 def keras_module():
-    """Keras, imported on first use (TensorFlow takes seconds to import) without TF's C++ log noise."""
+    """Keras, imported on first use (TensorFlow takes seconds to import) without TF's C++ log noise:
+    TensorFlow 2.21 prints its CUDA probe at import whatever ``TF_CPP_MIN_LOG_LEVEL`` says
+    (tensorflow/tensorflow#100442), so the import's stderr goes to a log file."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import keras
+    with daemons.stderr_to(get_settings().cache_dir / "tensorflow" / f"import-{os.getpid()}.log"):
+        import keras
 
     return keras
 

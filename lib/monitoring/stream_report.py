@@ -63,7 +63,12 @@ class StreamRun:
     results: pd.DataFrame
     summary: dict
     metrics: dict[str, float]  # the scorer's own Prometheus counters and gauges at the end
-    scorer_output: str
+    scorer_output: str  # everything the scorer process printed (librdkafka's transient retries included)
+
+    @property
+    def scorer_summary(self) -> str:
+        """The scorer's last word: ``stopped: N scored, M dead letters``."""
+        return next((line for line in reversed(self.scorer_output.splitlines()) if line.startswith("stopped:")), "")
 
 
 def scrape(url: str, prefixes: tuple[str, ...] = ("fraud_",)) -> dict[str, float]:

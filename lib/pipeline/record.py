@@ -8,6 +8,7 @@ from pathlib import Path
 
 from lib import atomic
 from lib.errors import ParameterError
+from lib.redact import redact
 
 DONE = ("ok", "cached")
 
@@ -31,7 +32,7 @@ class Failure:
             f"Pipeline run {run_id} FAILED\n"
             f"  notebook:  {self.notebook}\n"
             f"  cell:      {cell} of the executed notebook (execution count {self.execution_count})\n"
-            f"  error:     {self.error}\n"
+            f"  error:     {redact(self.error)}\n"
             f"  code:\n{source}\n"
             f"  executed:  {self.executed_notebook} (the failing cell is marked)\n"
             f"  resume:    python run_pipeline.py --run-id {run_id}"

@@ -24,11 +24,12 @@ import papermill as pm
 import yaml
 from papermill.engines import NBClientEngine, papermill_engines
 from papermill.exceptions import PapermillExecutionError
+from traitlets.config import Config
 
 from lib import atomic
-from lib.config import PROJECT_ROOT, Settings, get_settings
+from lib.config import PROJECT_ROOT, QUIET_ENVIRONMENT, Settings, get_settings, project_relative
 from lib.errors import ParameterError
-from lib.pipeline import cache, report
+from lib.pipeline import cache, parameters, report
 from lib.pipeline import outputs as nb_outputs
 from lib.pipeline.record import DONE, Failure, RunState
 
@@ -46,10 +47,11 @@ class _PlainProgressEngine(NBClientEngine):
     def execute_managed_notebook(cls, nb_man, kernel_name, **kwargs):
         total = len(nb_man.nb.cells)
         complete = nb_man.cell_complete
+        name = Path(nb_man.nb.metadata.get("papermill", {}).get("input_path", "notebook")).stem
 
         def cell_complete(cell, cell_index=None, **kw):
             complete(cell, cell_index=cell_index, **kw)
-            _print(f"      cell {cell_index + 1}/{total} done")
+            _print(f"      {name}: cell {cell_index + 1}/{total} done")
 
         nb_man.cell_complete = cell_complete
         return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
@@ -109,7 +111,13 @@ def parse_overrides(pairs: list[str] | None) -> dict:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise ParameterError(f"-p {pair!r}: write overrides as KEY=VALUE")
-        parsed[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        try:
+            parsed[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError as exc:
+            reason = str(exc).splitlines()[0]
+            raise ParameterError(
+                f"-p {pair!r}: the value is not valid YAML ({reason}); quote text, e.g. -p {key}='...'"
+            ) from None
     return parsed
 
 
@@ -140,7 +148,10 @@ def plan_parameters(
     everywhere = {**{nb.stem: declared_parameters(nb) for nb in pipeline or []}, **declared}
     _refuse_unknown(list(profile), everywhere, "pipeline notebook")
     params = {**profile, **overrides}
-    return {name: {k: v for k, v in params.items() if k in d} for name, d in declared.items()}
+    return {
+        name: {k: parameters.check(k, v, d[k]["default"], name) for k, v in params.items() if k in d}
+        for name, d in declared.items()
+    }
 
 
 @dataclass
@@ -188,6 +199,8 @@ def _execute(notebook: Path, executed: Path, params: dict, settings: Settings, t
                 cwd=str(PROJECT_ROOT),
                 progress_bar=tty,
                 engine_name=None if tty else "plain-progress",
+                # IPC sockets: a kernel on this machine needs no TCP port (nor warns about one without encryption)
+                config=Config({"KernelManager": {"transport": "ipc"}}),
             )
     except PapermillExecutionError as exc:
         error = f"{exc.ename}: {exc.evalue}"
@@ -260,7 +273,8 @@ class _Run:
             state.status[name] = "running"
             state.save(self.run_dir)
             began = time.perf_counter()
-            state.failure = _execute(notebook, executed, self.plan[name], self.settings, self.tty, kernel_env)
+            env = {**kernel_env, "FRAUD_NOTEBOOK": project_relative(notebook)}
+            state.failure = _execute(notebook, executed, self.plan[name], self.settings, self.tty, env)
             state.durations[name] = round(time.perf_counter() - began, 2)
             state.status[name] = "failed" if state.failure else "ok"
             if not state.failure:
@@ -344,7 +358,7 @@ def run_pipeline(
     run = _Run(settings, state, plan, run_dir, recorded, tracker, log, tty)
     todo = [nb for nb in selected if state.status.get(nb.stem) not in DONE]
     log(f"Pipeline run {state.run_id}: {len(todo)} of {len(selected)} notebook(s) to run -> {run_dir}")
-    kernel_env = tracking.kernel_environment(settings, state.run_id, tracker.mlflow_run_id)
+    kernel_env = {**QUIET_ENVIRONMENT, **tracking.kernel_environment(settings, state.run_id, tracker.mlflow_run_id)}
     for position, notebook in enumerate(todo, start=1):
         run.step(notebook, f"[{position}/{len(todo)}]", force, kernel_env)
         if state.failure:

@@ -56,13 +56,17 @@ def train(o: dict) -> str:
 
 
 def evaluate(o: dict) -> str:
-    challenger = o["challenger"]
-    outcome = "promoted" if o["promoted"] else "not promoted"
+    if o["challenger_version"] is None:
+        gate = f"{o['challenger']} was not registered: {o['gate_reason']}"
+    else:
+        outcome = "promoted" if o["promoted"] else "not promoted"
+        gate = f"challenger v{o['challenger_version']} ({o['challenger']}) {outcome}: {o['gate_reason']}"
     return (
-        f"Champion: {o['champion_candidate']} v{o['champion_version']} (test AUPRC {o['champion_test_auprc']:.4f}); "
-        f"challenger v{o['challenger_version']} ({challenger}) {outcome}: {o['gate_reason']}. At threshold "
-        f"{o['threshold']:.4f} the challenger catches {_pct(o[f'{challenger}_recall'])} of the test window's frauds "
-        f"with {o[f'{challenger}_alerts']:,} alerts and saves {o[f'{challenger}_saved_vs_no_model']:,.0f} against no model."
+        f"Champion: {o['champion_candidate']} v{o['champion_version']}, test AUPRC {o['champion_test_auprc']:.4f} and "
+        f"{o['champion_reference_auprc']:.4f} on {o['reference_rows']:,} real PaySim rows; at its threshold "
+        f"{o['champion_threshold']:.4f} it raises {o['champion_alerts_per_day']:,.0f} alerts a day, catches "
+        f"{_pct(o['champion_recall'])} of the test window's frauds and saves {o['champion_saved_vs_no_model']:,.0f} "
+        f"against no model. {gate[0].upper()}{gate[1:]}."
     )
 
 

@@ -21,7 +21,10 @@ def trained(mlflow_server, tmp_path_factory):
     args = [f"--only={nb}" for nb in ("01_acquire", "02_preprocess", "04_train", "05_evaluate")]
     env = {"MLFLOW_TRACKING_URI": mlflow_server}
     run_pipeline(home, *args, "-p", "ROWS=60000", "-p", "MLP_EPOCHS=2", "--force", env=env)
-    again = run_pipeline(home, "--only=05_evaluate", env=env)  # the same model again: a tie
+    # a different model (slower learning rate, XGBoost only): registered as v2 and gated against v1 re-scored
+    again = run_pipeline(
+        home, "--only=04_train", "--only=05_evaluate", "-p", "XGB_LEARNING_RATE=0.05", "-p", "TRAIN_MLP=false", env=env
+    )
     return home, {"BUNDLE_PATH": home / "data" / "bundle"}, again.stdout
 
 
@@ -52,13 +55,18 @@ def test_registry_gate_and_champion_bundle_through_the_server(mlflow_server, tra
     home, paths, second = trained
     assert "05_evaluate done" in second
     client = MlflowClient(mlflow_server)
-    assert str(client.get_model_version_by_alias(MODEL, "champion").version) == "1"
     assert str(client.get_model_version_by_alias(MODEL, "challenger").version) == "2"
     assert client.get_model_version(MODEL, "1").tags["gate_decision"] == "promoted"
-    assert client.get_model_version(MODEL, "2").tags["gate_decision"] == "rejected"  # equal AUPRC is not better
+    decision = client.get_model_version(MODEL, "2").tags["gate_decision"]
+    champion = str(client.get_model_version_by_alias(MODEL, "champion").version)
     outputs = json.loads((home / "runs" / "latest" / "outputs.json").read_text())["05_evaluate"]
-    assert outputs["promoted"] is False and "re-scored" in outputs["gate_reason"]
-    assert json.loads((paths["BUNDLE_PATH"] / "bundle.json").read_text())["model_version"] == "1"
+    assert decision in {"promoted", "rejected"} and outputs["promoted"] is (decision == "promoted")
+    assert champion == outputs["champion_version"] == ("2" if outputs["promoted"] else "1")
+    assert (
+        "re-scored" in outputs["gate_reason"]
+        and client.get_model_version(MODEL, "2").tags["gate_reason"] == outputs["gate_reason"]
+    )
+    assert json.loads((paths["BUNDLE_PATH"] / "bundle.json").read_text())["model_version"] == champion
 
     done = subprocess.run(
         [sys.executable, "-m", "lib", "score", "--input", str(REAL_SAMPLE), "--output", str(tmp_path / "s.csv")],
@@ -66,4 +74,4 @@ def test_registry_gate_and_champion_bundle_through_the_server(mlflow_server, tra
         env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "MLFLOW_TRACKING_URI": mlflow_server},
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert f"{MODEL} v1" in done.stdout and "AUPRC" in done.stdout
+    assert f"{MODEL} v{champion}" in done.stdout and "AUPRC" in done.stdout

@@ -1,16 +1,25 @@
 """The README's run command on a small size: a finished run whose index links every report, checked in Chromium."""
 
+import contextlib
 import json
 import re
 import shutil
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
 
 import pytest
 
 from lib.config import PROJECT_ROOT
+from lib.daemons import free_port
 from lib.hashing import content_sha256
 from lib.pipeline.runner import discover
-from tests.conftest import copy_project
-from tests.integration.conftest import run_pipeline
+from tests.conftest import REAL_SAMPLE, copy_project, project_env
+from tests.integration.conftest import run_pipeline, wait_for
+
+VENV_BIN = Path(sys.executable).parent
+MODEL = "paysim-fraud-detector"
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -25,7 +34,9 @@ def pipeline_run(tmp_path_factory):
 
 def test_run_record_is_complete(pipeline_run):
     run_dir, stdout = pipeline_run
-    assert "finished" in stdout and "cell 1/" in stdout  # plain progress lines when not a TTY
+    assert (
+        "finished" in stdout and "01_acquire: cell 1/" in stdout
+    )  # plain progress lines (not a TTY) name the notebook
     names = [p.stem for p in discover(PROJECT_ROOT / "notebooks")]
     index = (run_dir / "index.html").read_text()
     for name in names:
@@ -39,6 +50,7 @@ def test_run_record_is_complete(pipeline_run):
         assert 0 < trained[f"{candidate}_validation_auprc"] <= 1 and 0 < evaluated[f"{candidate}_auprc"] <= 1
     assert evaluated["promoted"] is True and evaluated["champion_version"] == "1"  # a fresh registry
     assert evaluated["xgboost_full_auprc"] > 0.8
+    assert trained["xgboost_full_best_iteration"] + 1 >= 5  # early stopping on logloss keeps trees, not one
     project = run_dir.parent.parent
     bundle = json.loads((project / "data" / "bundle" / "bundle.json").read_text())
     assert bundle["model_version"] == "1" and bundle["training_data_sha256"] == trained["training_data_sha256"]
@@ -70,7 +82,8 @@ def test_rerun_uses_the_cache_and_data_versions_restore(pipeline_run):
     assert "01_acquire: skipped" in again and "02_preprocess: skipped" in again and "03_version done" in again
     assert "04_train: skipped" in again and "05_evaluate done" in again  # same data: no retraining
     gate = json.loads((home / "runs" / "latest" / "outputs.json").read_text())["05_evaluate"]
-    assert gate["promoted"] is False and gate["challenger_version"] == "2" and gate["champion_version"] == "1"
+    assert gate["promoted"] is False and gate["challenger_version"] is None and gate["champion_version"] == "1"
+    assert "byte-identical" in gate["gate_reason"]  # the same model is not registered a second time
     changed = run_pipeline(home, "-p", "ROWS=60000", "-p", "SEED=43", "--until", "02_preprocess").stdout
     assert "01_acquire: skipped" not in changed and "02_preprocess: skipped" not in changed
     # bring back the first run's data after deleting the copy's working data; 02 recomputes the very same features
@@ -142,8 +155,18 @@ def test_drift_scenario_is_flagged_and_pushed_to_a_pushgateway(pipeline_run, tmp
 def test_index_and_every_linked_report_load_in_chromium(pipeline_run, browser):
     run_dir, _ = pipeline_run
     broken_images = "return [...document.images].filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src)"
+    browser.set_window_size(1366, 768)
     browser.get((run_dir / "index.html").as_uri())
     assert "Pipeline run" in browser.title
+    # how the run went, in the first screen of a laptop: one card per stage, numbers as people write them
+    titles = [h.text for h in browser.find_elements("css selector", ".card h3")]
+    assert titles == ["Data", "Champion", "Registry gate", "Stream", "Drift"]
+    cards_bottom = (
+        "return Math.max(...[...document.querySelectorAll('.card')].map(c => c.getBoundingClientRect().bottom))"
+    )
+    assert browser.execute_script(cards_bottom) <= browser.execute_script("return window.innerHeight")
+    text = browser.find_element("tag name", "body").text
+    assert not re.search(r"\d\.\d+e[+-]\d", text) and "xgboost_full" in text  # no 2.66164e+08, the candidates listed
     links = [a.get_attribute("href") for a in browser.find_elements("tag name", "a")]
     reports = [href for href in links if href.endswith((".html", ".ipynb", ".json", ".yaml"))]
     pages = [r for r in reports if re.search(r"/\d\d_[a-z0-9_]+\.html$", r)]
@@ -160,3 +183,78 @@ def test_index_and_every_linked_report_load_in_chromium(pipeline_run, browser):
             images = browser.execute_script("return document.images.length")
             if "01_acquire" in href:
                 assert images >= 2  # the fidelity plots are really there
+
+
+# --- the README's next steps, after `make run`, in the same project ---------------------------------
+
+
+@contextlib.contextmanager
+def started(project, command: list[str], ready_url: str, what: str, **env: str):
+    """``command`` running in ``project`` as the README gives it, once ``ready_url`` answers 200."""
+    log = project / f".{what}.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            command, cwd=project, env=project_env(project, **env), stdout=out, stderr=subprocess.STDOUT
+        )
+        try:
+            wait_for(lambda: urllib.request.urlopen(ready_url, timeout=2).status == 200, what, 180, process)
+            yield
+        finally:
+            process.terminate()
+            process.wait(30)
+
+
+def get_json(url: str, key: str | None = None) -> dict:
+    request = urllib.request.Request(url, headers={"X-API-Key": key} if key else {})
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return json.loads(answer.read())
+
+
+def test_next_steps_mlflow_ui_shows_the_run_as_model_training(pipeline_run):
+    project = pipeline_run[0].parent.parent
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    command = [str(VENV_BIN / "mlflow"), "ui", "--backend-store-uri", "sqlite:///mlflow.db", "--port", str(port)]
+    with started(project, command, f"{base}/health", "mlflow-ui"):
+        found = get_json(f"{base}/ajax-api/2.0/mlflow/experiments/get-by-name?experiment_name=fraud-detection-pipeline")
+        tags = {t["key"]: t["value"] for t in found["experiment"]["tags"]}
+        assert tags["mlflow.experimentKind"] == "custom_model_development"  # runs and models, not the GenAI view
+        champion = get_json(f"{base}/ajax-api/2.0/mlflow/registered-models/alias?name={MODEL}&alias=champion")
+        assert champion["model_version"]["version"] == "1"
+
+
+def test_next_steps_serve_answers_with_the_champion_and_offline_docs(pipeline_run):
+    project = pipeline_run[0].parent.parent
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "lib", "serve", "--port", str(port)]  # the champion from the project's registry
+    with started(project, command, f"{base}/readyz", "serve", FRAUD_API_KEYS="dev-key"):
+        assert get_json(f"{base}/v1/model", "dev-key")["model_version"] == "1"
+        docs = urllib.request.urlopen(f"{base}/docs", timeout=10).read().decode()
+        assert "swagger-ui" in docs and "cdn." not in docs  # Swagger UI served by the app itself
+    assert f"http://127.0.0.1:{port}/docs" in (project / ".serve.log").read_text()  # it says where it listens
+
+
+def test_next_steps_jupyterlab_opens_the_notebooks_with_the_project_kernel(pipeline_run):
+    project = pipeline_run[0].parent.parent
+    assert "\t$(BIN)/jupyter lab --notebook-dir=.\n" in (PROJECT_ROOT / "Makefile").read_text()  # what `make lab` runs
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    command = [str(VENV_BIN / "jupyter"), "lab", "--notebook-dir=.", "--no-browser", f"--port={port}",
+               "--IdentityProvider.token=", "--ServerApp.password="]  # fmt: skip
+    with started(project, command, f"{base}/api/status", "lab"):
+        names = {item["name"] for item in get_json(f"{base}/api/contents/notebooks")["content"]}
+        assert {p.name for p in discover(project / "notebooks")} <= names
+        specs = get_json(f"{base}/api/kernelspecs")
+        kernel = specs["kernelspecs"][specs["default"]]["spec"]["argv"][0]
+        assert Path(kernel).resolve() == Path(sys.executable).resolve() or kernel == "python"
+        assert urllib.request.urlopen(f"{base}/lab/tree/notebooks/01_acquire.ipynb", timeout=10).status == 200
+
+
+def test_next_steps_your_own_file_as_source(tmp_path):
+    """`run_pipeline.py -p SOURCE=path/to/file.csv`: 01 validates the user's file into the raw Parquet."""
+    project = copy_project(tmp_path)
+    own_file = project / REAL_SAMPLE.relative_to(PROJECT_ROOT)  # the copy's, as a user's file would be
+    run_pipeline(project, "--only=01_acquire", "-p", f"SOURCE={own_file}", "--force")
+    acquired = json.loads((project / "runs" / "latest" / "outputs.json").read_text())["01_acquire"]
+    assert acquired["rows"] == 19_999 and acquired["frauds"] > 0 and str(own_file) in acquired["source"]

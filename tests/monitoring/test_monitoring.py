@@ -20,6 +20,7 @@ import yaml
 from lib.config import PROJECT_ROOT
 from lib.data.simulate import simulate_table
 from lib.monitoring import drift
+from lib.monitoring.local import LocalMonitoring
 from lib.serving import scoring
 from lib.stream import kafka as stream
 from lib.stream import scorer as stream_scorer
@@ -67,16 +68,28 @@ def test_promtool_checks_the_config_and_every_alert_has_tests():
         assert True in outcomes and False in outcomes, f"{alert} needs a test that fires it and one that does not"
 
 
-def test_dashboards_and_provisioning_fit_together():
+def test_dashboards_are_importable_editable_and_fit_the_provisioning():
+    """Provisioned (the datasource variable falls back to the default Prometheus) or imported by hand
+    (Grafana's import dialog asks for DS_PROMETHEUS and substitutes it): no hard-coded datasource uid."""
     datasource = yaml.safe_load((MONITORING / "grafana/provisioning/datasources/prometheus.yml").read_text())
-    uid = datasource["datasources"][0]["uid"]
+    assert datasource["datasources"][0]["type"] == "prometheus" and datasource["datasources"][0]["isDefault"]
     assert DASHBOARDS
     for path in DASHBOARDS:
         dashboard = json.loads(path.read_text())
+        assert dashboard["editable"] is True
+        assert [(i["name"], i["type"], i["pluginId"]) for i in dashboard["__inputs"]] == [
+            ("DS_PROMETHEUS", "datasource", "prometheus")
+        ]
+        variable = next(v for v in dashboard["templating"]["list"] if v["name"] == "datasource")
+        assert variable["type"] == "datasource" and variable["query"] == "prometheus"
+        assert variable["current"]["value"] == "${DS_PROMETHEUS}"
+        used = {p["type"] for p in dashboard["panels"]}
+        assert used <= {r["id"] for r in dashboard["__requires"] if r["type"] == "panel"}
         ids = [p["id"] for p in dashboard["panels"]]
         assert len(ids) == len(set(ids)), f"{path.name}: panel ids repeat"
         for panel in dashboard["panels"]:
-            assert panel["datasource"]["uid"] == uid and all(t["datasource"]["uid"] == uid for t in panel["targets"])
+            expected = {"type": "prometheus", "uid": "${datasource}"}
+            assert panel["datasource"] == expected and all(t["datasource"] == expected for t in panel["targets"])
     compose = yaml.safe_load((MONITORING / "docker-compose.yml").read_text())
     assert {"kafka", "api", "scorer", "prometheus", "pushgateway", "grafana"} <= set(compose["services"])
     for name, service in compose["services"].items():
@@ -137,48 +150,33 @@ def query(prometheus: str, expr: str) -> list:
 @pytest.mark.integration
 @pytest.mark.slow
 def test_every_panel_query_returns_data_from_a_real_prometheus(tmp_path, kafka, bundle):
-    prometheus_bin, pushgateway_bin = need("prometheus"), need("prometheus-pushgateway")
-    api_port, metrics_port, push_port, prom_port = (free_port() for _ in range(4))
+    """`monitoring-local`'s Prometheus and Pushgateway (the project's config and rules, scraping every
+    second) over the API and the stream scorer under load: every panel's query returns data."""
+    need("prometheus"), need("prometheus-pushgateway")
+    api_port, metrics_port = free_port(), free_port()
     processes: list[subprocess.Popen] = []
-    try:
-        api = subprocess.Popen(
-            [sys.executable, "-m", "lib", "serve", "--port", str(api_port), "--model", str(bundle)],
-            cwd=PROJECT_ROOT, env={**os.environ, "FRAUD_API_KEYS": KEY}, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        processes.append(api)
-        topics = stream.Topics("monitoring.")
-        stream.ensure_topics(kafka.bootstrap, topics)
-        scorer = stream_scorer.start_scorer_process(
+    api = subprocess.Popen(
+        [sys.executable, "-m", "lib", "serve", "--port", str(api_port), "--model", str(bundle)],
+        cwd=PROJECT_ROOT, env={**os.environ, "FRAUD_API_KEYS": KEY}, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    processes.append(api)
+    topics = stream.Topics("monitoring.")
+    stream.ensure_topics(kafka.bootstrap, topics)
+    processes.append(
+        stream_scorer.start_scorer_process(
             kafka.bootstrap, topics, bundle, "--metrics-port", str(metrics_port), "--batch-size", "500"
         )
-        processes.append(scorer)
-        pushgateway = subprocess.Popen(
-            [pushgateway_bin, f"--web.listen-address=127.0.0.1:{push_port}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        processes.append(pushgateway)
-
-        # the project's Prometheus config, pointed at 127.0.0.1 and scraping every second
-        config = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
-        config["global"].update(scrape_interval="1s", evaluation_interval="1s")
-        targets = {"fraud-api": api_port, "fraud-stream-scorer": metrics_port, "pushgateway": push_port}
-        assert {job["job_name"] for job in config["scrape_configs"]} == set(targets)
-        for job in config["scrape_configs"]:
-            job["static_configs"] = [{"targets": [f"127.0.0.1:{targets[job['job_name']]}"]}]
-        shutil.copytree(PROMETHEUS / "rules", tmp_path / "rules")
-        (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
-        prom = subprocess.Popen(
-            [prometheus_bin, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{prom_port}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        processes.append(prom)
-        prometheus = f"http://127.0.0.1:{prom_port}"
+    )
+    monitoring = LocalMonitoring(
+        tmp_path / "monitoring", f"127.0.0.1:{api_port}", f"127.0.0.1:{metrics_port}", scrape_interval="1s"
+    )
+    try:
+        monitoring.start()
+        prometheus = monitoring.prometheus_url
         wait_for(
             lambda: urllib.request.urlopen(f"http://127.0.0.1:{api_port}/readyz").status == 200, "API", process=api
         )
-        wait_for(lambda: urllib.request.urlopen(f"{prometheus}/-/ready").status == 200, "Prometheus", process=prom)
 
         # 07_drift_report's push, from a real (small) drift report
         raw = tmp_path / "raw.parquet"
@@ -190,10 +188,11 @@ def test_every_panel_query_returns_data_from_a_real_prometheus(tmp_path, kafka, 
         _, deltas = drift.quality_report(
             drift.add_predictions(reference, scorer_core), drift.add_predictions(current, scorer_core)
         )
-        drift.push(f"127.0.0.1:{push_port}", summary, deltas, "3")
+        drift.push(monitoring.pushgateway, summary, deltas, "3")
 
         with Load(f"http://127.0.0.1:{api_port}", kafka.bootstrap, topics):
             wait_for(lambda: len(query(prometheus, "up == 1")) == 3, "all three targets scraped", timeout=60)
+            assert monitoring.targets() == {"fraud-api": "up", "fraud-stream-scorer": "up", "pushgateway": "up"}
             time.sleep(8)  # a few scrapes with traffic, so rates have two points
             empty = []
             for title, expr in panel_queries():
@@ -206,6 +205,7 @@ def test_every_panel_query_returns_data_from_a_real_prometheus(tmp_path, kafka, 
         assert not unhealthy and sum(len(g["rules"]) for g in rules) == 13, unhealthy
         assert query(prometheus, "fraud_drift_share")[0]["value"][1] == f"{summary.share:g}"
     finally:
+        monitoring.stop()
         for process in processes:
             process.terminate()
         for process in processes:
@@ -213,3 +213,27 @@ def test_every_panel_query_returns_data_from_a_real_prometheus(tmp_path, kafka, 
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+@pytest.mark.slow
+def test_monitoring_local_start_status_stop(tmp_path):
+    need("prometheus"), need("prometheus-pushgateway")
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
+    ports = [str(free_port()), str(free_port())]
+
+    def cli(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "lib", "monitoring-local", *args], cwd=PROJECT_ROOT, env=env,
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    assert cli("status").returncode == 3
+    started = cli("start", "--port", ports[0], "--pushgateway-port", ports[1], "--api", "127.0.0.1:1")
+    try:
+        assert started.returncode == 0 and f"PUSHGATEWAY_URL=127.0.0.1:{ports[1]}" in started.stdout, started.stderr
+        status = cli("status")
+        assert status.returncode == 0 and f"Prometheus http://127.0.0.1:{ports[0]}" in status.stdout
+        assert urllib.request.urlopen(f"http://127.0.0.1:{ports[0]}/api/v1/rules", timeout=5).status == 200
+    finally:
+        stopped = cli("stop")
+    assert stopped.stdout.strip() == "stopped" and cli("status").returncode == 3
