@@ -142,13 +142,13 @@ def _lambda_package(args: argparse.Namespace) -> None:
     from lib.serving import lambda_package
 
     out = resolve(args.out or f"build/lambda/{args.stage}")
-    folder = lambda_package.package(args.stage, resolve(args.bundle), out)
+    folder = lambda_package.package(args.stage, resolve(args.bundle), out, pkg_format=args.pkg_format)
     unpacked = lambda_package.unpack(folder / "deployment.zip", out.parent / f".{args.stage}-unpacked")
     report = lambda_package.check_package(folder / "deployment.zip", unpacked)
     problems = report.forbidden + report.elf_problems
     print(
         f"{folder / 'deployment.zip'}: {report.zipped_bytes / 1e6:.1f} MB, {report.unzipped_bytes / 1e6:.1f} MB unzipped "
-        f"(Lambda's limit 262.1 MB), {report.elf_files} ELF files; template {folder / 'sam.json'}"
+        f"(Lambda's limit 262.1 MB), {report.elf_files} ELF files; template {folder / lambda_package.TEMPLATES[args.pkg_format]}"
         + (f"; problems: {problems}" if problems else "")
     )
     if not report.ok:
@@ -264,7 +264,11 @@ def _add_serving_commands(commands) -> None:
     )
     package.add_argument("--stage", default="prod", choices=["dev", "prod"])
     package.add_argument("--bundle", default="data/bundle", help="the serving bundle the package carries")
-    package.add_argument("--out", help="folder for deployment.zip and sam.json (default build/lambda/STAGE)")
+    package.add_argument("--out", help="folder for deployment.zip and its template (default build/lambda/STAGE)")
+    package.add_argument(
+        "--pkg-format", default="cloudformation", choices=["cloudformation", "terraform"],
+        help="the template: SAM (sam.json, the default) or Terraform (chalice.tf.json)",
+    )  # fmt: skip
     package.set_defaults(handler=_lambda_package)
 
     monitoring = commands.add_parser(

@@ -18,7 +18,8 @@ def _temporary(target: Path, kind: str = "tmp") -> Path:
     return target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}.{kind}")
 
 
-def _alive(pid: int) -> bool:
+def pid_running(pid: int) -> bool:
+    """Whether a process ``pid`` exists (the writer of a temporary file, a daemon of ``lib.daemons``)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -32,7 +33,7 @@ def _sweep(target: Path) -> None:
     """Remove temporaries of ``target`` whose writer process is gone (killed mid-write)."""
     for stale in target.parent.glob(f".{target.name}.*-*.*"):
         pid = stale.name[len(target.name) + 2 :].split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not pid_running(int(pid)):
             if stale.is_dir():
                 shutil.rmtree(stale, ignore_errors=True)
             else:

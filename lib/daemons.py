@@ -69,13 +69,7 @@ def alive(pid: int) -> bool:
             return False
     except ChildProcessError:  # not our child (a `stop` from another process)
         pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return atomic.pid_running(pid)
 
 
 def stop(pids: list[int], timeout: float = 30.0, kill: bool = False) -> None:

@@ -185,7 +185,7 @@ def _check_type(source: str, column: str, found: pa.DataType) -> None:
         ok, what = pa.types.is_integer(found) or pa.types.is_floating(found) or pa.types.is_decimal(found), "numbers"
     if not ok:
         raise DataValidationError(
-            f"{source}: column `{column}` is {found}, but must hold {what} ({wanted}); fix the file's column type."
+            f"{source}: column `{column}` has the wrong type, {found}: it must hold {what} ({wanted}); fix the file's column type."
         )
 
 

@@ -123,9 +123,15 @@ def emulator(settings: Settings | None = None) -> Path:
     return binary
 
 
-def package(stage: str, bundle: Path, out: Path, settings: Settings | None = None) -> Path:
+TEMPLATES = {"cloudformation": "sam.json", "terraform": "chalice.tf.json"}  # what each --pkg-format writes
+
+
+def package(
+    stage: str, bundle: Path, out: Path, settings: Settings | None = None, pkg_format: str = "cloudformation"
+) -> Path:
     """``chalice package --stage <stage>`` under the Lambda Python, with ``bundle`` as the packaged model;
-    writes ``deployment.zip`` and ``sam.json`` to ``out`` (atomically) and returns ``out``."""
+    writes ``deployment.zip`` and the template (``TEMPLATES[pkg_format]``: SAM or Terraform) to ``out``
+    (atomically) and returns ``out``."""
     root = lambda_root(settings)
     work = root / "work" / stage
     shutil.rmtree(work, ignore_errors=True)
@@ -137,7 +143,7 @@ def package(stage: str, bundle: Path, out: Path, settings: Settings | None = Non
     env = {**_ROOT_ENV, "PATH": "/opt/build/bin:/usr/bin:/bin", "AWS_DEFAULT_REGION": "us-east-1"}
     if stage == "prod":
         env["FRAUD_LAMBDA_AUTHORIZER"] = "1"  # as cd.yml deploys it: API Gateway's Lambda authorizer in front
-    script = f"cd {inside} && chalice package --stage {stage} /work/{stage}/out"
+    script = f"cd {inside} && chalice package --pkg-format {pkg_format} --stage {stage} /work/{stage}/out"
     _run(["chroot", str(root), "/usr/bin/env", "-i", *(f"{k}={v}" for k, v in env.items()), "/bin/sh", "-c", script],
          f"chalice package --stage {stage}")  # fmt: skip
     with atomic.staged_dir(out) as tmp:

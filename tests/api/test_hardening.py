@@ -82,7 +82,8 @@ def test_no_credential_reaches_an_answer_or_the_log(tmp_path):
     """A tracking URI with a password, and no model there: /readyz says why without the address, the log
     and `lib score` name it without the password."""
     port = free_port()
-    env = {**os.environ, "FRAUD_API_KEYS": KEY, "MLFLOW_TRACKING_URI": f"http://alice:s3cr3t@127.0.0.1:{free_port()}",
+    shell = {k: v for k, v in os.environ.items() if not k.startswith("FRAUD_")}  # no bundle from other tests' settings
+    env = {**shell, "FRAUD_API_KEYS": KEY, "MLFLOW_TRACKING_URI": f"http://alice:s3cr3t@127.0.0.1:{free_port()}",
            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "3"}  # fmt: skip
     log = tmp_path / "server.log"
     with log.open("w") as out:

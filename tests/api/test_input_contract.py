@@ -105,7 +105,7 @@ def test_parquet_columns_of_the_wrong_type_are_refused_not_cast(tmp_path):
     for column, values in wrong.items():
         table = good.set_column(good.schema.get_field_index(column), column, values)
         pq.write_table(table, tmp_path / "wrong.parquet")
-        with pytest.raises(DataValidationError, match=rf"column `{column}` is .*, but must hold"):
+        with pytest.raises(DataValidationError, match=rf"column `{column}` has the wrong type, .*: it must hold"):
             acquire.validate_file(str(tmp_path / "wrong.parquet"))
 
 

@@ -2,11 +2,14 @@
 held to Lambda's limits, and run by the Lambda Runtime Interface Emulator as Lambda runs it."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 
+from lib.config import PROJECT_ROOT
 from lib.serving import lambda_package
-from tests.api.conftest import KEY, template_environment
+from tests.api.conftest import KEY, require_root, template_environment
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.lambda_package]
 
@@ -80,3 +83,19 @@ def test_the_prod_authorizer_answers_token_events(lambda_packages, tmp_path):
         refused = authorizer.invoke({"type": "TOKEN", "authorizationToken": "wrong", "methodArn": arn})
     assert allowed["policyDocument"]["Statement"][0]["Effect"] == "Allow"
     assert refused["errorMessage"] == "Unauthorized"
+
+
+def test_the_terraform_package_describes_the_same_functions(bundle, tmp_path):
+    """`lambda-package --pkg-format terraform`: chalice.tf.json with both functions on python3.13."""
+    require_root()
+    out = tmp_path / "terraform"
+    done = subprocess.run(
+        [sys.executable, "-m", "lib", "lambda-package", "--stage", "prod", "--pkg-format", "terraform",
+         "--bundle", str(bundle), "--out", str(out)],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=3000,
+    )  # fmt: skip
+    assert done.returncode == 0 and "chalice.tf.json" in done.stdout, done.stdout + done.stderr
+    functions = json.loads((out / "chalice.tf.json").read_text())["resource"]["aws_lambda_function"]
+    handlers = {f["handler"]: f["runtime"] for f in functions.values()}
+    assert handlers == {"app.app": "python3.13", "app.api_key_authorizer": "python3.13"}
+    assert (out / "deployment.zip").stat().st_size > 10e6

@@ -2,6 +2,7 @@
 
 import contextlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -159,7 +160,9 @@ def test_index_and_every_linked_report_load_in_chromium(pipeline_run, browser):
     browser.get((run_dir / "index.html").as_uri())
     assert "Pipeline run" in browser.title
     # how the run went, in the first screen of a laptop: one card per stage, numbers as people write them
-    titles = [h.text for h in browser.find_elements("css selector", ".card h3")]
+    titles = [
+        h.get_attribute("textContent") for h in browser.find_elements("css selector", ".card h3")
+    ]  # CSS capitalises
     assert titles == ["Data", "Champion", "Registry gate", "Stream", "Drift"]
     cards_bottom = (
         "return Math.max(...[...document.querySelectorAll('.card')].map(c => c.getBoundingClientRect().bottom))"
@@ -242,6 +245,7 @@ def test_next_steps_jupyterlab_opens_the_notebooks_with_the_project_kernel(pipel
     base = f"http://127.0.0.1:{port}"
     command = [str(VENV_BIN / "jupyter"), "lab", "--notebook-dir=.", "--no-browser", f"--port={port}",
                "--IdentityProvider.token=", "--ServerApp.password="]  # fmt: skip
+    command += ["--allow-root"] if os.geteuid() == 0 else []  # CI runs as root; Jupyter refuses root without it
     with started(project, command, f"{base}/api/status", "lab"):
         names = {item["name"] for item in get_json(f"{base}/api/contents/notebooks")["content"]}
         assert {p.name for p in discover(project / "notebooks")} <= names
