@@ -141,7 +141,11 @@ def main() -> None:
     parser.add_argument("--local-upto", type=float, default=2, help="run TRAINER=local up to this multiple")
     parser.add_argument("--rounds", type=int, default=30, help="XGBoost rounds, the same at every size")
     parser.add_argument("--work-dir", default=None, help="where the data goes (default: a temporary folder)")
+    parser.add_argument("--steps", default=",".join(STEPS), help="a prefix of 01_acquire,02_preprocess,04_train")
     args = parser.parse_args()
+    steps = tuple(args.steps.split(","))
+    if steps != STEPS[: len(steps)]:
+        parser.error(f"--steps must be a prefix of {','.join(STEPS)} (each step reads what the one before wrote)")
     multiples = [float(m) for m in args.multiples.split(",")]
     base = Path(args.work_dir or tempfile.mkdtemp(prefix="scale-"))
     results: dict[tuple[str, float], dict] = {}
@@ -152,36 +156,39 @@ def main() -> None:
             work = base / f"{multiple:g}x"
             shutil.rmtree(work, ignore_errors=True)
             # TRAINER=spark runs 01, 02, 04; TRAINER=local then trains on the same processed data (04 alone)
-            for trainer in ("spark", "local") if multiple <= args.local_upto else ("spark",):
-                steps = STEPS if trainer == "spark" else ("04_train",)
+            local = multiple <= args.local_upto and "04_train" in steps
+            for trainer in ("spark", "local") if local else ("spark",):
                 began = time.perf_counter()
                 results[(trainer, multiple)] = run_steps(
-                    rows, trainer, cluster.master_url, work, args.rounds, args.worker_memory, steps
-                )
+                    rows, trainer, cluster.master_url, work, args.rounds, args.worker_memory,
+                    steps if trainer == "spark" else ("04_train",),
+                )  # fmt: skip
                 print(f"{multiple:g}x ({rows:,} rows) TRAINER={trainer}: {time.perf_counter() - began:.0f} s "
                       f"{json.dumps(results[(trainer, multiple)])}", flush=True)  # fmt: skip
             shutil.rmtree(work, ignore_errors=True)
-    report(results, multiples, args)
+    report(results, multiples, steps)
 
 
-def report(results: dict, multiples: list[float], args) -> None:
+def report(results: dict, multiples: list[float], steps: tuple[str, ...]) -> None:
     print(
         f"\n{'step':<14} {'trainer':<7} {'rows':>11} {'seconds':>8} {'s/M rows':>8} {'driver GB':>9} {'executor GB':>11}"
     )
-    for (trainer, multiple), steps in sorted(results.items(), key=lambda kv: (kv[0][0] != "spark", kv[0][1])):
+    for (trainer, multiple), measured in sorted(results.items(), key=lambda kv: (kv[0][0] != "spark", kv[0][1])):
         rows = round(multiple * FULL_ROWS)
-        for step, r in steps.items():
+        for step, r in measured.items():
             print(f"{step:<14} {trainer:<7} {rows:>11,} {r['seconds']:>8.1f} {r['seconds'] / rows * 1e6:>8.2f} "
                   f"{gb(r['driver']):>9} {gb(r['executor']):>11}")  # fmt: skip
     spark = [m for m in multiples if ("spark", m) in results]
+    if len(spark) < 2:
+        return  # one size: no growth to fit
     rows = [round(m * FULL_ROWS) for m in spark]
     print(f"\ngrowth exponent k (time ~ rows^k, {spark[0]:g}x..{spark[-1]:g}x, target <= 1.1):")
-    for step in STEPS:
+    for step in steps:
         k = exponent(rows, [results[("spark", m)][step]["seconds"] for m in spark])
         print(f"  {step:<14} k = {k:.3f}  {'met' if k <= 1.1 else f'MISSED by {k - 1.1:.3f}'}")
     first, last = results[("spark", spark[0])], results[("spark", spark[-1])]
     print(f"driver RSS {spark[0]:g}x -> {spark[-1]:g}x (target: within 20 %):")
-    for step in STEPS:
+    for step in steps:
         before, after = first[step]["driver"], last[step]["driver"]
         change = after / before - 1 if before else float("nan")
         verdict = "met" if abs(change) <= 0.2 else f"MISSED ({100 * change:+.0f} %)"
