@@ -110,3 +110,23 @@ def load_state(path: Path, cls):
         return None
     service = cls(**{**state, "data_dir": Path(state["data_dir"])})
     return service if service.running() else None
+
+
+def start_detached(path: Path, cls, make):
+    """The service ``path`` remembers if it still runs; else ``make()`` started detached and remembered."""
+    running = load_state(path, cls)
+    if running:
+        return running
+    service = make().start(detach=True)
+    save_state(path, service)
+    return service
+
+
+def stop_detached(path: Path, cls) -> bool:
+    """Stop the service ``path`` remembers and forget it; False if none was running."""
+    service = load_state(path, cls)
+    path.unlink(missing_ok=True)
+    if not service:
+        return False
+    service.stop()
+    return True

@@ -148,18 +148,11 @@ def read_state() -> LocalCluster | None:
 
 def start_background(workers: int = 2, cores: int = 1, memory: str = "2g", port: int = 0) -> LocalCluster:
     """Start a cluster that outlives this process (or return the one already running)."""
-    running = read_state()
-    if running:
-        return running
-    cluster = LocalCluster(_state_file().parent / "local-cluster", workers, cores, memory, port).start(detach=True)
-    daemons.save_state(_state_file(), cluster)
-    return cluster
+    folder = _state_file().parent / "local-cluster"
+    return daemons.start_detached(
+        _state_file(), LocalCluster, lambda: LocalCluster(folder, workers, cores, memory, port)
+    )
 
 
 def stop_background() -> bool:
-    cluster = read_state()
-    _state_file().unlink(missing_ok=True)
-    if not cluster:
-        return False
-    cluster.stop()
-    return True
+    return daemons.stop_detached(_state_file(), LocalCluster)

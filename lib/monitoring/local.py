@@ -137,19 +137,11 @@ def read_state() -> LocalMonitoring | None:
 def start_background(
     api: str, scorer: str, prometheus_port: int = 9090, pushgateway_port: int = 9091
 ) -> LocalMonitoring:
-    running = read_state()
-    if running:
-        return running
     folder = _state_file().parent / "local-monitoring"
-    monitoring = LocalMonitoring(folder, api, scorer, prometheus_port, pushgateway_port).start(detach=True)
-    daemons.save_state(_state_file(), monitoring)
-    return monitoring
+    return daemons.start_detached(
+        _state_file(), LocalMonitoring, lambda: LocalMonitoring(folder, api, scorer, prometheus_port, pushgateway_port)
+    )
 
 
 def stop_background() -> bool:
-    monitoring = read_state()
-    _state_file().unlink(missing_ok=True)
-    if not monitoring:
-        return False
-    monitoring.stop()
-    return True
+    return daemons.stop_detached(_state_file(), LocalMonitoring)

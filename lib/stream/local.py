@@ -251,18 +251,10 @@ def read_state() -> LocalBroker | None:
 
 
 def start_background(data_dir: Path | None = None, port: int = 0) -> LocalBroker:
-    running = read_state()
-    if running:
-        return running
-    broker = LocalBroker(data_dir or cache_dir() / "local-data", port=port).start(detach=True)
-    daemons.save_state(_state_file(), broker)
-    return broker
+    return daemons.start_detached(
+        _state_file(), LocalBroker, lambda: LocalBroker(data_dir or cache_dir() / "local-data", port=port)
+    )
 
 
 def stop_background() -> bool:
-    broker = read_state()
-    _state_file().unlink(missing_ok=True)
-    if not broker:
-        return False
-    broker.stop()
-    return True
+    return daemons.stop_detached(_state_file(), LocalBroker)
