@@ -73,10 +73,13 @@ class Sampler(threading.Thread):
     def run(self) -> None:
         while self.runner.is_running() and self.runner.status() != psutil.STATUS_ZOMBIE:
             if self.step:
-                driver = sum(tree_rss(k, is_executor) for k in self.runner.children(recursive=True) if _kernel(k))
+                kernels = [k for k in self.runner.children(recursive=True) if _kernel(k)]
+                driver = sum(tree_rss(k, is_executor) for k in kernels)
+                jvm = sum(tree_rss(c) for k in kernels for c in k.children(recursive=True) if _java(c))
                 executors = [tree_rss(p) for p in psutil.process_iter() if is_executor(p)]
-                peak = self.peaks.setdefault(self.step, {"driver": 0, "executor": 0})
+                peak = self.peaks.setdefault(self.step, {"driver": 0, "driver_jvm": 0, "executor": 0})
                 peak["driver"] = max(peak["driver"], driver)
+                peak["driver_jvm"] = max(peak["driver_jvm"], jvm)
                 peak["executor"] = max(peak["executor"], max(executors, default=0))
             time.sleep(0.25)
 
@@ -84,6 +87,13 @@ class Sampler(threading.Thread):
 def _kernel(process: psutil.Process) -> bool:
     try:
         return "ipykernel_launcher" in " ".join(process.cmdline())
+    except psutil.Error:
+        return False
+
+
+def _java(process: psutil.Process) -> bool:
+    try:
+        return process.name() == "java"
     except psutil.Error:
         return False
 
@@ -119,7 +129,10 @@ def run_steps(rows: int, trainer: str, master: str, work: Path, rounds: int, exe
     if runner.returncode != 0:
         raise SystemExit(f"the pipeline failed at {rows:,} rows ({trainer}):\n{''.join(log[-60:])}")
     state = json.loads(max((work / "runs").glob("2*/run.json")).read_text())
-    return {s: {"seconds": state["durations"][s], **sampler.peaks.get(s, {"driver": 0, "executor": 0})} for s in steps}
+    return {
+        s: {"seconds": state["durations"][s], **sampler.peaks.get(s, {"driver": 0, "driver_jvm": 0, "executor": 0})}
+        for s in steps
+    }
 
 
 def exponent(rows: list[int], seconds: list[float]) -> float:
@@ -171,13 +184,13 @@ def main() -> None:
 
 def report(results: dict, multiples: list[float], steps: tuple[str, ...]) -> None:
     print(
-        f"\n{'step':<14} {'trainer':<7} {'rows':>11} {'seconds':>8} {'s/M rows':>8} {'driver GB':>9} {'executor GB':>11}"
+        f"\n{'step':<14} {'trainer':<7} {'rows':>11} {'seconds':>8} {'s/M rows':>8} {'driver GB':>9} {'its JVM':>7} {'executor GB':>11}"
     )
     for (trainer, multiple), measured in sorted(results.items(), key=lambda kv: (kv[0][0] != "spark", kv[0][1])):
         rows = round(multiple * FULL_ROWS)
         for step, r in measured.items():
             print(f"{step:<14} {trainer:<7} {rows:>11,} {r['seconds']:>8.1f} {r['seconds'] / rows * 1e6:>8.2f} "
-                  f"{gb(r['driver']):>9} {gb(r['executor']):>11}")  # fmt: skip
+                  f"{gb(r['driver']):>9} {gb(r['driver_jvm']):>7} {gb(r['executor']):>11}")  # fmt: skip
     spark = [m for m in multiples if ("spark", m) in results]
     if len(spark) < 2:
         return  # one size: no growth to fit

@@ -26,20 +26,34 @@ SIGNATURES = {
 def load_columns(path: str | Path, max_rows: int = 0) -> dict[str, np.ndarray]:
     """The columns fidelity needs as NumPy arrays (no pandas frame of the whole file).
 
-    ``max_rows > 0`` reads a sample of at most about that many rows from Parquet (a file or a folder):
-    evenly spaced row groups, so every part of the month is in it and memory stays bounded.
+    ``max_rows > 0`` reads a sample of at most that many rows from Parquet (a file or a folder): the
+    first rows of evenly spaced row groups, so every part of the month is in it and memory stays
+    bounded whatever the size of the data and of its row groups.
     """
     path = str(path)
     if path.endswith(".parquet") or Path(path).is_dir():
         import pyarrow.dataset as ds
 
         groups = [g for fragment in ds.dataset(path, format="parquet").get_fragments() for g in fragment.split_by_row_group()]
-        rows = sum(g.count_rows() for g in groups)
-        every = max(1, -(-rows // max_rows)) if max_rows else 1
-        table = pa.concat_tables(g.to_table(columns=_COLUMNS) for g in groups[::every])
+        sizes = np.array([g.metadata.num_rows for g in groups])
+        if not max_rows or sizes.sum() <= max_rows:
+            table = pa.concat_tables(g.to_table(columns=_COLUMNS) for g in groups)
+        else:
+            picked = np.unique(np.linspace(0, len(groups) - 1, min(len(groups), 64)).round().astype(int))
+            share = max_rows // len(picked)
+            table = pa.Table.from_batches([_head(groups[i], share) for i in picked])
     else:
         table = pa.Table.from_batches(list(read_batches(path))).select(_COLUMNS)
     return {c: table.column(c).to_numpy(zero_copy_only=False) for c in _COLUMNS}
+
+
+def _head(group, rows: int) -> pa.RecordBatch:
+    """The first ``rows`` rows of a one-row-group fragment, decoding no more than that."""
+    import pyarrow.parquet as pq
+
+    with pq.ParquetFile(group.path, filesystem=group.filesystem) as parquet:
+        batches = parquet.iter_batches(batch_size=rows, row_groups=[group.row_groups[0].id], columns=_COLUMNS)
+        return next(batches)
 
 
 def signatures(cols: dict[str, np.ndarray]) -> dict[str, float]:

@@ -87,20 +87,50 @@ def load_split(processed: str | Path, split: str, columns: list[str] | None = No
     return pq.read_table(split_files(processed, split), columns=columns)
 
 
-def class_sample(processed: str | Path, split: str = "train", genuine_rows: int = 50_000, seed: int = 0):
-    """Every fraud of a split plus a seeded sample of its genuine rows, as pandas (for plots). Only the
-    label column and the chosen rows are read, so memory follows the sample, not the split."""
+def class_sample(processed: str | Path, split: str = "train", rows_per_class: int = 50_000, seed: int = 0):
+    """A seeded sample of up to ``rows_per_class`` rows of each class of a split (every fraud while there
+    are fewer), as pandas, for plots. The label column is streamed twice, one batch at a time, and only
+    the chosen rows are read, one row group at a time, so memory follows the sample, not the split."""
     import numpy as np
-    import pyarrow.dataset as ds
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
-    dataset = ds.dataset(split_files(processed, split), format="parquet")
-    label = dataset.to_table(columns=["isFraud"]).column("isFraud").to_numpy()
+    files = split_files(processed, split)
+    counts = np.zeros(2, dtype=np.int64)
+    for labels in _label_batches(files):
+        counts += np.bincount(labels, minlength=2)[:2]
     rng = np.random.default_rng(seed)
-    genuine = np.flatnonzero(label == 0)
-    keep = np.concatenate(
-        [np.flatnonzero(label == 1), rng.choice(genuine, min(genuine_rows, len(genuine)), replace=False)]
-    )
-    return dataset.take(np.sort(keep)).to_pandas()
+    chosen = [
+        np.sort(rng.choice(n, rows_per_class, replace=False)) if n > rows_per_class else np.arange(n)
+        for n in counts
+    ]  # the rank of each chosen row among the rows of its class
+    keep, seen, start = [], np.zeros(2, dtype=np.int64), 0
+    for labels in _label_batches(files):
+        for label in (0, 1):
+            rows = np.flatnonzero(labels == label)
+            lo, hi = np.searchsorted(chosen[label], [seen[label], seen[label] + len(rows)])
+            keep.append(start + rows[chosen[label][lo:hi] - seen[label]])
+            seen[label] += len(rows)
+        start += len(labels)
+    keep, taken, start = np.sort(np.concatenate(keep)), [], 0
+    for file in files:
+        parquet = pq.ParquetFile(file)
+        for group in range(parquet.num_row_groups):
+            rows = parquet.metadata.row_group(group).num_rows
+            lo, hi = np.searchsorted(keep, [start, start + rows])
+            if hi > lo:
+                taken.append(parquet.read_row_group(group).take(keep[lo:hi] - start))
+            start += rows
+    return (pa.concat_tables(taken) if taken else pq.read_schema(files[0]).empty_table()).to_pandas()
+
+
+def _label_batches(files: list[Path]):
+    """``isFraud`` of ``files``, in row order, as NumPy arrays of at most 1M rows."""
+    import pyarrow.parquet as pq
+
+    for file in files:
+        for batch in pq.ParquetFile(file).iter_batches(batch_size=1 << 20, columns=["isFraud"]):
+            yield batch.column(0).to_numpy()
 
 
 def plot_feature_distributions(sample, names: list[str] | None = None):

@@ -1,6 +1,7 @@
 """Loaders: local CSV/Parquet, fsspec URLs (the hf:// code path, pointed at local files), seeded sampling."""
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
@@ -60,3 +61,37 @@ def test_sampling_across_batches_matches_one_batch():
 def test_drift_only_for_the_simulator(tmp_path):
     with pytest.raises(SourceError, match="DRIFT_START_STEP=0"):
         acquire(str(REAL_SAMPLE), tmp_path / "x.parquet", rows=0, seed=1, drift=DriftScenario(5, 2.0))
+
+
+def test_class_sample_takes_the_seeded_rows_of_each_class_across_files(tmp_path):
+    from lib.data.processed import class_sample
+
+    rng = np.random.default_rng(3)
+    labels = (rng.random(25_000) < 0.01).astype("int8")
+    folder = tmp_path / "split=train"
+    folder.mkdir()
+    for i, (lo, hi) in enumerate([(0, 7_000), (7_000, 7_001), (7_001, 25_000)]):  # rows cross file boundaries
+        pq.write_table(pa.table({"row": np.arange(lo, hi), "isFraud": labels[lo:hi]}), folder / f"part-{i}.parquet")
+    sample = class_sample(tmp_path, "train", rows_per_class=1_000, seed=4)
+    # the reference: the same seeded ranks, taken from the whole label column at once
+    expected_rng = np.random.default_rng(4)
+    genuine = np.flatnonzero(labels == 0)
+    expected = np.sort(np.concatenate([expected_rng.choice(genuine, 1_000, replace=False), np.flatnonzero(labels)]))
+    assert (sample["row"].to_numpy() == expected).all()
+    assert sample["isFraud"].sum() == labels.sum() < 1_000  # every fraud while there are fewer
+    few = class_sample(tmp_path, "train", rows_per_class=50, seed=4)
+    assert few["isFraud"].value_counts().to_dict() == {0: 50, 1: 50}
+
+
+def test_the_fidelity_sample_is_bounded_and_spans_the_month(tmp_path):
+    from lib.data import fidelity
+    from lib.data.simulate import simulate_table
+
+    table = simulate_table(60_000, seed=2)
+    pq.write_table(table, tmp_path / "raw.parquet", row_group_size=7_000)  # row groups larger than a share
+    sample = fidelity.load_columns(tmp_path / "raw.parquet", max_rows=10_000)
+    assert 9_000 <= len(sample["step"]) <= 10_000
+    last_group_starts = table.column("step")[56_000].as_py()
+    assert sample["step"].min() == 1 and sample["step"].max() >= last_group_starts  # the first and last row group
+    everything = fidelity.load_columns(tmp_path / "raw.parquet", max_rows=100_000)
+    assert len(everything["step"]) == 60_000
