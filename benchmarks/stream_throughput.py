@@ -10,6 +10,9 @@ scorer as its own process (``python -m lib stream score``), transactions replaye
    (result appended - transaction produced).
 3. The original design: a kafka-python consumer that POSTs each message to the API's single route
    (``python -m lib serve``, the FastAPI twin) and produces nothing back, over ``--baseline-rows``.
+4. Shadow: 1. again with the scorer serving a bundle store whose challenger is another version, so
+   every micro-batch is scored twice and the challenger's results go to the shadow topic; the cost
+   is the sustained throughput with shadow over the one without, in the same run.
 
 Targets: >= 20,000 transactions/s sustained, >= 50x the per-message HTTP design, p99 <= 250 ms at
 2,000 transactions/s. Prints the ratios.
@@ -18,6 +21,7 @@ Targets: >= 20,000 transactions/s sustained, >= 50x the per-message HTTP design,
 """
 
 import argparse
+import dataclasses
 import os
 import sys
 import tempfile
@@ -30,7 +34,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from serve_http import KEY, free_port, start, stop  # noqa: E402
 
+from lib.config import get_settings  # noqa: E402
 from lib.data.simulate import simulate_table  # noqa: E402
+from lib.monitoring.stream_report import results_frame, summarize  # noqa: E402
+from lib.serving import bundles, scoring  # noqa: E402
 from lib.stream import kafka as stream  # noqa: E402
 from lib.stream import scorer as stream_scorer  # noqa: E402
 
@@ -50,10 +57,10 @@ def run_ours(bootstrap: str, bundle: str, batch: list, rate: float, batch_size: 
     try:
         time.sleep(4)  # joined its group and was assigned the partitions
         replayed = stream.replay(bootstrap, topics.transactions, batch, rate)
-        results = stream.results_frame(stream.read_topic(bootstrap, topics.scores, expect=len(batch), timeout=600))
+        results = results_frame(stream.read_topic(bootstrap, topics.scores, expect=len(batch), timeout=600))
     finally:
         stream_scorer.stop_scorer_process(proc)
-    summary = stream.summarize(results)
+    summary = summarize(results)
     if summary["transactions"] != len(batch):
         raise SystemExit(f"{name}: {summary['transactions']} of {len(batch)} transactions scored")
     return {"offered_per_s": replayed.rate, **summary}
@@ -105,7 +112,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         os.environ.setdefault("TMPDIR", tmp)
-        with stream.broker() as bootstrap:
+        store = shadow_store(Path(tmp) / "bundles", bundle)
+        with stream.broker(get_settings()) as bootstrap:
             print(f"broker {bootstrap}; scorer batch size {args.batch_size}", flush=True)
             full = messages(args.rows, seed=1)
             ours = run_ours(bootstrap, bundle, full, 0, args.batch_size, "max")
@@ -115,6 +123,8 @@ def main() -> None:
             print(f"ours at {args.rate:,.0f}/s offered: {latency}", flush=True)
             baseline = run_baseline(bootstrap, bundle, messages(args.baseline_rows, seed=3))
             print(f"baseline, one HTTP call per message: {baseline}", flush=True)
+            shadowed = run_ours(bootstrap, str(store), full, 0, args.batch_size, "shadow")
+            print(f"ours with a challenger in shadow, as fast as possible: {shadowed}", flush=True)
 
     ratio = ours["end_to_end_per_s"] / baseline["per_s"]
     print()
@@ -127,6 +137,9 @@ def main() -> None:
         f"| ours, {args.rate:,.0f}/s offered | {latency['transactions']:,} | {latency['end_to_end_per_s']:,.0f} | {latency['latency_p50_ms']:.0f} | {latency['latency_p99_ms']:.0f} |"
     )
     print(f"| original: HTTP per message | {baseline['transactions']:,} | {baseline['per_s']:,.0f} | - | - |")
+    print(
+        f"| ours + challenger in shadow, max rate | {shadowed['transactions']:,} | {shadowed['end_to_end_per_s']:,.0f} | {shadowed['latency_p50_ms']:.0f} | {shadowed['latency_p99_ms']:.0f} |"
+    )
     print()
     print(
         f"sustained: {ours['end_to_end_per_s']:,.0f}/s (target >= 20,000: {'met' if ours['end_to_end_per_s'] >= 20_000 else 'MISSED'})"
@@ -135,6 +148,23 @@ def main() -> None:
     print(
         f"p99 at {args.rate:,.0f}/s: {latency['latency_p99_ms']:.0f} ms (target <= 250 ms: {'met' if latency['latency_p99_ms'] <= 250 else 'MISSED'})"
     )
+    cost = 1 - shadowed["end_to_end_per_s"] / ours["end_to_end_per_s"]
+    print(f"shadow cost: {shadowed['end_to_end_per_s']:,.0f}/s with a challenger vs {ours['end_to_end_per_s']:,.0f}/s "
+          f"without ({100 * cost:.0f} % less throughput; no target)")  # fmt: skip
+
+
+def shadow_store(folder: Path, bundle: str) -> Path:
+    """A bundle store whose champion (v1) and challenger (v2) are the same model under two versions:
+    every micro-batch is scored twice, as in shadow mode, with the same work each time."""
+    info, booster = scoring.load_bundle(bundle)
+    store = bundles.BundleStore(folder)
+    for version in ("1", "2"):
+        exported = scoring.export_bundle(
+            folder.parent / f"b{version}", booster, dataclasses.replace(info, model_version=version)
+        )
+        store.publish(exported, version)
+    store.set_aliases(champion=1, challenger=2)
+    return folder
 
 
 if __name__ == "__main__":

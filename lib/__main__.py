@@ -1,4 +1,4 @@
-"""Command line tools: ``python -m lib simulate|validate|score|serve|kafka-local|stream``."""
+"""Command line tools: ``python -m lib simulate|validate|score|serve|kafka-local|stream|registry|loop``."""
 
 import argparse
 import os
@@ -6,8 +6,9 @@ import sys
 import time
 from pathlib import Path
 
-from lib.config import QUIET_ENVIRONMENT, Settings, get_settings
+from lib.config import QUIET_ENVIRONMENT, REGISTRY_ALIASES, Settings, get_settings
 from lib.errors import ParameterError, PipelineError
+from lib.pipeline import loop_commands
 from lib.redact import redact
 
 
@@ -66,7 +67,7 @@ def _serve(args: argparse.Namespace) -> None:
     for name, value in QUIET_ENVIRONMENT.items():  # no download bars in the server's log
         os.environ.setdefault(name, value)
     configure_logging()
-    app = create_app(settings, locate=lambda: _bundle(model, settings))
+    app = create_app(settings, locate=lambda: _bundle(model, settings), reload_interval=args.reload_interval)
     base = f"http://{args.host}:{args.port}"
     print(f"serving {model} on {base} (API docs {base}/docs, metrics {base}/metrics); Ctrl-C stops", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_config=None)
@@ -167,11 +168,21 @@ def _bootstrap(args: argparse.Namespace, settings: Settings) -> str:
     return running.bootstrap
 
 
-def _stream_score(args: argparse.Namespace) -> None:
-    from prometheus_client import CollectorRegistry, start_http_server
+def _models(model: str, settings: Settings, reload_interval: float, shadow: bool):
+    """What an app serves for ``--model``: a bundle store's champion (and challenger in shadow), hot
+    reloaded; a registry alias (fetched from MLflow once) or a bundle folder, as it is."""
+    from lib.serving import bundles
+    from lib.serving.scoring import Scorer, bundle_path
 
-    from lib.serving.scoring import Scorer
-    from lib.stream import kafka, scorer
+    if model not in REGISTRY_ALIASES and bundles.BundleStore.holds(bundle_path(model)):
+        return bundles.LiveModels(bundles.BundleStore(bundle_path(model)), reload_interval, shadow)
+    return Scorer.from_folder(_bundle(model, settings))
+
+
+def _stream_score(args: argparse.Namespace) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from lib.stream import kafka, live, scorer
 
     settings = get_settings()
     bootstrap = _bootstrap(args, settings)
@@ -180,20 +191,24 @@ def _stream_score(args: argparse.Namespace) -> None:
             raise ParameterError("--via-http needs an API key: set FRAUD_API_KEYS (the first key is used)")
         model = scorer.HttpScorer(args.via_http, settings.api_key_list()[0])
     else:
-        model = Scorer.from_folder(_bundle(args.model or settings.serving_model, settings))
+        model = _models(args.model or settings.serving_model, settings, args.reload_interval, not args.no_shadow)
     registry = CollectorRegistry()
     metrics = scorer.StreamMetrics(registry)
-    if hasattr(model, "info"):
-        metrics.set_model(model.info)
-    if args.metrics_port is not None:
-        start_http_server(args.metrics_port, addr=args.metrics_host, registry=registry)
     topics = kafka.Topics(args.topic_prefix)
     kafka.ensure_topics(bootstrap, topics, args.partitions)
     worker = scorer.StreamScorer(
-        bootstrap, model, topics, args.group, args.batch_size, args.batch_timeout_ms / 1000, metrics
-    )
+        bootstrap, model, topics, args.group, args.batch_size, args.batch_timeout_ms / 1000, metrics,
+        live.LabelJoin(args.label_capacity, args.label_window),
+    )  # fmt: skip
+    served = worker.served
+    if hasattr(served.champion, "info"):
+        metrics.set_model(served.champion.info)
+    if args.metrics_port is not None:
+        scorer.serve_metrics(args.metrics_host, args.metrics_port, registry, worker)
     worker.stop_on_sigterm()
     print(f"scoring {topics.transactions} on {bootstrap} as group {args.group}", flush=True)
+    if hasattr(served.champion, "info"):
+        print(f"serving {scorer.describe(served)}", flush=True)
     worker.run(idle_timeout=args.idle_timeout)
     print(f"stopped: {worker.scored:,} scored, {worker.dead_letters:,} dead letters", flush=True)
 
@@ -206,10 +221,15 @@ def _stream_replay(args: argparse.Namespace) -> None:
     topics = kafka.Topics(args.topic_prefix)
     kafka.ensure_topics(bootstrap, topics, args.partitions)
     table = read_window(args.raw, args.first_step, args.last_step, args.limit)
-    stats = kafka.replay(bootstrap, topics.transactions, kafka.encode_transactions(table), args.rate)
+    labels = None
+    if args.label_delay_steps is not None:
+        labels = kafka.DelayedLabels.of(
+            table, topics.labels, args.label_delay_steps, args.label_missing_share, args.label_seed
+        )
+    stats = kafka.replay(bootstrap, topics.transactions, kafka.encode_transactions(table), args.rate, labels)
     print(
         f"replayed {stats.messages:,} transactions to {topics.transactions} in {stats.seconds:.1f} s "
-        f"({stats.rate:,.0f}/s)"
+        f"({stats.rate:,.0f}/s)" + (f"; {stats.labels:,} labels to {topics.labels}" if labels else "")
     )
 
 
@@ -242,7 +262,10 @@ def _add_serving_commands(commands) -> None:
     serve = commands.add_parser("serve", help="serve the scoring API (FastAPI + uvicorn)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--model", help="'champion' (default, FRAUD_SERVING_MODEL) or a bundle folder")
+    serve.add_argument(
+        "--model", help="'champion' (default, FRAUD_SERVING_MODEL), a bundle folder, or a bundle store (hot reload)"
+    )
+    serve.add_argument("--reload-interval", type=float, default=5.0, help="seconds between checks of a store's aliases")
     serve.set_defaults(handler=_serve)
 
     local = commands.add_parser("kafka-local", help="a local Apache Kafka broker (KRaft) on 127.0.0.1")
@@ -289,6 +312,7 @@ def _add_stream_commands(commands) -> None:
         "score", help="consume transactions, score micro-batches, produce scores/alerts/dead letters"
     )
     replay = actions.add_parser("replay", help="produce raw transactions of a step window in step order")
+    loop_commands.add_stream_live(actions)
     for sub, handler in ((score, _stream_score), (replay, _stream_replay)):
         sub.add_argument(
             "--bootstrap", help="Kafka bootstrap servers (default: KAFKA_BOOTSTRAP_SERVERS or kafka-local)"
@@ -304,11 +328,23 @@ def _add_stream_commands(commands) -> None:
     score.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
     score.add_argument("--metrics-host", default="127.0.0.1")
     score.add_argument("--idle-timeout", type=float, help="stop after this many seconds without messages")
+    score.add_argument(
+        "--reload-interval", type=float, default=5.0, help="seconds between checks of a bundle store's aliases"
+    )
+    score.add_argument("--no-shadow", action="store_true", help="do not score the store's challenger in shadow")
+    score.add_argument("--label-capacity", type=int, default=100_000, help="results kept waiting for their label")
+    score.add_argument("--label-window", type=int, default=20_000, help="labelled results in the live window")
     replay.add_argument("--raw", default="data/raw", help="raw Parquet file or folder (01_acquire's output)")
     replay.add_argument("--first-step", type=int, default=1)
     replay.add_argument("--last-step", type=int, default=743)
     replay.add_argument("--limit", type=int, default=0, help="at most this many transactions (0 = all)")
     replay.add_argument("--rate", type=float, default=0, help="transactions per second (0 = as fast as possible)")
+    replay.add_argument(
+        "--label-delay-steps", type=int, metavar="STEPS",
+        help="also publish each label to the labels topic this many steps (simulated hours) after its transaction",
+    )  # fmt: skip
+    replay.add_argument("--label-missing-share", type=float, default=0.0, help="share of labels that never arrive")
+    replay.add_argument("--label-seed", type=int, default=0, help="seed of which labels go missing")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -317,17 +353,18 @@ def parser() -> argparse.ArgumentParser:
     _add_data_commands(commands)
     _add_serving_commands(commands)
     _add_stream_commands(commands)
+    loop_commands.add_registry(commands)
+    loop_commands.add_loop(commands)
     return root
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        args.handler(args)
+        return args.handler(args) or 0
     except PipelineError as exc:
         print(f"error: {redact(exc)}", file=sys.stderr)
         return 1
-    return 0
 
 
 if __name__ == "__main__":

@@ -184,6 +184,27 @@ def bundle(processed, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def model_versions(processed, bundle, tmp_path_factory):
+    """Bundles v1 (no skill: trained on shuffled labels) and v2 (the test bundle's model), as 05 exports
+    them. Simulated frauds are easy: any model trained on the true labels catches every one of them."""
+    import dataclasses
+
+    from lib.model import train
+    from lib.serving import scoring
+
+    folder = tmp_path_factory.mktemp("versions")
+    rng = np.random.default_rng(0)
+    windows = {s: train.load_matrix(processed, s) for s in ("train", "validation")}
+    shuffled = {s: dataclasses.replace(w, y=rng.permutation(w.y)) for s, w in windows.items()}
+    weak = train.fit_xgboost(shuffled["train"], shuffled["validation"], seed=5, max_rounds=10)
+    strong = scoring.Scorer.from_folder(bundle).booster
+    return {
+        version: scoring.export_bundle(folder / f"v{version}", model, bundle_info(model_version=version, threshold=0.2))
+        for version, model in (("1", weak.model), ("2", strong))
+    }
+
+
+@pytest.fixture(scope="session")
 def kafka(tmp_path_factory):
     """A real Apache Kafka broker (KRaft, one node) on 127.0.0.1 for the session."""
     from lib.stream.local import LocalBroker

@@ -4,6 +4,11 @@ The comparison is AUPRC on the same test window: the caller scores the current c
 window the challenger was judged on (or, when the champion cannot be scored there, passes its
 recorded figure and says so in ``champion_note``). The decision and its reason are written as tags
 on the model version, so the registry itself explains why an alias moved or did not.
+
+With ``promotion="live"`` (retraining in the loop) the offline comparison is recorded but the
+champion stays: the challenger runs in shadow and ``promote_live`` decides on the live evidence,
+the labelled results both models scored. Every alias move is also published to the bundle store
+next to the served bundle (``lib.serving.bundles``), which the apps watch.
 """
 
 import shutil
@@ -12,14 +17,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
+import numpy as np
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from lib import atomic
 from lib.config import CHALLENGER, CHAMPION, REGISTRY_ALIASES, Settings
+from lib.errors import ParameterError
 from lib.model import train
+from lib.quality import performance
 from lib.serving import scoring
+from lib.serving.bundles import BundleStore
+
+PROMOTIONS = ("offline", "live")
 
 
 @dataclass(frozen=True)
@@ -62,8 +73,12 @@ def gate(
     challenger_auprc: float,
     champion_auprc: float | None,
     champion_note: str = "",
+    promotion: str = "offline",
 ) -> Decision:
-    """Move ``champion`` to the challenger if it has a strictly higher AUPRC (or there is no champion)."""
+    """Move ``champion`` to the challenger if it has a strictly higher AUPRC (or there is no champion);
+    with ``promotion="live"`` only the first model becomes champion here, the others wait in shadow."""
+    if promotion not in PROMOTIONS:
+        raise ParameterError(f"PROMOTION={promotion!r}: one of {', '.join(PROMOTIONS)}")
     champion = current_champion(client, name)
     if champion is None:
         promoted, reason = True, f"first model of {name}: becomes champion (AUPRC {challenger_auprc:.6f})"
@@ -77,9 +92,13 @@ def gate(
         reason = f"challenger AUPRC {challenger_auprc:.6f} <= champion v{champion.version} {champion_auprc:.6f}"
     if champion_note:
         reason = f"{reason} ({champion_note})"
+    if promotion == "live" and champion is not None:
+        offline = "wins" if promoted else "loses"
+        promoted, reason = False, f"awaiting live evidence (in shadow); offline it {offline}: {reason}"
     if promoted:
         client.set_registered_model_alias(name, CHAMPION, challenger.version)
-    client.set_model_version_tag(name, challenger.version, "gate_decision", "promoted" if promoted else "rejected")
+    verdict = "promoted" if promoted else "awaiting_live_evidence" if promotion == "live" else "rejected"
+    client.set_model_version_tag(name, challenger.version, "gate_decision", verdict)
     client.set_model_version_tag(name, challenger.version, "gate_reason", reason)
     after = challenger.version if promoted else champion.version
     return Decision(promoted, reason, str(challenger.version), str(after))
@@ -159,9 +178,11 @@ def submit(
     window: train.SplitMatrix,
     processed: str | Path,
     bundle_path: Path,
+    promotion: str = "offline",
 ) -> Submission:
     """Register ``candidate`` as the challenger with its serving bundle, gate it against the champion
-    re-scored on the same window, and export the champion's bundle to ``bundle_path``.
+    re-scored on the same window, export the champion's bundle to ``bundle_path`` and publish both to
+    the bundle store beside it (``bundle_store(bundle_path)``).
 
     ``record`` is what 04_train saved for the candidate (MLflow run and model URI, lineage), ``card``
     its scorecard on ``window`` (AUPRC, threshold). A candidate byte-identical to the champion (same
@@ -176,6 +197,9 @@ def submit(
             "nothing registered, champion kept"
         )
         served = scoring.Scorer.from_folder(fetch_bundle(client.tracking_uri, name, CHAMPION, bundle_path))
+        store = BundleStore(bundle_store(bundle_path))
+        store.publish(bundle_path, current.version)
+        store.set_aliases(champion=current.version)
         return Submission(Decision(False, reason, None, str(current.version)), served, None)
     tags = {
         "candidate": candidate.name,
@@ -197,9 +221,18 @@ def submit(
     challenger = scoring.export_bundle(bundle_path.with_name(f"{bundle_path.name}.challenger"), candidate.model, info)
     client.log_artifacts(record["mlflow_run_id"], str(challenger), scoring.bundle_artifact_path(version.version))
     rescored, note = champion_auprc(client, name, str(processed), window.split, str(champion_dir))
-    decision = gate(client, name, version, card["auprc"], rescored, note)
+    decision = gate(client, name, version, card["auprc"], rescored, note, promotion)
     served = scoring.Scorer.from_folder(fetch_bundle(client.tracking_uri, name, CHAMPION, bundle_path))
+    store = BundleStore(bundle_store(bundle_path))
+    store.publish(challenger, version.version)
+    store.publish(bundle_path, decision.champion_version)
+    store.set_aliases(champion=decision.champion_version, challenger=version.version)
     return Submission(decision, served, scoring.Scorer.from_folder(challenger))
+
+
+def bundle_store(bundle_path: str | Path) -> Path:
+    """The bundle store 05_evaluate publishes beside its served bundle: ``data/bundle`` -> ``data/bundles``."""
+    return Path(bundle_path).with_name(f"{Path(bundle_path).name}s")
 
 
 def _same_model(client: MlflowClient, name: str, candidate: train.Candidate, folder: Path) -> bool:
@@ -210,3 +243,88 @@ def _same_model(client: MlflowClient, name: str, candidate: train.Candidate, fol
         return False
     same_trees = champion.booster.save_raw("ubj") == candidate.model.save_raw("ubj")
     return same_trees and champion.info.feature_set == candidate.feature_set
+
+
+@dataclass(frozen=True)
+class LiveEvidence:
+    """Labelled live results that champion and challenger both scored (pooled over scorers)."""
+
+    labels: np.ndarray
+    champion: np.ndarray  # the champion's probabilities, row for row
+    challenger: np.ndarray
+    thresholds: dict[str, float]
+    sources: list[str]
+
+    @property
+    def frauds(self) -> int:
+        return int(self.labels.sum())
+
+
+def live_evidence(answers: dict[str, dict], champion: str, challenger: str) -> LiveEvidence:
+    """Pool the ``/live`` answers of stream scorers (``{address: answer}``); each must serve exactly
+    this champion and challenger, or its window compares other models and is refused."""
+    labels, first, second, thresholds = [], [], [], {}
+    for address, answer in answers.items():
+        roles = answer["roles"]
+        if roles.get(champion) != CHAMPION or roles.get(challenger) != CHALLENGER:
+            served = ", ".join(f"v{v} as {r}" for v, r in sorted(roles.items())) or "nothing yet"
+            raise ParameterError(
+                f"the stream scorer at {address} serves {served}, but the registry's champion is v{champion} and "
+                f"its challenger v{challenger}: wait for it to reload the bundle store (--reload-interval), or "
+                "check that it serves the store 05_evaluate publishes (--model data/bundles)"
+            )
+        window = answer["window"]
+        labels += window["labels"]
+        first += window["probabilities"][champion]
+        second += window["probabilities"][challenger]
+        thresholds.update(window["thresholds"])
+    as_array = lambda values: np.asarray(values, dtype=np.float64)  # noqa: E731
+    return LiveEvidence(np.asarray(labels, dtype=np.int64), as_array(first), as_array(second), thresholds,
+                        sorted(answers))  # fmt: skip
+
+
+def promote_live(
+    client: MlflowClient, name: str, store: BundleStore, answers: dict[str, dict], min_frauds: int
+) -> Decision:
+    """``registry promote --evidence live``: the challenger becomes champion only if its AUPRC on the
+    labelled live window is strictly higher than the champion's on the same results, and only once that
+    window holds ``min_frauds`` labelled frauds (fewer: no decision, nothing written). The decision,
+    the window and both models' figures are written as tags on the challenger's version."""
+    champion = current_champion(client, name)
+    try:
+        challenger = client.get_model_version_by_alias(name, CHALLENGER)
+    except MlflowException:
+        challenger = None
+    if champion is None or challenger is None or challenger.version == champion.version:
+        return Decision(False, f"no challenger besides the champion of {name}: nothing to decide",
+                        None, str(champion.version) if champion else None)  # fmt: skip
+    evidence = live_evidence(answers, str(champion.version), str(challenger.version))
+    if evidence.frauds < min_frauds:
+        reason = (
+            f"no decision: {evidence.frauds} labelled frauds in the live window ({len(evidence.labels):,} labelled "
+            f"results), {min_frauds} needed"
+        )
+        return Decision(False, reason, str(challenger.version), str(champion.version))
+    theirs = performance(evidence.labels, evidence.champion, evidence.thresholds[str(champion.version)])
+    ours = performance(evidence.labels, evidence.challenger, evidence.thresholds[str(challenger.version)])
+    promoted = ours["auprc"] > theirs["auprc"]
+    comparison = ">" if promoted else "<="
+    reason = (
+        f"live AUPRC {ours['auprc']:.6f} {comparison} champion v{champion.version} {theirs['auprc']:.6f} on the same "
+        f"{len(evidence.labels):,} labelled results ({evidence.frauds} frauds)"
+    )
+    tags = {
+        "live_decision": "promoted" if promoted else "kept_champion",
+        "live_reason": reason,
+        "live_window": f"{len(evidence.labels)} labelled, {evidence.frauds} frauds, from {', '.join(evidence.sources)}",
+        "live_champion_version": champion.version,
+        **{f"live_{k}": f"{ours[k]:.6g}" for k in ("auprc", "precision", "recall")},
+        **{f"live_champion_{k}": f"{theirs[k]:.6g}" for k in ("auprc", "precision", "recall")},
+    }
+    for key, value in tags.items():
+        client.set_model_version_tag(name, challenger.version, key, str(value))
+    if promoted:
+        client.set_registered_model_alias(name, CHAMPION, challenger.version)
+        store.set_aliases(champion=challenger.version)
+    after = challenger.version if promoted else champion.version
+    return Decision(promoted, reason, str(challenger.version), str(after))

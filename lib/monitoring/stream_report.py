@@ -11,7 +11,8 @@ import pandas as pd
 from lib import atomic
 from lib.daemons import free_port
 from lib.data.acquire import read_window
-from lib.stream.kafka import ReplayStats, Topics, encode_transactions, read_topic, replay
+from lib.quality import performance
+from lib.stream.kafka import DelayedLabels, ReplayStats, Topics, encode_transactions, read_topic, replay
 from lib.stream.scorer import start_scorer_process, stop_scorer_process
 
 
@@ -64,6 +65,7 @@ class StreamRun:
     summary: dict
     metrics: dict[str, float]  # the scorer's own Prometheus counters and gauges at the end
     scorer_output: str  # everything the scorer process printed (librdkafka's transient retries included)
+    live: dict | None = None  # the scorer's /live answer once the delayed labels are in (None: no labels)
 
     @property
     def scorer_summary(self) -> str:
@@ -87,22 +89,68 @@ def scrape(url: str, prefixes: tuple[str, ...] = ("fraud_",)) -> dict[str, float
 
 
 def score_window(
-    bootstrap: str, topics: Topics, bundle: Path, messages: list[tuple[bytes, bytes]], rate: float, *scorer_args: str
+    bootstrap: str,
+    topics: Topics,
+    bundle: Path,
+    messages: list[tuple[bytes, bytes]],
+    rate: float,
+    *scorer_args: str,
+    labels: DelayedLabels | None = None,
 ) -> StreamRun:
-    """Start the scorer process (its own consumer group), replay ``messages`` at ``rate``, read every
-    result back, read the scorer's metrics, stop it (SIGTERM: it commits and leaves the group)."""
+    """Start the scorer process (its own consumer group), replay ``messages`` at ``rate`` (and their
+    delayed ``labels``), read every result back, read the scorer's metrics and, once every label has
+    reached it, its live evidence; stop it (SIGTERM: it commits and leaves the group)."""
     port = free_port()
     process = start_scorer_process(
         bootstrap, topics, bundle, "--group", f"scorer-{topics.prefix}", "--metrics-port", str(port), *scorer_args
     )
+    evidence = None
     try:
-        replayed = replay(bootstrap, topics.transactions, messages, rate)
+        replayed = replay(bootstrap, topics.transactions, messages, rate, labels)
         scored = read_topic(bootstrap, topics.scores, expect=len(messages), timeout=600)
         metrics = scrape(f"http://127.0.0.1:{port}/metrics", ("fraud_stream_messages", "fraud_stream_consumer_lag"))
+        if labels is not None:
+            evidence = _live_once_labelled(f"http://127.0.0.1:{port}/live", replayed.labels)
     finally:
         output = stop_scorer_process(process)
     results = results_frame(scored)
-    return StreamRun(replayed, results, summarize(results), metrics, output)
+    return StreamRun(replayed, results, summarize(results), metrics, output, evidence)
+
+
+def _live_once_labelled(url: str, published: int, timeout: float = 120.0) -> dict:
+    """The scorer's ``/live`` answer once it has accounted for every published label (or at ``timeout``)."""
+    import json
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            answer = json.loads(response.read())
+        counts = answer["labels"]
+        seen = counts["joined"] + counts["duplicate"] + counts["unmatched"] + counts["waiting_for_result"]
+        if seen >= published or time.monotonic() > deadline:
+            return answer
+        time.sleep(0.5)
+
+
+def live_table(answer: dict) -> pd.DataFrame:
+    """Live performance per model version from a scorer's ``/live`` answer (its labelled window)."""
+    window = answer["window"]
+    rows = {
+        f"v{version} ({role})": performance(
+            np.array(window["labels"]), np.array(window["probabilities"][version]), window["thresholds"][version]
+        )
+        for version, role in answer["roles"].items()
+    }
+    return pd.DataFrame(rows).T
+
+
+def window_messages(raw_path: str | Path, steps: tuple[int, int], limit: int = 0):
+    """A step window of the raw data: its replay messages (labels left out), its labels by
+    ``transaction_id``, and the table itself (for ``DelayedLabels``)."""
+    table = read_window(raw_path, *steps, limit)
+    labels = pd.Series(table.column("isFraud").to_numpy(), index=table.column("transaction_id").to_pylist())
+    return encode_transactions(table), labels, table
 
 
 def live_alerts(bootstrap: str, topics: Topics, results: pd.DataFrame, labels: pd.Series) -> dict:
@@ -121,13 +169,6 @@ def live_alerts(bootstrap: str, topics: Topics, results: pd.DataFrame, labels: p
         "frauds_in_window": frauds,
         "dead_letters": len(read_topic(bootstrap, topics.dead_letter, idle=1.0)),
     }
-
-
-def window_messages(raw_path: str | Path, steps: tuple[int, int], limit: int = 0) -> tuple[list, pd.Series]:
-    """A step window of the raw data as replay messages (labels left out) and its labels by ``transaction_id``."""
-    table = read_window(raw_path, *steps, limit)
-    labels = pd.Series(table.column("isFraud").to_numpy(), index=table.column("transaction_id").to_pylist())
-    return encode_transactions(table), labels
 
 
 def plot_latency(results: pd.DataFrame):

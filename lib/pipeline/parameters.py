@@ -37,6 +37,8 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "ALERT_BUDGET_PER_DAY": (1, None, True),
     "SHAP_SAMPLE_ROWS": (1, None, True),
     "STREAM_RATE": (0, None, True),
+    "LABEL_DELAY_STEPS": (0, N_STEPS, True),
+    "LABEL_MISSING_SHARE": (0, 1, False),
     "STREAM_LIMIT": (0, None, True),
     "PARTITIONS": (1, None, True),
     "BATCH_SIZE": (1, None, True),

@@ -3,6 +3,11 @@
 Routes are thin: validation is ``lib.contract``, scoring is ``lib.scoring``. The bundle loads in a
 background thread at start-up, so ``/healthz`` answers at once and ``/readyz`` says 503 until the
 model is there. ``python -m lib serve`` runs it for users.
+
+Pointed at a bundle store (``lib.serving.bundles``), the app serves its champion, scores every
+request with the challenger too when the store names one (the shadow result is logged, never
+returned), and swaps in a new pair between requests when the aliases move: each request reads the
+pair once, so none is scored by a half-loaded model or fails during a swap.
 """
 
 import json
@@ -28,6 +33,7 @@ from lib.errors import PipelineError, ServiceUnavailable
 from lib.redact import redact
 from lib.serving import scoring
 from lib.serving.auth import key_matches
+from lib.serving.bundles import BundleStore, LiveModels, Served
 from lib.serving.metrics import ApiMetrics
 
 log = logging.getLogger("fraud.api")
@@ -35,27 +41,63 @@ API_KEY_HEADER = "X-API-Key"
 
 
 class ModelHolder:
-    """The scorer, loaded once in the background from ``locate()``; ``error`` says why it is not there."""
+    """What the app serves, loaded once in the background from ``locate()`` (a bundle folder, or a
+    bundle store, whose aliases are then watched); ``error`` says why it is not there."""
 
-    def __init__(self, locate: Callable[[], Path], metrics: ApiMetrics, scorer: scoring.Scorer | None = None) -> None:
-        self.locate, self.metrics = locate, metrics
-        self.scorer, self.error = scorer, None
+    def __init__(
+        self, locate: Callable[[], Path], metrics: ApiMetrics, scorer: scoring.Scorer | None = None,
+        reload_interval: float = 5.0,
+    ) -> None:  # fmt: skip
+        self.locate, self.metrics, self.reload_interval = locate, metrics, reload_interval
+        self.models: LiveModels | None = None
+        self.fixed, self.error = (Served(scorer) if scorer is not None else None), None
         if scorer is not None:
             metrics.set_model(scorer.info)
 
+    @property
+    def served(self) -> Served | None:
+        return self.models.current if self.models is not None else self.fixed
+
     def load(self) -> None:
         try:
-            self.scorer = scoring.Scorer.from_folder(self.locate())
-            self.metrics.set_model(self.scorer.info)
-            log.info("model_loaded", extra={"fields": {"model_version": self.scorer.info.model_version}})
+            folder = self.locate()
+            if BundleStore.holds(folder):
+                self.models = LiveModels(BundleStore(folder), self.reload_interval, on_swap=self._swapped)
+                self.models.watch()
+            else:
+                self.fixed = Served(scoring.Scorer.from_folder(folder))
+            self._swapped(self.served, "model_loaded")
         except Exception as exc:  # reported by /readyz; the process stays up for the probes
             self.error = redact(f"{type(exc).__name__}: {exc}")
             log.error("model_load_failed", extra={"fields": {"error": self.error}})
 
-    def ready(self) -> scoring.Scorer:
-        if self.scorer is None:
+    def _swapped(self, served: Served, event: str = "model_swapped") -> None:
+        self.metrics.set_model(served.champion.info)
+        champion, challenger = served.versions
+        log.info(event, extra={"fields": {"model_version": champion, "shadow_version": challenger}})
+
+    def ready(self) -> Served:
+        served = self.served
+        if served is None:
             raise ServiceUnavailable(self.error or "model is loading")
-        return self.scorer
+        return served
+
+
+def shadow(served: Served, records: list[dict]) -> None:
+    """Score ``records`` with the challenger, if one is served, and log its results (never returned)."""
+    if served.challenger is None:
+        return
+    try:
+        results = served.challenger.score_records(records)
+    except Exception as exc:  # the champion's answer stands whatever the shadow does
+        log.error("shadow_failed", extra={"fields": {"error": redact(f"{type(exc).__name__}: {exc}")}})
+        return
+    fields = {
+        "model_version": results[0]["model_version"],
+        "champion_version": served.champion.info.model_version,
+        "results": [{k: r[k] for k in ("transaction_id", "fraud_probability", "is_fraud")} for r in results],
+    }
+    log.info("shadow", extra={"fields": fields})
 
 
 class JsonLogFormatter(logging.Formatter):
@@ -111,16 +153,20 @@ def create_app(
     scorer: scoring.Scorer | None = None,
     registry: CollectorRegistry | None = None,
     locate: Callable[[], Path] | None = None,
+    reload_interval: float = 5.0,
 ) -> FastAPI:
     """The app. It serves a ``scorer`` handed in as is; otherwise it loads the bundle ``locate()`` returns
-    (default: the folder ``settings.serving_model``; ``python -m lib serve`` hands in a registry lookup)."""
+    (default: the folder ``settings.serving_model``; ``python -m lib serve`` hands in a registry lookup),
+    or, when that is a bundle store, its champion and challenger, checking its aliases every
+    ``reload_interval`` seconds."""
     settings = settings or get_settings()
     metrics = ApiMetrics(registry or CollectorRegistry())
-    holder = ModelHolder(locate or (lambda: scoring.bundle_path(settings.serving_model)), metrics, scorer)
+    locate = locate or (lambda: scoring.bundle_path(settings.serving_model))
+    holder = ModelHolder(locate, metrics, scorer, reload_interval)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
-        if holder.scorer is None:
+        if holder.served is None:
             threading.Thread(target=holder.load, name="bundle-loader", daemon=True).start()
         yield
 
@@ -190,10 +236,10 @@ def _add_routes(app: FastAPI, holder: ModelHolder, metrics: ApiMetrics, keys: li
         if not key_matches(key or "", keys):
             raise HTTPException(401, "missing or invalid API key", headers={"WWW-Authenticate": API_KEY_HEADER})
 
-    async def ready_scorer() -> scoring.Scorer:  # async dependencies run without a thread hop
+    async def ready_models() -> Served:  # async dependencies run without a thread hop
         return holder.ready()
 
-    Scorer = Annotated[scoring.Scorer, Depends(ready_scorer)]
+    Models = Annotated[Served, Depends(ready_models)]  # read once per request: a swap never splits one
     # the key first (a route-level dependency), then the model; the body is read only after both
     guarded = {"dependencies": [Depends(api_key)], "responses": {400: {}, 401: {}, 413: {}, 422: {}, 503: {}}}
 
@@ -201,20 +247,24 @@ def _add_routes(app: FastAPI, holder: ModelHolder, metrics: ApiMetrics, keys: li
         return Response(orjson.dumps(body), media_type="application/json")
 
     @app.post("/v1/predict", response_model=contract.Prediction, **_body("Transaction"), **guarded)
-    async def predict(request: Request, scorer: Scorer) -> Response:  # sub-ms: no thread hop
-        result = scorer.score_records([contract.parse_transaction(await read_body(request))])
+    async def predict(request: Request, served: Models) -> Response:  # sub-ms: no thread hop
+        records = [contract.parse_transaction(await read_body(request))]
+        result = served.champion.score_records(records)
         metrics.observe_results(result)
+        shadow(served, records)
         return respond(result[0])
 
     @app.post("/v1/predict/batch", response_model=contract.BatchPrediction, **_body("BatchRequest"), **guarded)
-    async def predict_batch(request: Request, scorer: Scorer) -> Response:
-        result = scorer.score_records(contract.parse_batch(await read_body(request)))
+    async def predict_batch(request: Request, served: Models) -> Response:
+        records = contract.parse_batch(await read_body(request))
+        result = served.champion.score_records(records)
         metrics.observe_results(result)
+        shadow(served, records)
         return respond({"predictions": result})
 
     @app.get("/v1/model", response_model=scoring.BundleInfo, **guarded)
-    def model(scorer: Scorer) -> Response:
-        return respond(scorer.info.__dict__)
+    def model(served: Models) -> Response:
+        return respond(served.champion.info.__dict__)
 
     @app.get("/healthz")
     def healthz() -> dict:
@@ -223,10 +273,13 @@ def _add_routes(app: FastAPI, holder: ModelHolder, metrics: ApiMetrics, keys: li
     @app.get("/readyz", responses={503: {}})
     def readyz() -> JSONResponse:
         """Ready or not, and why not, without addresses (it is open to anyone who can reach the pod)."""
-        if holder.scorer is None:
+        served = holder.served
+        if served is None:
             reason = redact(holder.error, drop_urls=True) if holder.error else "the model is loading"
             return JSONResponse({"status": "failed" if holder.error else "loading", "reason": reason}, 503)
-        return JSONResponse({"status": "ready", "model_version": holder.scorer.info.model_version})
+        champion, challenger = served.versions
+        shadowed = {"shadow_version": challenger} if challenger else {}  # only a bundle store has a challenger
+        return JSONResponse({"status": "ready", "model_version": champion, **shadowed})
 
     @app.get("/metrics", include_in_schema=False)
     def prometheus() -> Response:

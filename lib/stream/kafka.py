@@ -2,7 +2,9 @@
 
 Topics (one set per pipeline run or user): ``<prefix>transactions`` in; ``<prefix>scores`` (every
 result, keyed by ``transaction_id``), ``<prefix>alerts`` (results above the threshold) and
-``<prefix>dead-letter`` (messages the contract refuses, with the reason) out.
+``<prefix>dead-letter`` (messages the contract refuses, with the reason) out; ``<prefix>labels``
+(delayed labels, keyed like their transactions) in, and ``<prefix>scores.shadow`` (the challenger's
+results, when one runs in shadow) out; see ``lib.stream.live``.
 
 Delivery is at-least-once: the scorer commits its input offsets only after every output of the
 micro-batch is acknowledged by the broker (``acks=all``, idempotent producer). A scorer killed
@@ -24,10 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 
 from lib.config import Settings
-from lib.errors import PipelineError
+from lib.errors import ParameterError, PipelineError
 
 
 class StreamError(PipelineError):
@@ -55,8 +58,18 @@ class Topics:
         return f"{self.prefix}dead-letter"
 
     @property
+    def labels(self) -> str:
+        """Delayed labels, keyed like their transactions (``stream replay --label-delay-steps``)."""
+        return f"{self.prefix}labels"
+
+    @property
+    def shadow(self) -> str:
+        """The challenger's results on the same transactions (shadow mode): never alerts, never served."""
+        return f"{self.prefix}scores.shadow"
+
+    @property
     def all(self) -> list[str]:
-        return [self.transactions, self.scores, self.alerts, self.dead_letter]
+        return [self.transactions, self.scores, self.alerts, self.dead_letter, self.labels, self.shadow]
 
 
 def client_config(bootstrap: str, **extra: Any) -> dict:
@@ -72,7 +85,8 @@ def client_config(bootstrap: str, **extra: Any) -> dict:
 
 
 def ensure_topics(bootstrap: str, topics: Topics, partitions: int = 4) -> None:
-    """Create the four topics if missing; scores keep the broker's append time (the latency clock)."""
+    """Create the topics if missing; scores keep the broker's append time (the latency clock); labels have
+    the transactions' partition count, so a label reaches the member that scored its transaction."""
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -89,6 +103,8 @@ def ensure_topics(bootstrap: str, topics: Topics, partitions: int = 4) -> None:
         NewTopic(topics.scores, partitions, 1, config={"message.timestamp.type": "LogAppendTime"}),
         NewTopic(topics.alerts, 1, 1),
         NewTopic(topics.dead_letter, 1, 1),
+        NewTopic(topics.labels, partitions, 1),
+        NewTopic(topics.shadow, partitions, 1, config={"message.timestamp.type": "LogAppendTime"}),
     ]
     missing = [t for t in wanted if t.topic not in existing]
     for name, future in (admin.create_topics(missing, operation_timeout=30) if missing else {}).items():
@@ -171,6 +187,7 @@ INPUT_FIELDS = ("transaction_id", "step", "type", "amount", "nameOrig", "oldbala
 class ReplayStats:
     messages: int
     seconds: float
+    labels: int = 0
 
     @property
     def rate(self) -> float:
@@ -187,15 +204,54 @@ def encode_transactions(table) -> list[tuple[bytes, bytes]]:
     ]
 
 
+@dataclass(frozen=True)
+class DelayedLabels:
+    """The labels of replayed transactions, each published once the replay reaches ``delay_steps`` steps
+    (simulated hours) after its transaction; a seeded ``missing_share`` of them never arrives."""
+
+    topic: str
+    steps: np.ndarray  # the step of each replayed transaction, in replay order
+    due: np.ndarray  # the step each label is due at, ascending
+    messages: list[tuple[bytes, bytes]]  # (key: the transaction's key, value) in ``due`` order
+
+    @classmethod
+    def of(cls, table, topic: str, delay_steps: int, missing_share: float = 0.0, seed: int = 0) -> "DelayedLabels":
+        if delay_steps < 0 or not 0 <= missing_share < 1:
+            raise ParameterError(
+                f"--label-delay-steps must be >= 0 (got {delay_steps}) and --label-missing-share in [0, 1) "
+                f"(got {missing_share})"
+            )
+        steps = table.column("step").to_numpy()
+        arrives = np.random.default_rng(seed).random(len(steps)) >= missing_share
+        order = np.flatnonzero(arrives)[np.argsort(steps[arrives], kind="stable")]
+        ids, labels, keys = (table.column(c).to_pylist() for c in ("transaction_id", "isFraud", "nameOrig"))
+        messages = [
+            (keys[i].encode(), orjson.dumps({"transaction_id": ids[i], "isFraud": int(labels[i]), "step": int(steps[i])}))
+            for i in order.tolist()
+        ]  # fmt: skip
+        return cls(topic, steps, steps[order] + delay_steps, messages)
+
+
 def replay(
-    bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]], rate: float = 0.0, **config: Any
+    bootstrap: str,
+    topic: str,
+    messages: list[tuple[bytes, bytes]],
+    rate: float = 0.0,
+    labels: DelayedLabels | None = None,
+    **config: Any,
 ) -> ReplayStats:
     """Produce ``messages`` in order at ``rate`` per second (0 = as fast as possible), each stamped
     with its produce time (the Kafka message timestamp); returns once all are acknowledged.
-    ``config``: librdkafka producer settings (e.g. ``{"compression.type": "none"}``)."""
-    producer = Producer(bootstrap, (topic,), **config)
+    ``labels``: publish each label when the replay reaches its due step (the rest after the last
+    transaction: the clock runs on). ``config``: librdkafka producer settings."""
+    producer = Producer(bootstrap, (topic, *([labels.topic] if labels else [])), **config)
+    pending = 0  # the next label to publish
     began = time.perf_counter()
     for i, (key, value) in enumerate(messages):
+        if labels is not None:
+            while pending < len(labels.messages) and labels.due[pending] <= labels.steps[i]:
+                producer.send(labels.topic, *labels.messages[pending], timestamp_ms=int(time.time() * 1000))
+                pending += 1
         if rate and i % 64 == 0:  # pace in small bursts: sleep until this message is due
             due = began + i / rate
             delay = due - time.perf_counter()
@@ -204,8 +260,10 @@ def replay(
         producer.send(topic, key, value, timestamp_ms=int(time.time() * 1000))
         if i % 1000 == 0:
             producer.poll()
+    for key, value in labels.messages[pending:] if labels is not None else ():
+        producer.send(labels.topic, key, value, timestamp_ms=int(time.time() * 1000))
     producer.flush()
-    return ReplayStats(len(messages), time.perf_counter() - began)
+    return ReplayStats(len(messages), time.perf_counter() - began, len(labels.messages) if labels else 0)
 
 
 # --- reading results back ---------------------------------------------------------------------------

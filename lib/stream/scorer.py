@@ -5,9 +5,17 @@ shared scoring core (in-process, or ``--via-http`` through the FastAPI twin's ba
 each result to the scores topic (and the alerts topic above the threshold), refused messages to the
 dead-letter topic with the reason, wait until the broker acknowledged all of it, then commit the
 input offsets (at-least-once; see ``lib.stream``).
+
+Served from a bundle store (``lib.serving.bundles``), it also scores every micro-batch with the
+registry's challenger, in shadow (its results go to the shadow topic, never to scores or alerts),
+and switches to a new champion between micro-batches when the store's aliases move. Delayed labels
+from the labels topic are joined to both models' results (``lib.stream.live``): live performance per
+model version, as Prometheus metrics and as the evidence ``registry promote --evidence live`` reads
+from ``/live``.
 """
 
 import hashlib
+import json
 import logging
 import os
 import signal
@@ -21,9 +29,12 @@ from typing import Any
 import numpy as np
 import orjson
 
+from lib.config import CHALLENGER, CHAMPION
 from lib.contract import MAX_BATCH, RequestError, parse_message
+from lib.serving.bundles import LiveModels, Served
 from lib.serving.metrics import LATENCY_BUCKETS, BatchHistogram, ScoringMetrics
 from lib.stream.kafka import Producer, StreamError, Topics, client_config
+from lib.stream.live import LabelJoin, LiveMetrics
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +93,7 @@ class StreamMetrics(ScoringMetrics):
         self.errors = Counter("fraud_stream_errors", "Stream errors by kind", ["kind"], registry=registry)
         for outcome in ("scored", "dead_letter"):
             self.messages.labels(outcome)
+        self.live = LiveMetrics(registry)
 
 
 class HttpScorer:
@@ -109,12 +121,15 @@ class StreamScorer:
     """A consumer-group member: poll micro-batches, validate, score, write results, then commit."""
 
     bootstrap: str
-    scorer: Any  # lib.scoring.Scorer or HttpScorer: anything with score_records(list[dict]) -> list[dict]
+    # a Scorer or HttpScorer (anything with score_records(list[dict]) -> list[dict]), or LiveModels
+    # (a bundle store's champion and shadow challenger, reloaded when its aliases move)
+    scorer: Any
     topics: Topics = field(default_factory=Topics)
     group_id: str = "fraud-scorer"
     batch_size: int = 2000
     batch_timeout: float = 0.02  # seconds to wait for a micro-batch to fill
     metrics: StreamMetrics | None = None
+    live: LabelJoin = field(default_factory=LabelJoin)
 
     def __post_init__(self) -> None:
         from confluent_kafka import Consumer
@@ -125,14 +140,23 @@ class StreamScorer:
                 self.bootstrap,
                 **{"group.id": self.group_id, "enable.auto.commit": False, "auto.offset.reset": "earliest",
                    "enable.partition.eof": False, "fetch.wait.max.ms": 10, "session.timeout.ms": 10000,
-                   "heartbeat.interval.ms": 1000},
+                   "heartbeat.interval.ms": 1000,
+                   # partition i of transactions and of labels go to the same member (same keys, same counts)
+                   "partition.assignment.strategy": "range"},
             )
         )  # fmt: skip
-        self.producer = Producer(self.bootstrap, (self.topics.scores, self.topics.alerts, self.topics.dead_letter))
-        self.consumer.subscribe([self.topics.transactions], on_assign=self._assigned)
+        topics = self.topics
+        self.producer = Producer(self.bootstrap, (topics.scores, topics.alerts, topics.dead_letter, topics.shadow))
+        self.consumer.subscribe([topics.transactions, topics.labels], on_assign=self._assigned)
         self.scored = 0
         self.dead_letters = 0
-        self._lag_checked = 0.0
+        self._lag_checked = self._live_shown = self._reload_checked = 0.0
+        self.lock = threading.Lock()  # the label join, between the consumer loop and /live
+
+    @property
+    def served(self) -> Served:
+        """The models this micro-batch is scored with (one read: a swap never splits a batch)."""
+        return self.scorer.current if isinstance(self.scorer, LiveModels) else Served(self.scorer)
 
     def _assigned(self, _consumer, partitions) -> None:
         print(f"{ASSIGNED} {len(partitions)} partition(s) of {self.topics.transactions}", flush=True)
@@ -151,12 +175,45 @@ class StreamScorer:
             sources.append(msg)
         return valid, sources, invalid
 
+    def _labels(self, messages) -> tuple[list[tuple[str, int]], list[tuple[Any, str, list[dict]]]]:
+        labels, invalid = [], []
+        for msg in messages:
+            try:
+                label = orjson.loads(msg.value() or b"")
+                transaction, value = str(label["transaction_id"]), int(label["isFraud"])
+                if value not in (0, 1):
+                    raise ValueError(f"isFraud is {value}, not 0 or 1")
+            except (ValueError, TypeError, KeyError) as exc:
+                error = {"field": "label", "message": f"a label is {{'transaction_id': str, 'isFraud': 0|1}}: {exc!r}"}
+                invalid.append((msg, "does not follow the label contract", [error]))
+                continue
+            labels.append((transaction, value))
+        return labels, invalid
+
+    def _remember(self, results: list[dict], shadow: list[dict] | None) -> None:
+        """Both models' probabilities of this batch, for the label join (by the version each result names)."""
+        versions = np.array([r["model_version"] for r in results])
+        probabilities = np.fromiter((r["fraud_probability"] for r in results), np.float64, len(results))
+        ids = [r["transaction_id"] for r in results]
+        for version in np.unique(versions):
+            rows = np.flatnonzero(versions == version)
+            scored = {str(version): (probabilities[rows], results[rows[0]]["threshold"])}
+            if shadow:
+                challenger = np.fromiter((shadow[i]["fraud_probability"] for i in rows), np.float64, len(rows))
+                scored[shadow[0]["model_version"]] = (challenger, shadow[0]["threshold"])
+            with self.lock:
+                self.live.add_results([ids[i] for i in rows], scored)
+
     def process(self, messages) -> None:
         """Score one micro-batch and write its outputs; returns once all are acknowledged."""
-        valid, sources, invalid = self._validate(messages)
-        topics, send = self.topics, self.producer.send
+        transactions = [m for m in messages if m.topic() == self.topics.transactions]
+        labels, invalid_labels = self._labels([m for m in messages if m.topic() == self.topics.labels])
+        valid, sources, invalid = self._validate(transactions)
+        invalid += invalid_labels
+        topics, send, served = self.topics, self.producer.send, self.served
         if valid:
-            results = self.scorer.score_records(valid)
+            results = served.champion.score_records(valid)
+            shadow = served.challenger.score_records(valid) if served.challenger else None
             produced = np.fromiter((m.timestamp()[1] for m in sources), np.float64, len(sources))
             for result, ms in zip(results, produced, strict=True):
                 result["produced_at_ms"] = int(ms)
@@ -165,6 +222,13 @@ class StreamScorer:
                 send(topics.scores, key, value)
                 if result["is_fraud"]:
                     send(topics.alerts, key, value)
+            for result, ms in zip(shadow or (), produced, strict=False):
+                result["produced_at_ms"] = int(ms)
+                send(topics.shadow, result["transaction_id"].encode(), orjson.dumps(result))
+            self._remember(results, shadow)
+        with self.lock:
+            for transaction, label in labels:
+                self.live.add_label(transaction, label)
         for msg, reason, errors in invalid:
             send(topics.dead_letter, (msg.key() or b"")[:KEPT_BYTES], dead_letter(msg, reason, errors))
         self.producer.flush()
@@ -223,8 +287,51 @@ class StreamScorer:
                 elif idle_timeout is not None and time.monotonic() - last_message > idle_timeout:
                     break
                 self._update_lag()
+                self._reload()
+                self._show_live()
         finally:
+            self._show_live(force=True)
             self.consumer.close()  # leaves the group at once, so partitions move to the other members
+
+    def _reload(self) -> None:
+        """Between micro-batches: a new champion or challenger when the store's aliases moved."""
+        now = time.monotonic()
+        if not isinstance(self.scorer, LiveModels) or now - self._reload_checked < self.scorer.interval:
+            return
+        self._reload_checked = now
+        if self.scorer.check():
+            if self.metrics:
+                self.metrics.set_model(self.scorer.current.champion.info)
+            print(f"serving {describe(self.scorer.current)}", flush=True)
+
+    def roles(self) -> dict[str, str]:
+        """``{version: role}`` of the models served now."""
+        if isinstance(self.scorer, LiveModels):
+            champion, challenger = self.scorer.current.versions
+            return {champion: CHAMPION, **({challenger: CHALLENGER} if challenger else {})}
+        if hasattr(self.scorer, "info"):
+            return {self.scorer.info.model_version: CHAMPION}
+        with self.lock:  # --via-http: the version the API answered with last
+            return dict.fromkeys(list(self.live.thresholds)[-1:], CHAMPION)
+
+    def _show_live(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not self.metrics or (not force and now - self._live_shown < 1.0):
+            return
+        self._live_shown = now
+        roles = self.roles()
+        with self.lock:
+            self.metrics.live.update(self.live, roles)
+
+    def evidence(self) -> dict:
+        """What ``/live`` answers: the served versions and the labelled window they were both scored on."""
+        roles = self.roles()
+        versions = sorted(roles, key=lambda v: roles[v] != CHAMPION)
+        with self.lock:
+            window = self.live.evidence(versions)
+            counts = {**self.live.counts, "waiting_for_result": len(self.live.early)}
+            waiting = len(self.live.waiting)
+        return {"roles": roles, "window": window, "labels": counts, "results_waiting": waiting, "group": self.group_id}
 
     def stop(self, *_: Any) -> None:
         self.stopping.set()
@@ -232,6 +339,43 @@ class StreamScorer:
     def stop_on_sigterm(self) -> None:
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
+
+
+def describe(served: Served) -> str:
+    champion, challenger = served.versions
+    name = served.champion.info.model_name
+    return f"{name} v{champion}" + (f" with v{challenger} in shadow" if challenger else "")
+
+
+def serve_metrics(host: str, port: int, registry, worker: StreamScorer):
+    """Prometheus metrics on ``/metrics`` and the live evidence on ``/live`` (JSON), in a daemon thread."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path.split("?")[0]
+            if path == "/live":
+                body, kind = json.dumps(worker.evidence()).encode(), "application/json"
+            elif path in ("/", "/metrics"):
+                body, kind = generate_latest(registry), CONTENT_TYPE_LATEST
+            else:
+                self.send_error(404, "try /metrics or /live")
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: Any) -> None:  # scrapes every second: no access log
+            pass
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    return server
 
 
 def start_scorer_process(

@@ -1,5 +1,6 @@
 """The README's run command on a small size: a finished run whose index links every report, checked in Chromium."""
 
+import collections
 import contextlib
 import json
 import os
@@ -7,9 +8,12 @@ import re
 import shutil
 import subprocess
 import sys
+import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
+import orjson
 import pytest
 
 from lib.config import PROJECT_ROOT
@@ -262,3 +266,149 @@ def test_next_steps_your_own_file_as_source(tmp_path):
     run_pipeline(project, "--only=01_acquire", "-p", f"SOURCE={own_file}", "--force")
     acquired = json.loads((project / "runs" / "latest" / "outputs.json").read_text())["01_acquire"]
     assert acquired["rows"] == 19_999 and acquired["frauds"] > 0 and str(own_file) in acquired["source"]
+
+
+# --- the closed loop, after the run, in the same project (last: it moves the champion) ---------------
+
+
+def _live(port: int) -> dict:
+    return get_json(f"http://127.0.0.1:{port}/live")
+
+
+def _prometheus(url: str, expr: str) -> list:
+    return get_json(f"{url}/api/v1/query?{urllib.parse.urlencode({'query': expr})}")["data"]["result"]
+
+
+def test_the_closed_loop_end_to_end(pipeline_run, kafka, tmp_path):
+    """v1 serves; the drift scenario streams with delayed labels; 07 detects the drift; retraining
+    registers v2 as challenger; v2 runs in shadow; promoted on live evidence; the scorer and the API
+    switch to v2 without a restart or a failed request; Prometheus shows both versions' live figures."""
+    import threading
+
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from lib.data.acquire import read_window
+    from lib.monitoring import stream_report
+    from lib.monitoring.local import LocalMonitoring
+    from lib.stream import kafka as stream
+    from lib.stream import scorer as stream_scorer
+
+    if not shutil.which("prometheus"):
+        pytest.fail("prometheus is missing; .ci/run installs it") if os.environ.get("CI") else pytest.skip("prometheus")
+    home = pipeline_run[0].parent.parent
+    env = project_env(home)
+    store = home / "data" / "bundles"
+    assert json.loads((store / "aliases.json").read_text())["champion"] == "1"
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "lib", *args], cwd=home, env=env, capture_output=True,
+                              text=True, timeout=1800)  # fmt: skip
+
+    # the same world from step 401 on: amounts x3, fraudsters draining only part of the balance
+    drift = tmp_path / "drift.parquet"
+    made = cli("simulate", "--rows", "200000", "--seed", "42", "--out", str(drift), "--drift-start-step", "401",
+               "--drift-amount-factor", "3", "--drift-fraud-pattern", "partial_drain")  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    # 07 judges what the stream scored in the test window's steps (401-743) against the training window:
+    # v1 scores 401-600 alone, retraining learns from everything up to 600 (its last 100 steps for
+    # validation and test), and both models score 601-743, which neither saw
+    seen_first, seen_later = read_window(drift, 401, 600), read_window(drift, 601, 743)
+    topics = stream.Topics("loop.")
+    stream.ensure_topics(kafka.bootstrap, topics)
+    scorer_port, api_port = free_port(), free_port()
+    scorer = stream_scorer.start_scorer_process(
+        kafka.bootstrap, topics, store, "--metrics-port", str(scorer_port), "--reload-interval", "1",
+        "--label-window", "200000", "--label-capacity", "200000", env=env,
+    )  # fmt: skip
+    api_log = (tmp_path / "api.log").open("w")
+    api = subprocess.Popen([sys.executable, "-m", "lib", "serve", "--port", str(api_port), "--model", str(store),
+                            "--reload-interval", "1"], cwd=home, env={**env, "FRAUD_API_KEYS": "loop-key"},
+                           stdout=api_log, stderr=subprocess.STDOUT)  # fmt: skip
+    monitoring = LocalMonitoring(tmp_path / "monitoring", f"127.0.0.1:{api_port}", f"127.0.0.1:{scorer_port}",
+                                 scrape_interval="1s")  # fmt: skip
+    answers: list[tuple[int, str]] = []
+    stop = threading.Event()
+    transactions = [orjson.loads(value) for _, value in stream.encode_transactions(seen_later.slice(0, 500))]
+
+    def api_load() -> None:
+        import httpx
+
+        with httpx.Client(base_url=f"http://127.0.0.1:{api_port}", headers={"X-API-Key": "loop-key"}) as client:
+            for i in range(1_000_000):
+                if stop.wait(0.01):
+                    return
+                response = client.post("/v1/predict", json=transactions[i % len(transactions)])
+                answers.append((response.status_code, response.json().get("model_version", "-")))
+
+    timings, began = {}, time.monotonic()
+    load = threading.Thread(target=api_load)
+    try:
+        monitoring.start()
+        wait_for(lambda: get_json(f"http://127.0.0.1:{api_port}/readyz")["model_version"] == "1", "API", process=api)
+        load.start()
+        # 1. v1 serves steps 401-600 of drifted traffic; each label comes 2 steps later, 5 % never
+        labels = stream.DelayedLabels.of(seen_first, topics.labels, 2, 0.05, seed=1)
+        stream.replay(kafka.bootstrap, topics.transactions, stream.encode_transactions(seen_first), labels=labels)
+        wait_for(lambda: _live(scorer_port)["labels"]["joined"] >= labels.messages.__len__(), "labels", 180, scorer)
+        timings["labelled_first_window_s"] = time.monotonic() - began
+        # 2. drift is detected: 07 on exactly what the stream scored
+        results = stream_report.results_frame(stream.read_topic(kafka.bootstrap, topics.scores, seen_first.num_rows))
+        stream_report.save_results(results, home / "data" / "stream" / "loop.parquet")
+        run_pipeline(home, "--only", "07_drift_report", "-p", "CURRENT=stream", "-p", f"RAW_PATH={drift}",
+                     "-p", "STREAM_RESULTS_PATH=data/stream/loop.parquet")  # fmt: skip
+        outputs = home / "runs" / "latest" / "outputs.json"
+        verdict = json.loads(outputs.read_text())["07_drift_report"]
+        assert verdict["drift_detected"] and verdict["retrain_reasons"], verdict
+        checked = cli("loop", "check", "--drift", str(outputs), "--prometheus", monitoring.prometheus_url)
+        assert checked.returncode == 0 and checked.stdout.startswith("retrain: 07_drift_report: drift"), checked
+        timings["drift_detected_s"] = time.monotonic() - began
+        # 3. retraining on the labelled recent window registers v2 as the challenger: shadow, not champion
+        recent = home / "data" / "recent" / "transactions.parquet"  # 03 versions the raw file's folder
+        recent.parent.mkdir()
+        pq.write_table(pq.read_table(drift).filter(pc.less_equal(pc.field("step"), 600)), recent)
+        retrained = cli("loop", "retrain", "--if-needed", "--drift", str(outputs), "--raw", "data/recent/transactions.parquet",
+                        "--validation-steps", "50", "--test-steps", "50", "-p", "TRAIN_MLP=false")  # fmt: skip
+        assert retrained.returncode == 0, retrained.stdout[-3000:] + retrained.stderr[-3000:]
+        evaluated = json.loads(outputs.read_text())["05_evaluate"]
+        assert evaluated["challenger_version"] == "2" and evaluated["champion_version"] == "1", evaluated
+        assert "awaiting live evidence" in evaluated["gate_reason"]
+        wait_for(lambda: _live(scorer_port)["roles"] == {"1": "champion", "2": "challenger"}, "scorer shadow", 60)
+        wait_for(lambda: get_json(f"http://127.0.0.1:{api_port}/readyz").get("shadow_version") == "2", "API shadow", 60)
+        timings["challenger_in_shadow_s"] = time.monotonic() - began
+        # 4. the later steps, both models scoring (the README's replay); labels come in; the live evidence decides
+        replayed = cli("stream", "replay", "--bootstrap", kafka.bootstrap, "--topic-prefix", topics.prefix,
+                       "--raw", str(drift), "--first-step", "601", "--label-delay-steps", "2",
+                       "--label-missing-share", "0.05")  # fmt: skip
+        assert replayed.returncode == 0 and f"{seen_later.num_rows:,} transactions" in replayed.stdout, replayed
+        published = int(replayed.stdout.split("; ")[1].split(" labels")[0].replace(",", ""))
+        wait_for(lambda: len(_live(scorer_port)["window"]["labels"]) >= published, "shadow labels", 180)
+        time.sleep(3)  # a few scrapes of both versions' live figures
+        shown = {r["metric"]["model_version"] for r in _prometheus(monitoring.prometheus_url, "fraud_live_auprc")}
+        assert shown == {"1", "2"}, shown
+        promoted = cli("registry", "promote", "--evidence", "live", "--scorer", f"127.0.0.1:{scorer_port}",
+                       "--min-frauds", "20", "--store", str(store))  # fmt: skip
+        assert promoted.returncode == 0 and promoted.stdout.startswith("promoted:"), promoted.stdout + promoted.stderr
+        wait_for(lambda: _live(scorer_port)["roles"] == {"2": "champion"}, "scorer swap", 60)
+        wait_for(lambda: get_json(f"http://127.0.0.1:{api_port}/readyz")["model_version"] == "2", "API swap", 60)
+        timings["promoted_and_swapped_s"] = time.monotonic() - began
+        time.sleep(1)
+    finally:
+        stop.set()
+        if load.is_alive():
+            load.join(timeout=60)
+        monitoring.stop()
+        api.terminate()
+        api.wait(timeout=30)
+        output = stream_scorer.stop_scorer_process(scorer)
+    statuses = collections.Counter(status for status, _ in answers)
+    versions = [version for _, version in answers]
+    assert statuses == {200: len(answers)} and versions[0] == "1" and versions[-1] == "2", statuses
+    assert "1" not in versions[versions.index("2") :]
+    assert "serving paysim-fraud-detector v2" in output and output.count("serving ") == 2, output
+    ids = set(seen_first.column("transaction_id").to_pylist()) | set(seen_later.column("transaction_id").to_pylist())
+    scored = {
+        orjson.loads(m.value())["transaction_id"] for m in stream.read_topic(kafka.bootstrap, topics.scores, len(ids))
+    }
+    assert scored == ids
+    print(f"\nclosed loop: {json.dumps({k: round(v, 1) for k, v in timings.items()})}; {promoted.stdout.strip()}")
