@@ -51,17 +51,18 @@ class LabelJoin:
         versions = tuple(scored)
         for version, (_, threshold) in scored.items():
             self.thresholds[version] = threshold
-        columns = [scored[v][0].tolist() for v in versions]
-        for i, transaction in enumerate(ids):
-            probabilities = tuple(column[i] for column in columns)
-            if transaction in self.labelled:
+        waiting, early, labelled = self.waiting, self.early, self.labelled
+        for transaction, probabilities in zip(ids, zip(*(scored[v][0].tolist() for v in versions), strict=True), strict=True):
+            if transaction in labelled:
                 continue  # re-scored after a redelivery: its label is already in the window
-            label = self.early.pop(transaction, None)
-            if label is not None:
-                self._join(transaction, label, versions, probabilities)
-                continue
-            self.waiting[transaction] = (versions, probabilities)
-            self.waiting.move_to_end(transaction)
+            if early:
+                label = early.pop(transaction, None)
+                if label is not None:
+                    self._join(transaction, label, versions, probabilities)
+                    continue
+            if transaction in waiting:  # re-scored before its label came: the newest result waits
+                waiting.move_to_end(transaction)
+            waiting[transaction] = (versions, probabilities)
         while len(self.waiting) > self.capacity:
             self.waiting.popitem(last=False)
             self.counts["expired"] += 1
