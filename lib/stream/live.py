@@ -52,7 +52,9 @@ class LabelJoin:
         for version, (_, threshold) in scored.items():
             self.thresholds[version] = threshold
         waiting, early, labelled = self.waiting, self.early, self.labelled
-        for transaction, probabilities in zip(ids, zip(*(scored[v][0].tolist() for v in versions), strict=True), strict=True):
+        for transaction, probabilities in zip(
+            ids, zip(*(scored[v][0].tolist() for v in versions), strict=True), strict=True
+        ):
             if transaction in labelled:
                 continue  # re-scored after a redelivery: its label is already in the window
             if early:
