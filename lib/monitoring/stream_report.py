@@ -142,7 +142,7 @@ def live_table(answer: dict) -> pd.DataFrame:
         )
         for version, role in answer["roles"].items()
     }
-    return pd.DataFrame(rows).T
+    return pd.DataFrame.from_dict(rows, orient="index")
 
 
 def window_messages(raw_path: str | Path, steps: tuple[int, int], limit: int = 0):

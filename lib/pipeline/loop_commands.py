@@ -27,19 +27,12 @@ def live_answers(addresses: list[str]) -> dict[str, dict]:
 
 
 def stream_live(args: argparse.Namespace) -> None:
-    import numpy as np
-
-    from lib.quality import performance
+    from lib.monitoring.stream_report import live_table
 
     for address, answer in live_answers(args.scorer).items():
-        window, counts = answer["window"], answer["labels"]
-        print(f"{address} (group {answer['group']}): labels {', '.join(f'{k} {v:,}' for k, v in counts.items())}")
-        for version, role in answer["roles"].items():
-            figures = performance(
-                np.array(window["labels"]), np.array(window["probabilities"][version]), window["thresholds"][version]
-            )
-            shown = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v:,}" for k, v in figures.items())
-            print(f"  v{version} ({role}): {shown}")
+        counts = ", ".join(f"{k} {v:,}" for k, v in answer["labels"].items())
+        print(f"{address} (group {answer['group']}): labels {counts}")
+        print(live_table(answer).to_string(float_format="{:.4f}".format))
 
 
 def _registry_promote(args: argparse.Namespace) -> None:
