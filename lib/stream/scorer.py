@@ -130,6 +130,7 @@ class StreamScorer:
     batch_timeout: float = 0.02  # seconds to wait for a micro-batch to fill
     metrics: StreamMetrics | None = None
     live: LabelJoin = field(default_factory=LabelJoin)
+    consumer_settings: dict = field(default_factory=dict)  # librdkafka settings over the defaults below
 
     def __post_init__(self) -> None:
         from confluent_kafka import Consumer
@@ -142,7 +143,7 @@ class StreamScorer:
                    "enable.partition.eof": False, "fetch.wait.max.ms": 10, "session.timeout.ms": 10000,
                    "heartbeat.interval.ms": 1000,
                    # partition i of transactions and of labels go to the same member (same keys, same counts)
-                   "partition.assignment.strategy": "range"},
+                   "partition.assignment.strategy": "range", **self.consumer_settings},
             )
         )  # fmt: skip
         topics = self.topics
@@ -242,6 +243,26 @@ class StreamScorer:
             self.metrics.messages.labels("scored").inc(len(valid))
             self.metrics.messages.labels("dead_letter").inc(len(invalid))
 
+    def _commit(self) -> None:
+        """Commit the batch's offsets; a group that moved on (broker restart, rebalance) is not fatal.
+
+        The results are already written; offsets the group refused are delivered again after the
+        rejoin and scored again (at-least-once: the duplicates carry the same ``transaction_id``).
+        """
+        from confluent_kafka import KafkaError, KafkaException
+
+        try:
+            self.consumer.commit(asynchronous=False)
+        except KafkaException as exc:
+            error = exc.args[0]
+            rejoin = (KafkaError._ASSIGNMENT_LOST, KafkaError.REBALANCE_IN_PROGRESS,
+                      KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID, KafkaError._MAX_POLL_EXCEEDED)  # fmt: skip
+            if error.code() not in rejoin or error.fatal():
+                raise
+            if self.metrics:
+                self.metrics.errors.labels("commit").inc()
+            log.warning("commit refused (%s): the batch is delivered again after the rejoin", error.str())
+
     def _update_lag(self) -> None:
         now = time.monotonic()
         if not self.metrics or now - self._lag_checked < 1.0:
@@ -280,7 +301,7 @@ class StreamScorer:
                         if self.metrics:
                             self.metrics.errors.labels("produce").inc()
                         raise
-                    self.consumer.commit(asynchronous=False)
+                    self._commit()
                     if self.metrics:
                         self.metrics.batch_latency.observe(time.perf_counter() - began)
                     last_message = time.monotonic()

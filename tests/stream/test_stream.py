@@ -161,6 +161,36 @@ def test_broker_restarted_mid_stream_loses_nothing(tmp_path, window, bundle, mon
         assert_all_accounted(counts, ids)
 
 
+class SlowFirstBatch:
+    """Scores like the bundle, but its first batch outlasts the group's poll interval (a GC pause, a stall)."""
+
+    def __init__(self, scorer, stall: float) -> None:
+        self.scorer, self.stall = scorer, stall
+
+    def score_records(self, records):
+        if self.stall:
+            time.sleep(self.stall)
+            self.stall = 0
+        return self.scorer.score_records(records)
+
+
+def test_a_commit_the_group_refused_is_scored_again_not_fatal(kafka, topics, window, bundle):
+    """The group drops a member that stalls past max.poll.interval.ms: its commit is refused; it rejoins and goes on."""
+    _, messages = window
+    messages = messages[:3000]
+    stream.replay(kafka.bootstrap, topics.transactions, messages)
+    metrics = stream_scorer.StreamMetrics(CollectorRegistry())
+    worker = stream_scorer.StreamScorer(
+        kafka.bootstrap, SlowFirstBatch(scoring.Scorer.from_folder(bundle), stall=9.0), topics, batch_size=500,
+        metrics=metrics, consumer_settings={"session.timeout.ms": 6000, "max.poll.interval.ms": 6000},
+    )  # fmt: skip
+    worker.run(idle_timeout=15)
+    assert metrics.errors.labels("commit")._value.get() == 1  # the stalled batch's commit, refused
+    counts = scored_ids(kafka.bootstrap, topics.scores, expect=len(messages))
+    assert_all_accounted(counts, transaction_ids(messages))
+    assert sum(counts.values()) > len(messages)  # the refused batch was delivered and scored again
+
+
 def test_two_scorers_share_the_partitions(kafka, topics, window, bundle):
     """Scaling out: two members of one group split the partitions and together score everything once."""
     _, messages = window
