@@ -183,6 +183,7 @@ def _stream_score(args: argparse.Namespace) -> None:
     from prometheus_client import CollectorRegistry
 
     from lib.stream import kafka, live, scorer
+    from lib.stream import metrics as stream_metrics
 
     settings = get_settings()
     bootstrap = _bootstrap(args, settings)
@@ -193,7 +194,7 @@ def _stream_score(args: argparse.Namespace) -> None:
     else:
         model = _models(args.model or settings.serving_model, settings, args.reload_interval, not args.no_shadow)
     registry = CollectorRegistry()
-    metrics = scorer.StreamMetrics(registry)
+    metrics = stream_metrics.StreamMetrics(registry)
     topics = kafka.Topics(args.topic_prefix)
     kafka.ensure_topics(bootstrap, topics, args.partitions)
     worker = scorer.StreamScorer(
@@ -204,7 +205,7 @@ def _stream_score(args: argparse.Namespace) -> None:
     if hasattr(served.champion, "info"):
         metrics.set_model(served.champion.info)
     if args.metrics_port is not None:
-        scorer.serve_metrics(args.metrics_host, args.metrics_port, registry, worker)
+        stream_metrics.serve_metrics(args.metrics_host, args.metrics_port, registry, worker)
     worker.stop_on_sigterm()
     print(f"scoring {topics.transactions} on {bootstrap} as group {args.group}", flush=True)
     if hasattr(served.champion, "info"):

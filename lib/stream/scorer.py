@@ -15,7 +15,6 @@ from ``/live``.
 """
 
 import hashlib
-import json
 import logging
 import os
 import signal
@@ -32,9 +31,9 @@ import orjson
 from lib.config import CHALLENGER, CHAMPION
 from lib.contract import MAX_BATCH, RequestError, parse_message
 from lib.serving.bundles import LiveModels, Served
-from lib.serving.metrics import LATENCY_BUCKETS, BatchHistogram, ScoringMetrics
 from lib.stream.kafka import Producer, StreamError, Topics, client_config
-from lib.stream.live import LabelJoin, LiveMetrics
+from lib.stream.live import LabelJoin
+from lib.stream.metrics import StreamMetrics
 
 log = logging.getLogger(__name__)
 
@@ -59,41 +58,6 @@ def dead_letter(msg, reason: str, errors: list[dict]) -> bytes:
         "truncated": len(value) > KEPT_BYTES,
     }
     return orjson.dumps(letter)
-
-
-# end-to-end latency reaches seconds when a broker restarts or a scorer is replaced
-E2E_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-
-
-class StreamMetrics(ScoringMetrics):
-    """Scoring metrics plus the stream's: throughput by outcome, batch latency, end-to-end latency, lag."""
-
-    def __init__(self, registry) -> None:
-        from prometheus_client import Counter, Gauge, Histogram
-
-        super().__init__(registry, "stream")
-        self.messages = Counter(
-            "fraud_stream_messages",
-            "Consumed messages by outcome (scored, dead_letter)",
-            ["outcome"],
-            registry=registry,
-        )
-        self.batch_latency = Histogram(
-            "fraud_stream_batch_duration_seconds", "Time to validate, score, produce and commit one micro-batch",
-            buckets=LATENCY_BUCKETS, registry=registry,
-        )  # fmt: skip
-        self.end_to_end = BatchHistogram(
-            "fraud_stream_end_to_end_seconds", "From the transaction's produce time to its result being acknowledged",
-            ("source", "stream"), E2E_BUCKETS, registry,
-        )  # fmt: skip
-        self.lag = Gauge(
-            "fraud_stream_consumer_lag", "Messages not yet consumed, by partition", ["topic", "partition"],
-            registry=registry,
-        )  # fmt: skip
-        self.errors = Counter("fraud_stream_errors", "Stream errors by kind", ["kind"], registry=registry)
-        for outcome in ("scored", "dead_letter"):
-            self.messages.labels(outcome)
-        self.live = LiveMetrics(registry)
 
 
 class HttpScorer:
@@ -366,37 +330,6 @@ def describe(served: Served) -> str:
     champion, challenger = served.versions
     name = served.champion.info.model_name
     return f"{name} v{champion}" + (f" with v{challenger} in shadow" if challenger else "")
-
-
-def serve_metrics(host: str, port: int, registry, worker: StreamScorer):
-    """Prometheus metrics on ``/metrics`` and the live evidence on ``/live`` (JSON), in a daemon thread."""
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            path = self.path.split("?")[0]
-            if path == "/live":
-                body, kind = json.dumps(worker.evidence()).encode(), "application/json"
-            elif path in ("/", "/metrics"):
-                body, kind = generate_latest(registry), CONTENT_TYPE_LATEST
-            else:
-                self.send_error(404, "try /metrics or /live")
-                return
-            self.send_response(200)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *_: Any) -> None:  # scrapes every second: no access log
-            pass
-
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
-    return server
 
 
 def start_scorer_process(

@@ -137,7 +137,7 @@ def test_the_scoring_path_runs_without_the_heavy_libraries(bundle, tmp_path):
         sys.meta_path.insert(0, Absent())
         sys.path.insert(0, {str(PROJECT_ROOT)!r})
         for name in ("lib.serving.scoring", "lib.serving.api", "lib.serving.metrics", "lib.serving.auth",
-                     "lib.stream.kafka", "lib.stream.scorer", "lib.contract", "lib.features", "lib.config"):
+                     "lib.stream.kafka", "lib.stream.scorer", "lib.stream.metrics", "lib.contract", "lib.features", "lib.config"):
             __import__(name)
         spec = importlib.util.spec_from_file_location("app", {str(PROJECT_ROOT / "chalice_app" / "app.py")!r})
         spec.loader.exec_module(importlib.util.module_from_spec(spec))

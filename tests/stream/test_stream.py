@@ -18,6 +18,7 @@ from lib.serving import scoring
 from lib.stream import kafka as stream
 from lib.stream import scorer as stream_scorer
 from lib.stream.local import LocalBroker
+from lib.stream.metrics import StreamMetrics
 from tests.stream.conftest import replay_in_background, start_scorer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -72,7 +73,7 @@ def test_every_transaction_scored_alerts_and_dead_letters(kafka, topics, window,
     stream.replay(kafka.bootstrap, topics.transactions, mixed)
 
     scorer = scoring.Scorer.from_folder(bundle)
-    metrics = stream_scorer.StreamMetrics(CollectorRegistry())
+    metrics = StreamMetrics(CollectorRegistry())
     worker = stream_scorer.StreamScorer(kafka.bootstrap, scorer, topics, group_id="g1", batch_size=500, metrics=metrics)
     worker.run(until=lambda w: w.scored + w.dead_letters >= len(mixed), idle_timeout=60)
     assert (worker.scored, worker.dead_letters) == (len(messages), bad)
@@ -179,7 +180,7 @@ def test_a_commit_the_group_refused_is_scored_again_not_fatal(kafka, topics, win
     _, messages = window
     messages = messages[:3000]
     stream.replay(kafka.bootstrap, topics.transactions, messages)
-    metrics = stream_scorer.StreamMetrics(CollectorRegistry())
+    metrics = StreamMetrics(CollectorRegistry())
     worker = stream_scorer.StreamScorer(
         kafka.bootstrap, SlowFirstBatch(scoring.Scorer.from_folder(bundle), stall=9.0), topics, batch_size=500,
         metrics=metrics, consumer_settings={"session.timeout.ms": 6000, "max.poll.interval.ms": 6000},
