@@ -16,11 +16,12 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
 from lib.errors import PipelineError
-from lib.schema import AMOUNT_MAX, MAX_STEP, NAME_MAX
+from lib.schema import AMOUNT_MAX, LABEL_COLUMNS, MAX_STEP, NAME_MAX, RAW_COLUMNS, TRANSACTION_TYPES
 
 MAX_BATCH = 10_000  # transactions per batch request
 MAX_BODY_BYTES = 8 * 1024 * 1024  # a full batch of verbose transactions is ~3 MB
 MAX_MESSAGE_BYTES = 64 * 1024  # one transaction as a stream message is ~300 bytes
+ID_MAX = 128  # characters of a transaction_id
 
 # the bounds of lib.schema, which file validation enforces too
 Amount = Annotated[float, Field(ge=0, le=AMOUNT_MAX, description="in the account currency, cents as decimals")]
@@ -42,7 +43,7 @@ class Transaction(TypedDict):
 
     __pydantic_config__ = ConfigDict(extra="forbid", allow_inf_nan=False, json_schema_extra={"examples": [EXAMPLE]})  # type: ignore[misc]
 
-    transaction_id: NotRequired[Annotated[str | None, Field(max_length=128)]]
+    transaction_id: NotRequired[Annotated[str | None, Field(max_length=ID_MAX)]]
     step: Annotated[int, Field(ge=1, le=MAX_STEP, description="hour of the simulated month, 1-744")]
     type: Literal["CASH_IN", "CASH_OUT", "DEBIT", "PAYMENT", "TRANSFER"]
     amount: Amount
@@ -154,3 +155,97 @@ def parse_batch(body: bytes) -> list[dict]:
         return _TRANSACTIONS.validate_python(transactions)
     except ValidationError as exc:
         raise RequestError(422, _errors(exc, ("transactions",))) from None
+
+
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
+_REQUIRED = tuple(c for c in RAW_COLUMNS if c not in LABEL_COLUMNS)  # the 9 inputs
+_OPTIONAL = ("transaction_id", *LABEL_COLUMNS)
+
+
+def arrow_stream(table) -> bytes:
+    """A ``pyarrow.Table`` as the bytes of an Arrow IPC stream (what the batch route takes and answers)."""
+    import pyarrow as pa
+
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def parse_arrow_batch(body: bytes) -> tuple[dict[str, Any], list]:
+    """Validate a batch as an Arrow IPC stream (a table with the transaction's fields as columns) by the
+    same rules as ``Transaction``; returns (column arrays for ``Scorer.score_columns``, transaction ids).
+
+    Errors name the column, and the first row that breaks each rule, as ``transactions.<row>.<column>``.
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if len(body) > MAX_BODY_BYTES:
+        raise RequestError(413, f"request body of {len(body):,} bytes exceeds the limit of {MAX_BODY_BYTES:,}")
+    try:
+        table = pa.ipc.open_stream(body).read_all()
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise RequestError(400, [{"field": "body", "reason": f"not a valid Arrow IPC stream: {exc}"}]) from None
+    names = table.column_names
+    problems = [{"field": c, "reason": "Field required"} for c in _REQUIRED if c not in names]
+    problems += [
+        {"field": c, "reason": "Extra inputs are not permitted"} for c in names if c not in (*_REQUIRED, *_OPTIONAL)
+    ]
+    problems += [{"field": c, "reason": "repeated column"} for c in sorted({c for c in names if names.count(c) > 1})]
+    if problems:
+        raise RequestError(422, problems)
+    if table.num_rows == 0:
+        raise RequestError(422, [{"field": "transactions", "reason": "needs at least 1 transaction"}])
+    if table.num_rows > MAX_BATCH:
+        raise RequestError(413, f"{table.num_rows:,} transactions in one batch; the limit is {MAX_BATCH:,}")
+
+    def first_bad(column: str, bad, reason: str) -> None:
+        """Record the first row where the boolean array ``bad`` is true (a null there: not bad)."""
+        bad = pc.fill_null(bad, False)
+        if pc.any(bad).as_py():
+            problems.append({"field": f"transactions.{pc.index(bad, True).as_py()}.{column}", "reason": reason})
+
+    def within(values, low: float, high: float):  # NaN fails both comparisons
+        return pc.and_(pc.greater_equal(values, low), pc.less_equal(values, high))
+
+    columns: dict[str, Any] = {}
+    for name in _REQUIRED + tuple(c for c in _OPTIONAL if c in names):
+        column, text = table.column(name), name in ("type", "nameOrig", "nameDest", "transaction_id")
+        kind = column.type
+        if name in _REQUIRED and column.null_count:
+            first_bad(name, pc.is_null(column), "Field required (null)")
+        elif text and not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+            problems.append({"field": name, "reason": f"Input should be a valid string (the column is {kind})"})
+        elif not text and not (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
+            problems.append({"field": name, "reason": f"Input should be a valid number (the column is {kind})"})
+        elif name == "type":
+            first_bad(name, pc.invert(pc.is_in(column, pa.array(TRANSACTION_TYPES))),
+                      f"Input should be {', '.join(repr(t) for t in TRANSACTION_TYPES)}")  # fmt: skip
+            columns[name] = column.to_numpy(zero_copy_only=False)
+        elif name == "transaction_id":
+            first_bad(
+                name, pc.greater(pc.utf8_length(column), ID_MAX), f"String should have at most {ID_MAX} characters"
+            )
+        elif text:
+            first_bad(name, pc.invert(within(pc.utf8_length(column), 1, NAME_MAX)),
+                      f"String should have 1..{NAME_MAX} characters")  # fmt: skip
+            columns[name] = column.to_numpy(zero_copy_only=False)
+        elif name in LABEL_COLUMNS:  # 0, 1 or null; scoring ignores them
+            outside = pc.and_(pc.is_valid(column), pc.invert(pc.is_in(column, pa.array([0, 1], kind))))
+            first_bad(name, outside, "Input should be 0 or 1")
+        else:
+            values = pc.cast(column, pa.float64())
+            if name == "step":
+                whole = pc.and_(pc.equal(values, pc.floor(values)), within(values, 1, MAX_STEP))
+                first_bad(name, pc.invert(whole), f"Input should be a whole number within 1..{MAX_STEP}")
+            else:
+                first_bad(name, pc.invert(within(values, 0, AMOUNT_MAX)),
+                          f"Input should be a finite number within 0..{AMOUNT_MAX:g}")  # fmt: skip
+            columns[name] = values.to_numpy()
+    if problems:
+        raise RequestError(422, problems)
+    columns["step"] = columns["step"].astype(np.int64)
+    ids = table.column("transaction_id").to_pylist() if "transaction_id" in names else [None] * table.num_rows
+    return columns, ids

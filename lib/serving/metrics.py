@@ -4,6 +4,7 @@ Each app builds its own ``CollectorRegistry`` and hands it in, so several apps (
 in one process without sharing counters.
 """
 
+import bisect
 import threading
 
 import numpy as np
@@ -24,6 +25,7 @@ class BatchHistogram:
     def __init__(self, name: str, documentation: str, label: tuple[str, str], buckets, registry) -> None:
         self.name, self.documentation, self.label = name, documentation, label
         self.bounds = np.asarray(buckets, dtype=np.float64)
+        self.edges = self.bounds.tolist()
         self.counts = np.zeros(len(self.bounds) + 1, dtype=np.int64)  # the last one is +Inf
         self.total = 0.0
         self.lock = threading.Lock()
@@ -34,6 +36,13 @@ class BatchHistogram:
         with self.lock:
             self.counts += counts
             self.total += float(values.sum())
+
+    def observe_one(self, value: float) -> None:
+        """One value without NumPy's per-call cost (a single request)."""
+        i = bisect.bisect_left(self.edges, value)
+        with self.lock:
+            self.counts[i] += 1
+            self.total += value
 
     def collect(self):
         with self.lock:
@@ -58,6 +67,7 @@ class ScoringMetrics:
         self.decisions = Counter(
             "fraud_decisions", "Scored transactions by decision", ["source", "outcome"], registry=registry
         )
+        self.frauds, self.genuine = (self.decisions.labels(source, outcome) for outcome in ("fraud", "genuine"))
 
     def set_model(self, info) -> None:
         self.model.info(
@@ -73,11 +83,15 @@ class ScoringMetrics:
         """Record the scores and decisions of a batch."""
         self.score.observe(np.asarray(probabilities, dtype=np.float64))
         frauds = int(np.count_nonzero(decisions))
-        self.decisions.labels(self.source, "fraud").inc(frauds)
-        self.decisions.labels(self.source, "genuine").inc(len(probabilities) - frauds)
+        self.frauds.inc(frauds)
+        self.genuine.inc(len(probabilities) - frauds)
 
     def observe_results(self, results: list[dict]) -> None:
         """Record the scoring core's answers (``Scorer.score_records``)."""
+        if len(results) == 1:
+            self.score.observe_one(results[0]["fraud_probability"])
+            (self.frauds if results[0]["is_fraud"] else self.genuine).inc()
+            return
         self.observe(
             np.fromiter((r["fraud_probability"] for r in results), np.float64, len(results)),
             np.fromiter((r["is_fraud"] for r in results), bool, len(results)),
@@ -97,3 +111,13 @@ class ApiMetrics(ScoringMetrics):
             "fraud_api_request_duration_seconds", "HTTP request latency by route, method and status",
             ["route", "method", "status"], buckets=LATENCY_BUCKETS, registry=registry,
         )  # fmt: skip
+        self._children: dict[tuple[str, str, str], tuple] = {}  # routes x methods x statuses: a few dozen
+
+    def observe_request(self, route: str, method: str, status: str, seconds: float) -> None:
+        """Count and time one request (the label lookups, done once per combination, cost more than both)."""
+        labels = (route, method, status)
+        children = self._children.get(labels)
+        if children is None:
+            children = self._children[labels] = (self.requests.labels(*labels), self.latency.labels(*labels))
+        children[0].inc()
+        children[1].observe(seconds)

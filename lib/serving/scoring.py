@@ -3,7 +3,11 @@
 Every scoring path (``python -m lib score``, the APIs, the stream, drift and the registry gate)
 loads a bundle with ``load_bundle`` and scores with ``Scorer``. A bundle is a folder:
 ``bundle.json`` (model name and registry version, feature set and spec version, decision
-threshold, training data hash) and ``model.ubj`` (XGBoost's own binary JSON; no pickle anywhere).
+threshold, training data hash) and ``model.ubj`` (XGBoost's own binary JSON; no pickle anywhere),
+and where TL2cgen could build it, ``model.so``: the trees compiled to native code, recorded with its
+checksum under ``compiled`` in ``bundle.json`` (``lib.serving.compiled``). A single transaction is
+scored by the scalar feature path and the compiled trees; batches by NumPy and the booster; both give
+the booster's probabilities bit for bit (tested on 100,000 rows).
 """
 
 import json
@@ -18,6 +22,7 @@ import xgboost as xgb
 from lib import atomic, features
 from lib.config import PROJECT_ROOT, REGISTRY_ALIASES
 from lib.errors import ServiceUnavailable
+from lib.serving import compiled as compiled_model
 
 BUNDLE_FILE = "bundle.json"
 MODEL_FILE = "model.ubj"
@@ -47,10 +52,11 @@ class BundleInfo:
     candidate: str
     test_auprc: float | None = None
     created: str = ""
+    compiled: dict | None = None  # model.so: its checksum, the machine and compiler it was built with
 
 
-def export_bundle(folder: str | Path, booster: xgb.Booster, info: BundleInfo) -> Path:
-    """Write a bundle folder atomically (a failed export leaves the previous bundle)."""
+def export_bundle(folder: str | Path, booster: xgb.Booster, info: BundleInfo, compile: bool = True) -> Path:
+    """Write a bundle folder atomically (a failed export leaves the previous bundle); ``compile``: with model.so."""
     if list(info.features) != list(features.feature_names(info.feature_set)):
         raise BundleError(f"bundle features {info.features} are not the {info.feature_set!r} set of this spec")
     folder = Path(folder)
@@ -58,6 +64,7 @@ def export_bundle(folder: str | Path, booster: xgb.Booster, info: BundleInfo) ->
     with atomic.staged_dir(folder) as tmp:
         tmp.mkdir(parents=True)
         booster.save_model(tmp / MODEL_FILE)
+        stamped["compiled"] = compiled_model.compile_booster(booster, tmp) if compile else None
         (tmp / BUNDLE_FILE).write_text(json.dumps(stamped, indent=2))
     return folder
 
@@ -101,13 +108,20 @@ def bundle_path(model: str, base: Path = PROJECT_ROOT) -> Path:
 class Scorer:
     """Scores raw transactions (column arrays or dicts), or a feature matrix of the spec, with one bundle."""
 
-    def __init__(self, info: BundleInfo, booster: xgb.Booster) -> None:
+    def __init__(self, info: BundleInfo, booster: xgb.Booster, compiled: compiled_model.CompiledModel | None = None):
         self.info = info
         self.booster = booster
+        self.compiled = compiled
+        self.predictor = "tl2cgen" if compiled else "xgboost"  # what scores a single transaction
 
     @classmethod
     def from_folder(cls, folder: str | Path) -> "Scorer":
-        return cls(*load_bundle(folder))
+        info, booster = load_bundle(folder)
+        try:
+            compiled = compiled_model.load(Path(folder), info.compiled, len(info.features))
+        except compiled_model.CompiledModelError as exc:
+            raise BundleError(str(exc)) from None
+        return cls(info, booster, compiled)
 
     def score_features(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(fraud_probability float64, is_fraud bool) for a matrix of the bundle's features, in its order."""
@@ -120,15 +134,20 @@ class Scorer:
 
     def score_records(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Validated raw transactions (dicts) -> one result per transaction, in order."""
-        probability, decision = self.score_columns(features.columns_from_records(records))
-        return [
-            {
-                "transaction_id": record.get("transaction_id"),
-                "fraud_probability": float(p),
-                "is_fraud": bool(d),
-                "threshold": self.info.threshold,
-                "model_name": self.info.model_name,
-                "model_version": self.info.model_version,
-            }
-            for record, p, d in zip(records, probability, decision, strict=True)
-        ]
+        if len(records) == 1 and self.compiled:
+            record = records[0]
+            probability = float(self.compiled.probability(features.compute_one(record, self.info.feature_set)))
+            return [self._result(record, probability)]
+        probability, _ = self.score_columns(features.columns_from_records(records))
+        return [self._result(record, p) for record, p in zip(records, probability.tolist(), strict=True)]
+
+    def _result(self, record: dict[str, Any], probability: float) -> dict[str, Any]:
+        info = self.info
+        return {
+            "transaction_id": record.get("transaction_id"),
+            "fraud_probability": probability,
+            "is_fraud": probability >= info.threshold,
+            "threshold": info.threshold,
+            "model_name": info.model_name,
+            "model_version": info.model_version,
+        }

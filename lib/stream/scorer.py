@@ -29,7 +29,8 @@ import numpy as np
 import orjson
 
 from lib.config import CHALLENGER, CHAMPION
-from lib.contract import MAX_BATCH, RequestError, parse_message
+from lib.contract import ARROW_STREAM, MAX_BATCH, RequestError, arrow_stream, parse_message
+from lib.features import INPUT_COLUMNS
 from lib.serving.bundles import LiveModels, Served
 from lib.stream.kafka import Producer, StreamError, Topics, client_config
 from lib.stream.live import LabelJoin
@@ -61,22 +62,33 @@ def dead_letter(msg, reason: str, errors: list[dict]) -> bytes:
 
 
 class HttpScorer:
-    """``--via-http``: score each micro-batch through the API's batch route instead of in-process."""
+    """``--via-http``: score each micro-batch through the API's batch route instead of in-process, as an
+    Arrow IPC stream both ways (a few microseconds per transaction less than JSON on each side)."""
+
+    COLUMNS = ("transaction_id", *INPUT_COLUMNS)
 
     def __init__(self, url: str, api_key: str, timeout: float = 30.0) -> None:
         import httpx
+        import pyarrow as pa
 
+        text = ("transaction_id", "type", "nameOrig", "nameDest")
+        kinds = {"step": pa.int64(), **dict.fromkeys(text, pa.string())}
+        self.schema = pa.schema([(c, kinds.get(c, pa.float64())) for c in self.COLUMNS])
         self.url = url.rstrip("/") + "/v1/predict/batch"
-        self.client = httpx.Client(headers={"X-API-Key": api_key, "Content-Type": "application/json"}, timeout=timeout)
+        headers = {"X-API-Key": api_key, "Content-Type": ARROW_STREAM, "Accept": ARROW_STREAM}
+        self.client = httpx.Client(headers=headers, timeout=timeout)
 
     def score_records(self, records: list[dict]) -> list[dict]:
+        import pyarrow as pa
+
         results = []
         for start in range(0, len(records), MAX_BATCH):
-            body = orjson.dumps({"transactions": records[start : start + MAX_BATCH]})
-            response = self.client.post(self.url, content=body)
+            part = records[start : start + MAX_BATCH]
+            table = pa.table({c: [r.get(c) for r in part] for c in self.COLUMNS}, schema=self.schema)
+            response = self.client.post(self.url, content=arrow_stream(table))
             if response.status_code != 200:
                 raise StreamError(f"{self.url} answered {response.status_code}: {response.text[:300]}")
-            results.extend(response.json()["predictions"])
+            results.extend(pa.ipc.open_stream(response.content).read_all().to_pylist())
         return results
 
 

@@ -8,10 +8,12 @@ import sys
 import time
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.csv as pacsv
 import pytest
 from fastapi.testclient import TestClient
 
+from lib import contract
 from lib.config import PROJECT_ROOT, Settings
 from lib.data.simulate import simulate_table
 from lib.serving.api import create_app
@@ -19,6 +21,16 @@ from tests.conftest import REAL_SAMPLE
 
 KEY = "test-key-0f3a"
 HEADERS = {"X-API-Key": KEY}
+ARROW_HEADERS = {"Content-Type": contract.ARROW_STREAM, **HEADERS}
+
+
+def arrow_stream(rows: list[dict]) -> bytes:
+    """Transactions as the Arrow IPC body of the batch route."""
+    return contract.arrow_stream(pa.Table.from_pylist(rows))
+
+
+def read_arrow(body: bytes) -> list[dict]:
+    return pa.ipc.open_stream(body).read_all().to_pylist()
 
 
 @pytest.fixture(scope="session")

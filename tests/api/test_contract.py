@@ -8,10 +8,11 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pytest
 
+from lib import contract
 from lib.config import PROJECT_ROOT
 from lib.schema import RAW_COLUMNS
 from lib.serving import lambda_package, scoring
-from tests.api.conftest import HEADERS
+from tests.api.conftest import ARROW_HEADERS, HEADERS, arrow_stream, read_arrow
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +32,8 @@ def expected(bundle, transactions):
 
 
 def test_core_fastapi_chalice_and_cli_agree(bundle, api, chalice, transactions, expected, tmp_path):
-    """The scoring core, the FastAPI twin (single and batch), the Chalice app in-process, `python -m lib score`."""
+    """The scoring core, the FastAPI twin (single, batch as JSON and as Arrow), the Chalice app in-process,
+    `python -m lib score`."""
     fastapi_batch = api.post("/v1/predict/batch", json={"transactions": transactions}, headers=HEADERS).json()
     fastapi_single = [api.post("/v1/predict", json=t, headers=HEADERS).json() for t in transactions]
     chalice_batch = chalice.http.post(
@@ -39,6 +41,9 @@ def test_core_fastapi_chalice_and_cli_agree(bundle, api, chalice, transactions, 
         headers={"Content-Type": "application/json", **HEADERS},
     ).json_body  # fmt: skip
     assert triples(fastapi_batch["predictions"]) == expected
+    arrow = api.post("/v1/predict/batch", content=arrow_stream(transactions), headers=ARROW_HEADERS)
+    assert arrow.status_code == 200 and arrow.headers["content-type"] == contract.ARROW_STREAM
+    assert read_arrow(arrow.content) == fastapi_batch["predictions"]  # every field, as the JSON answer has it
     assert triples(fastapi_single) == expected
     assert triples(chalice_batch["predictions"]) == expected
 

@@ -6,10 +6,11 @@ import logging
 import pytest
 from fastapi.testclient import TestClient
 
+from lib import contract
 from lib.config import Settings
 from lib.contract import MAX_BATCH, MAX_BODY_BYTES
 from lib.serving.api import JsonLogFormatter, create_app
-from tests.api.conftest import HEADERS, KEY
+from tests.api.conftest import ARROW_HEADERS, HEADERS, KEY, arrow_stream, read_arrow
 
 
 def test_predict_one_and_a_batch_in_order(api, transactions):
@@ -93,6 +94,43 @@ def test_bad_bodies_oversized_batches_and_unknown_routes(api, transactions):
     )
     assert api.get("/v2/predict").status_code == 404
     assert api.get("/v1/predict", headers=HEADERS).status_code == 405
+
+
+def test_an_arrow_batch_is_refused_by_column_and_row_as_json_is(api, transactions):
+    """Structure first (missing, extra, repeated columns, types), then values (the first bad row per
+    column and rule); errors are the JSON route's bodies; the answer is Arrow with the JSON answer's fields."""
+    import pyarrow as pa
+
+    rows = [{k: v for k, v in t.items() if k != "isFlaggedFraud"} for t in transactions[:5]]
+
+    def post(body: bytes):
+        answer = api.post("/v1/predict/batch", content=body, headers=ARROW_HEADERS)
+        return answer.status_code, answer.json()["detail"] if answer.status_code != 200 else read_arrow(answer.content)
+
+    table = pa.Table.from_pylist(rows)
+    status, detail = post(
+        contract.arrow_stream(table.drop_columns(["nameOrig"]).append_column("note", pa.array(list("abcde"))))
+    )
+    assert status == 422 and detail == [
+        {"field": "nameOrig", "reason": "Field required"}, {"field": "note", "reason": "Extra inputs are not permitted"},
+    ]  # fmt: skip
+    as_text = table.set_column(table.column_names.index("amount"), "amount", pa.array(["1"] * 5))
+    assert post(contract.arrow_stream(as_text)) == (
+        422, [{"field": "amount", "reason": "Input should be a valid number (the column is string)"}],
+    )  # fmt: skip
+    bad = [dict(r) for r in rows]
+    bad[2]["step"], bad[4]["type"], bad[1]["nameDest"] = 0, "REFUND", None
+    status, detail = post(arrow_stream(bad))
+    assert status == 422 and [e["field"] for e in detail] == ["transactions.2.step", "transactions.4.type",
+                                                              "transactions.1.nameDest"], detail  # fmt: skip
+    assert post(b"not arrow")[0] == 400
+    assert post(contract.arrow_stream(table.slice(0, 0)))[0] == 422
+    assert post(contract.arrow_stream(pa.concat_tables([table] * (MAX_BATCH // 5 + 1))))[0] == 413
+    status, answer = post(arrow_stream(rows))
+    assert (
+        status == 200
+        and answer == api.post("/v1/predict/batch", json={"transactions": rows}, headers=HEADERS).json()["predictions"]
+    )
 
 
 def test_metrics_and_json_request_logs(api, transactions, caplog):

@@ -18,7 +18,7 @@ from lib.data import acquire
 from lib.errors import DataValidationError
 from lib.model.batch import score_file
 from lib.serving.scoring import Scorer
-from tests.api.conftest import HEADERS
+from tests.api.conftest import ARROW_HEADERS, HEADERS, arrow_stream
 
 GOOD = {"step": 5, "type": "TRANSFER", "amount": 1200.5, "nameOrig": "C1", "oldbalanceOrg": 1200.5,
         "newbalanceOrig": 0.0, "nameDest": "C2", "oldbalanceDest": 0.0, "newbalanceDest": 0.0,
@@ -75,6 +75,7 @@ def test_requests_and_messages_are_refused_by_both_apps_and_the_stream(column, v
     headers = {"Content-Type": "application/json", **HEADERS}
     answers = {
         "fastapi batch": api.post("/v1/predict/batch", content=body, headers=headers),
+        "fastapi arrow batch": api.post("/v1/predict/batch", content=arrow_stream(rows), headers=ARROW_HEADERS),
         "fastapi": api.post("/v1/predict", content=single, headers=headers),
         "chalice batch": chalice.http.post("/v1/predict/batch", body=body, headers=headers),
         "chalice": chalice.http.post("/v1/predict", body=single, headers=headers),
@@ -85,6 +86,9 @@ def test_requests_and_messages_are_refused_by_both_apps_and_the_stream(column, v
             answer.json()["detail"] if hasattr(answer, "json") and callable(answer.json) else answer.json_body["detail"]
         )
         field = expected[1] if "batch" in name else expected[1].removeprefix(f"transactions.{BAD_ROW}.")
+        if "arrow" in name:  # Arrow carries NaN and inf: the column and row are named for those too
+            assert status == 422 and {e["field"] for e in detail} == {f"transactions.{BAD_ROW}.{column}"}, detail
+            continue
         assert status == expected[0] and any(e["field"] == field for e in detail), (name, status, detail)
     with pytest.raises(contract.RequestError) as refused:  # the stream's message parser
         contract.parse_message(orjson.dumps(rows[BAD_ROW]) if as_json else single)

@@ -39,7 +39,7 @@ def test_scores_from_raw_rows_equal_the_training_path(processed, raw_table, bund
 
 def test_bundle_is_native_files_and_refuses_another_feature_spec(bundle, tmp_path):
     booster = scoring.load_bundle(bundle)[1]
-    assert sorted(p.name for p in bundle.iterdir()) == ["bundle.json", "model.ubj"]
+    assert sorted(p.name for p in bundle.iterdir()) == ["bundle.json", "model.so", "model.ubj"]
     assert json.loads((bundle / "bundle.json").read_text())["created"]
     other = scoring.export_bundle(tmp_path / "old", booster, info(feature_spec_version="fs-0000000000"))
     with pytest.raises(scoring.BundleError, match=r"fs-0000000000.*retrain"):
@@ -49,6 +49,68 @@ def test_bundle_is_native_files_and_refuses_another_feature_spec(bundle, tmp_pat
     with pytest.raises(scoring.BundleError, match="not the 'realtime_safe' set"):
         scoring.export_bundle(tmp_path / "bad", booster, info(feature_set="realtime_safe"))
     assert not (tmp_path / "bad").exists()
+
+
+def test_one_transaction_through_the_compiled_trees_equals_the_booster(bundle, raw_table):
+    """100,000 rows (the real sample and simulated ones) one at a time: the booster's probabilities and
+    decisions, bit for bit (so a transaction gets the same answer alone and in a batch)."""
+    from lib import features
+
+    scorer = scoring.Scorer.from_folder(bundle)
+    assert scorer.predictor == "tl2cgen"
+    real = pacsv.read_csv(REAL_SAMPLE)
+    columns = features.INPUT_COLUMNS
+    records = [
+        *real.select(columns).to_pylist(),
+        *raw_table.select(columns).slice(0, 100_000 - real.num_rows).to_pylist(),
+    ]
+    assert len(records) == 100_000
+    matrix = features.compute(features.columns_from_records(records))
+    rows = np.array([features.compute_one(r) for r in records])
+    np.testing.assert_array_equal(rows, matrix)  # the scalar path computes the batch path's features exactly
+    expected = scorer.booster.inplace_predict(matrix.astype(np.float32)).astype(np.float64)
+    results = [scorer.score_records([r])[0] for r in records]
+    assert [r["fraud_probability"] for r in results] == expected.tolist()
+    assert [r["is_fraud"] for r in results] == (expected >= scorer.info.threshold).tolist()
+    assert {type(r["fraud_probability"]) for r in results} == {float}
+
+
+def test_the_compiled_library_is_checked_and_optional(bundle, tmp_path):
+    """An altered model.so is refused by name; one built for another machine, or none, serves with the booster."""
+    import shutil
+
+    record = pacsv.read_csv(REAL_SAMPLE).slice(0, 1).to_pylist()[0]
+    expected = scoring.Scorer.from_folder(bundle).score_records([record])[0]["fraud_probability"]
+    altered = shutil.copytree(bundle, tmp_path / "altered")
+    (altered / "model.so").write_bytes((altered / "model.so").read_bytes() + b"\0")
+    with pytest.raises(scoring.BundleError, match=r"model.so: missing, or its SHA-256"):
+        scoring.Scorer.from_folder(altered)
+    elsewhere = shutil.copytree(bundle, tmp_path / "elsewhere")
+    meta = json.loads((elsewhere / "bundle.json").read_text())
+    (elsewhere / "bundle.json").write_text(
+        json.dumps({**meta, "compiled": {**meta["compiled"], "machine": "darwin-arm64"}})
+    )
+    plain = scoring.export_bundle(
+        tmp_path / "plain", scoring.load_bundle(bundle)[1], info(threshold=0.2), compile=False
+    )
+    assert json.loads((plain / "bundle.json").read_text())["compiled"] is None
+    for folder in (elsewhere, plain):
+        scorer = scoring.Scorer.from_folder(folder)
+        assert scorer.predictor == "xgboost"
+        assert scorer.score_records([record])[0]["fraud_probability"] == expected
+
+
+def test_a_library_that_is_not_the_booster_bit_for_bit_is_not_kept(bundle, tmp_path, monkeypatch, caplog):
+    """TL2cgen's own code (leaves as double literals, base score last) misses the booster in the last bit:
+    export compares on probe rows, says so and serves with the booster."""
+    from lib.serving import compiled
+
+    monkeypatch.setattr(compiled, "_as_xgboost_sums", lambda source: source)
+    folder = scoring.export_bundle(tmp_path / "b", scoring.load_bundle(bundle)[1], info(threshold=0.2))
+    assert json.loads((folder / "bundle.json").read_text())["compiled"] is None
+    assert not (folder / "model.so").exists()
+    assert "differs from the booster on" in caplog.text
+    assert scoring.Scorer.from_folder(folder).predictor == "xgboost"
 
 
 def score_cli(*args):

@@ -1,0 +1,168 @@
+"""The model compiled to native code by TL2cgen: one transaction scored in microseconds, not hundreds.
+
+XGBoost's ``inplace_predict`` spends ~150 µs per call on one row here (its C API directly, ~140 µs),
+nearly all of it per-call set-up around a few microseconds of tree walking. At bundle export,
+Treelite reads the booster, TL2cgen generates C for its trees, and ``gcc`` compiles it into
+``model.so``, stored in the bundle with its SHA-256. Serving loads it with ``ctypes`` and calls the
+generated ``predict(union Entry* data, int pred_margin, float* result)`` (TL2cgen's ``header.h``)
+once per transaction: no TL2cgen, Treelite or compiler is needed where it runs, and the library needs
+only ``expf`` from glibc 2.27, so the Lambda package carries it too.
+
+Bit for bit the booster's answers: TL2cgen writes each leaf as a double literal and adds the base
+score last, so its sums differ from XGBoost's float32 sums (base score first) in the last bit for
+most rows. Before compiling, the generated source is put in XGBoost's order with float literals
+(``_as_xgboost_sums``), and the library is kept only if it gives the booster's probabilities exactly
+on probe rows: a single transaction and a batch get the same probability and the same decision.
+
+Batches stay on the booster (``inplace_predict`` over a matrix is fast per row). Where the library
+cannot be built (no TL2cgen or compiler, or generated code of a shape this module does not know) or
+cannot be loaded (another platform), the bundle serves with the booster alone and says so; a library
+whose checksum does not match is an error.
+"""
+
+import contextlib
+import ctypes
+import hashlib
+import io
+import json
+import logging
+import platform
+import re
+import shutil
+import struct
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from lib.errors import ServiceUnavailable
+
+log = logging.getLogger(__name__)
+
+COMPILED_FILE = "model.so"
+
+
+class CompiledModelError(ServiceUnavailable):
+    """A bundle's compiled library is missing, altered, or made for another model."""
+
+
+def machine() -> str:
+    """Where a compiled library runs: the OS and the CPU architecture it was built for."""
+    return f"{platform.system().lower()}-{platform.machine()}"
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+_LEAF = re.compile(r"^(\s*result\[0\] \+= )(-?[0-9.]+(?:e[-+]?[0-9]+)?);$", re.M)
+_BASE = re.compile(r"\n\s*// Apply base_scores\n\s*result\[0\] \+= (-?[0-9.]+(?:e[-+]?[0-9]+)?);\n")
+_LEFT_AS_DOUBLE = re.compile(r"result\[0\] \+= -?[0-9.]+(?:e[-+]?[0-9]+)?;")
+_START = "float* result) {\n  unsigned int tmp;\n"
+
+
+def _as_xgboost_sums(source: str) -> str:
+    """TL2cgen's ``main.c`` summing as XGBoost does: base score first, then each tree's float32 leaf."""
+    base = _BASE.search(source)
+    if base is None or source.count(_START) != 1:
+        raise ValueError("TL2cgen generated code of an unknown shape (one binary target expected)")
+    source = _BASE.sub("\n", source).replace(_START, f"{_START}  result[0] += (float){base.group(1)};\n")
+    source, leaves = _LEAF.subn(r"\1\2f;", source)
+    if not leaves or _LEFT_AS_DOUBLE.search(source):
+        raise ValueError("TL2cgen generated leaves this module cannot rewrite")
+    return source
+
+
+def _probe_rows(booster, n_features: int, rows: int = 4096) -> np.ndarray:
+    """Rows that reach every side of every split: each feature drawn from its split values and their
+    neighbours (seeded, so an export is reproducible)."""
+    trees = json.loads(booster.save_raw("json"))["learner"]["gradient_booster"]["model"]["trees"]
+    splits: list[list[float]] = [[] for _ in range(n_features)]
+    for tree in trees:
+        for feature, value, left in zip(
+            tree["split_indices"], tree["split_conditions"], tree["left_children"], strict=True
+        ):
+            if left != -1:  # an inner node (a leaf's split_condition is its value)
+                splits[feature].append(value)
+    rng = np.random.default_rng(0)
+    probe = np.zeros((rows, n_features), dtype=np.float32)
+    for j, values in enumerate(splits):
+        if values:
+            at = np.array(values, dtype=np.float32)
+            probe[:, j] = rng.choice(np.concatenate([at, np.nextafter(at, -np.inf), np.nextafter(at, np.inf)]), rows)
+    return probe
+
+
+def compile_booster(booster, folder: Path) -> dict | None:
+    """Compile ``booster`` into ``folder/model.so``; its description for ``bundle.json``, or None (and why, logged)."""
+    try:
+        import tl2cgen
+        import treelite
+    except ImportError as exc:
+        log.warning("bundle without a compiled model (%s): it serves with the XGBoost booster", exc)
+        return None
+    library = folder / COMPILED_FILE
+    try:
+        model = treelite.frontend.from_xgboost(booster)
+        with tempfile.TemporaryDirectory() as source, contextlib.redirect_stdout(io.StringIO()):
+            tl2cgen.generate_c_code(model, source, params={})
+            main = Path(source) / "main.c"
+            main.write_text(_as_xgboost_sums(main.read_text()))
+            shutil.move(tl2cgen.create_shared("gcc", source), library)
+        compiled = CompiledModel(library, int(model.num_feature))
+        probe = _probe_rows(booster, int(model.num_feature))
+        expected = booster.inplace_predict(probe)
+        differ = int(np.count_nonzero(np.array([compiled.probability(row) for row in probe], np.float32) != expected))
+        if differ:
+            raise ValueError(f"it differs from the booster on {differ} of {len(probe)} probe rows")
+    except Exception as exc:
+        library.unlink(missing_ok=True)
+        log.warning("bundle without a compiled model (TL2cgen: %s): it serves with the XGBoost booster", exc)
+        return None
+    return {
+        "file": COMPILED_FILE,
+        "sha256": sha256(library),
+        "machine": machine(),
+        "compiler": f"tl2cgen {tl2cgen.__version__}, treelite {treelite.__version__}",
+        "features": int(model.num_feature),
+        "equal_to_booster_on": len(probe),
+    }
+
+
+class CompiledModel:
+    """The compiled library of a bundle: ``probability(row)`` for one row of the bundle's features."""
+
+    def __init__(self, library: Path, n_features: int) -> None:
+        lib = ctypes.CDLL(str(library))
+        self._predict = lib.predict
+        self._predict.restype = None
+        self._predict.argtypes = (ctypes.c_char_p, ctypes.c_int, ctypes.c_void_p)  # bytes: read only
+        if lib.get_num_feature() != n_features:
+            raise CompiledModelError(
+                f"{library}: compiled for {lib.get_num_feature()} features, the bundle has {n_features}"
+            )
+        self._pack = struct.Struct(f"={n_features}f").pack  # a row as the C floats ``predict`` reads
+
+    def probability(self, row) -> float:
+        """The model's probability for one row (a sequence of floats, in the bundle's feature order)."""
+        result = ctypes.c_float(0.0)  # per call (the API's threads share one model); every leaf is added to it
+        self._predict(self._pack(*row), 0, ctypes.byref(result))
+        return result.value
+
+
+def load(folder: Path, described: dict | None, n_features: int) -> CompiledModel | None:
+    """The bundle's compiled model, or None where there is none or it was built for another machine."""
+    if not described:
+        return None
+    library = folder / described["file"]
+    if not library.is_file() or sha256(library) != described["sha256"]:
+        raise CompiledModelError(
+            f"{library}: missing, or its SHA-256 is not the {described['sha256'][:12]}… that bundle.json records; "
+            're-export the bundle (05_evaluate), or delete the "compiled" entry from bundle.json to serve with '
+            "the booster"
+        )
+    if described["machine"] != machine():
+        log.warning("%s was compiled for %s, this is %s: serving with the XGBoost booster", library,
+                    described["machine"], machine())  # fmt: skip
+        return None
+    return CompiledModel(library, n_features)
