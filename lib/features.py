@@ -131,6 +131,16 @@ def feature_names(feature_set: str = "full") -> tuple[str, ...]:
         ) from None
 
 
+_FORMULAS = {name: tuple(f.compute for f in FEATURES if f.name in set(names)) for name, names in FEATURE_SETS.items()}
+
+
+def _formulas(feature_set: str) -> tuple[Callable[[Any], Any], ...]:
+    """The feature set's formulas, in its order; an unknown set is refused as ``feature_names`` refuses it."""
+    if feature_set not in _FORMULAS:
+        feature_names(feature_set)
+    return _FORMULAS[feature_set]
+
+
 def describe() -> list[dict]:
     """The spec as plain data (for manifests, bundles and the notebooks)."""
     return [
@@ -191,13 +201,10 @@ class ScalarBackend:
         self.type, self.nameOrig, self.nameDest = record["type"], record["nameOrig"], record["nameDest"]
 
 
-_FORMULAS = {name: [f.compute for f in FEATURES if f.name in set(names)] for name, names in FEATURE_SETS.items()}
-
-
 def compute_one(record: Mapping[str, Any], feature_set: str = "full") -> list[float]:
     """One validated transaction's feature row, in the feature set's order (``compute`` of one row)."""
     x = ScalarBackend(record)
-    return [formula(x) for formula in _FORMULAS[feature_set]]
+    return [formula(x) for formula in _formulas(feature_set)]
 
 
 def columns_from_records(records: list[Mapping[str, Any]]) -> dict[str, np.ndarray]:
@@ -218,9 +225,8 @@ def compute(columns: Mapping[str, np.ndarray], feature_set: str = "full") -> np.
     for c in NUMERIC_INPUTS:
         prepared[c] = np.asarray(columns[c], dtype=np.int64 if c == "step" else np.float64)
     backend = NumpyBackend(prepared)
-    wanted = set(feature_names(feature_set))
-    n = len(prepared["amount"])
-    matrix = np.empty((n, len(wanted)), dtype=np.float64)
-    for j, feature in enumerate(f for f in FEATURES if f.name in wanted):
-        matrix[:, j] = feature.compute(backend)
+    formulas = _formulas(feature_set)
+    matrix = np.empty((len(prepared["amount"]), len(formulas)), dtype=np.float64)
+    for j, formula in enumerate(formulas):
+        matrix[:, j] = formula(backend)
     return matrix

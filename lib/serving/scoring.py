@@ -126,7 +126,11 @@ class Scorer:
     def score_features(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(fraud_probability float64, is_fraud bool) for a matrix of the bundle's features, in its order."""
         probability = self.booster.inplace_predict(np.asarray(matrix, dtype=np.float32)).astype(np.float64)
-        return probability, probability >= self.info.threshold
+        return probability, self.decide(probability)
+
+    def decide(self, probability):
+        """The decision rule, for one probability (a float) or many (an array): at or above the threshold."""
+        return probability >= self.info.threshold
 
     def score_columns(self, columns: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """(fraud_probability float64, is_fraud bool) for raw column arrays."""
@@ -146,7 +150,7 @@ class Scorer:
         return {
             "transaction_id": record.get("transaction_id"),
             "fraud_probability": probability,
-            "is_fraud": probability >= info.threshold,
+            "is_fraud": self.decide(probability),
             "threshold": info.threshold,
             "model_name": info.model_name,
             "model_version": info.model_version,
