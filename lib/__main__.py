@@ -58,19 +58,35 @@ def _score(args: argparse.Namespace) -> None:
 def _serve(args: argparse.Namespace) -> None:
     import uvicorn
 
-    from lib.serving.api import configure_logging, create_app
-
     settings = get_settings()
     model = args.model or settings.serving_model
+    workers = args.workers or settings.serving_workers
+    interval = args.reload_interval or settings.serving_reload_interval
     if not settings.api_key_list():
         raise ParameterError("set FRAUD_API_KEYS (comma-separated keys) so that clients can authenticate")
     for name, value in QUIET_ENVIRONMENT.items():  # no download bars in the server's log
         os.environ.setdefault(name, value)
-    configure_logging()
-    app = create_app(settings, locate=lambda: _bundle(model, settings), reload_interval=args.reload_interval)
     base = f"http://{args.host}:{args.port}"
-    print(f"serving {model} on {base} (API docs {base}/docs, metrics {base}/metrics); Ctrl-C stops", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_config=None)
+    served = f"serving {model} on {base} (API docs {base}/docs, metrics {base}/metrics)"
+    if workers == 1:
+        from lib.serving.api import configure_logging, create_app
+
+        configure_logging()
+        app = create_app(settings, locate=lambda: _bundle(model, settings), reload_interval=interval)
+        print(f"{served}; Ctrl-C stops", flush=True)
+        uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_config=None)
+        return
+    from lib.serving.metrics import shared_values  # the supervisor imports no model code: it only watches
+
+    if model in REGISTRY_ALIASES:  # fetched once, here, and every worker loads the folder
+        model = str(_bundle(model, settings))
+    os.environ.update(FRAUD_SERVING_MODEL=model, FRAUD_SERVING_RELOAD_INTERVAL=str(interval))
+    with shared_values():
+        print(f"{served} with {workers} worker processes; Ctrl-C stops", flush=True)
+        uvicorn.run(
+            "lib.serving.api:worker_app", factory=True, workers=workers, host=args.host, port=args.port,
+            access_log=False, log_config=None,
+        )  # fmt: skip
 
 
 def _kafka_local(args: argparse.Namespace) -> None:
@@ -266,7 +282,14 @@ def _add_serving_commands(commands) -> None:
     serve.add_argument(
         "--model", help="'champion' (default, FRAUD_SERVING_MODEL), a bundle folder, or a bundle store (hot reload)"
     )
-    serve.add_argument("--reload-interval", type=float, default=5.0, help="seconds between checks of a store's aliases")
+    serve.add_argument(
+        "--workers", type=int, help="worker processes, one per core (default 1, FRAUD_SERVING_WORKERS); they share "
+        "the port and their metrics"
+    )  # fmt: skip
+    serve.add_argument(
+        "--reload-interval", type=float, help="seconds between checks of a store's aliases (default 5, "
+        "FRAUD_SERVING_RELOAD_INTERVAL)"
+    )  # fmt: skip
     serve.set_defaults(handler=_serve)
 
     local = commands.add_parser("kafka-local", help="a local Apache Kafka broker (KRaft) on 127.0.0.1")

@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     registered_model: str = "paysim-fraud-detector"
     # serving (FastAPI twin, Chalice app, stream scorer)
     serving_model: str = "champion"  # a registry alias of registered_model, or a bundle folder
+    serving_workers: int = Field(default=1, ge=1)  # `serve`: uvicorn worker processes (one per core)
+    serving_reload_interval: float = Field(default=5.0, gt=0)  # `serve`: seconds between checks of a store's aliases
     api_keys: str = ""  # comma-separated; never committed (environment, .env, a Kubernetes Secret)
     api_keys_ssm_parameter: str = ""  # Lambda: an SSM SecureString holding the comma-separated keys
     api_keys_ttl_seconds: float = 300.0  # Lambda: how long a warm container trusts the SSM keys it read

@@ -32,7 +32,7 @@ from lib.redact import redact
 from lib.serving import scoring
 from lib.serving.auth import key_matches
 from lib.serving.bundles import BundleStore, LiveModels, Served
-from lib.serving.metrics import ApiMetrics
+from lib.serving.metrics import ApiMetrics, multiprocess
 
 log = logging.getLogger("fraud.api")
 API_KEY_HEADER = "X-API-Key"
@@ -188,7 +188,7 @@ def create_app(
     or, when that is a bundle store, its champion and challenger, checking its aliases every
     ``reload_interval`` seconds."""
     settings = settings or get_settings()
-    metrics = ApiMetrics(registry or CollectorRegistry())
+    metrics = ApiMetrics(registry or CollectorRegistry(), shared=multiprocess())
     locate = locate or (lambda: scoring.bundle_path(settings.serving_model))
     holder = ModelHolder(locate, metrics, scorer, reload_interval)
 
@@ -335,6 +335,14 @@ def _add_routes(app: FastAPI, holder: ModelHolder, metrics: ApiMetrics, keys: li
     @app.get("/metrics", include_in_schema=False)
     def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def worker_app() -> FastAPI:
+    """One worker of ``serve --workers N`` (uvicorn calls this in each process): the app for the folder the
+    command resolved (``FRAUD_SERVING_MODEL``), with its JSON log lines and its share of the metrics."""
+    configure_logging()
+    settings = get_settings()
+    return create_app(settings, reload_interval=settings.serving_reload_interval)
 
 
 def configure_logging(level: str = "INFO") -> None:

@@ -1,71 +1,96 @@
 """Prometheus metrics of the scoring paths (Prometheus naming: base units, ``_seconds``, ``_total``).
 
 Each app builds its own ``CollectorRegistry`` and hands it in, so several apps (and tests) can live
-in one process without sharing counters.
+in one process without sharing counters. Served by several worker processes (``serve --workers N``),
+the API's values live in prometheus-client's multiprocess files instead (``PROMETHEUS_MULTIPROC_DIR``,
+set before the workers start), and every worker's ``/metrics`` answers with all workers' sums.
 """
 
-import bisect
-import threading
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Histogram, Info
-from prometheus_client.core import HistogramMetricFamily
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 SCORE_BUCKETS = (0.001, 0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 
 
 class BatchHistogram:
-    """A Prometheus histogram with one label value, updated a whole batch at a time with NumPy.
+    """A Prometheus histogram with one label value that also takes a whole batch at a time (NumPy).
 
-    prometheus-client's ``Histogram.observe`` takes one value per call (a lock and a bucket search
-    each); a 10,000-transaction batch would spend more time there than in the model.
+    prometheus-client's ``Histogram.observe`` takes one value per call (a lock and a bucket scan each);
+    a 10,000-transaction batch would spend more time there than in the model. ``observe`` counts the
+    batch per bucket with NumPy and adds each count to the histogram's own bucket values once, so the
+    exposition, and multiprocess mode (``serve --workers N``), stay prometheus-client's.
     """
 
     def __init__(self, name: str, documentation: str, label: tuple[str, str], buckets, registry) -> None:
-        self.name, self.documentation, self.label = name, documentation, label
-        self.bounds = np.asarray(buckets, dtype=np.float64)
-        self.edges = self.bounds.tolist()
-        self.counts = np.zeros(len(self.bounds) + 1, dtype=np.int64)  # the last one is +Inf
-        self.total = 0.0
-        self.lock = threading.Lock()
-        registry.register(self)
+        self.child = Histogram(name, documentation, [label[0]], buckets=buckets, registry=registry).labels(label[1])
+        # the histogram's own bounds and values (non-cumulative per bucket, +Inf last), as its observe() uses them
+        self.bounds = np.asarray(self.child._upper_bounds[:-1], dtype=np.float64)
 
     def observe(self, values: np.ndarray) -> None:
-        counts = np.bincount(np.searchsorted(self.bounds, values, side="left"), minlength=len(self.counts))
-        with self.lock:
-            self.counts += counts
-            self.total += float(values.sum())
+        counts = np.bincount(np.searchsorted(self.bounds, values, side="left"), minlength=len(self.bounds) + 1)
+        for bucket, count in zip(self.child._buckets, counts.tolist(), strict=True):
+            if count:
+                bucket.inc(count)
+        self.child._sum.inc(float(values.sum()))
 
     def observe_one(self, value: float) -> None:
-        """One value without NumPy's per-call cost (a single request)."""
-        i = bisect.bisect_left(self.edges, value)
-        with self.lock:
-            self.counts[i] += 1
-            self.total += value
+        self.child.observe(value)
 
-    def collect(self):
-        with self.lock:
-            cumulative, total = np.cumsum(self.counts), self.total
-        family = HistogramMetricFamily(self.name, self.documentation, labels=[self.label[0]])
-        buckets = [(f"{b:g}", int(c)) for b, c in zip(self.bounds, cumulative[:-1], strict=True)]
-        family.add_metric([self.label[1]], [*buckets, ("+Inf", int(cumulative[-1]))], total)
-        yield family
+
+def multiprocess() -> bool:
+    """Whether this process is one of several workers sharing their metrics (prometheus-client's
+    multiprocess mode, which reads this variable when it is imported)."""
+    return "PROMETHEUS_MULTIPROC_DIR" in os.environ
+
+
+@contextmanager
+def shared_values() -> Iterator[Path]:
+    """A folder for the workers' multiprocess metric files, set as ``PROMETHEUS_MULTIPROC_DIR`` for as long as
+    they run: the one that variable names, emptied of an earlier run's files, or a temporary one."""
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    folder = Path(given) if given else Path(tempfile.mkdtemp(prefix="fraud-api-metrics-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.db"):  # counts of processes that are gone would be added to the new ones
+        stale.unlink()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+    try:
+        yield folder
+    finally:
+        if not given:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 class ScoringMetrics:
-    """What every scoring path reports: the model it serves, the scores it gives, the decisions it takes."""
+    """What every scoring path reports: the model it serves, the scores it gives, the decisions it takes.
 
-    def __init__(self, registry: CollectorRegistry, source: str) -> None:
+    ``shared``: the counters and histograms are one worker's share of multiprocess values, which
+    ``registry`` collects from every worker's files (``MultiProcessCollector``) instead of holding them.
+    The model's ``Info`` stays per process (the multiprocess mode has no Info): each worker names its own.
+    """
+
+    def __init__(self, registry: CollectorRegistry, source: str, shared: bool = False) -> None:
         self.registry = registry
         self.source = source
+        self.values = values = None if shared else registry  # where the counters and histograms register
+        if shared:
+            from prometheus_client.multiprocess import MultiProcessCollector
+
+            MultiProcessCollector(registry)
         self.model = Info("fraud_model", "The model being served", registry=registry)
         self.score = BatchHistogram(
             "fraud_prediction_score", "Fraud probability of scored transactions", ("source", source),
-            SCORE_BUCKETS, registry,
+            SCORE_BUCKETS, values,
         )  # fmt: skip
         self.decisions = Counter(
-            "fraud_decisions", "Scored transactions by decision", ["source", "outcome"], registry=registry
+            "fraud_decisions", "Scored transactions by decision", ["source", "outcome"], registry=values
         )
         self.frauds, self.genuine = (self.decisions.labels(source, outcome) for outcome in ("fraud", "genuine"))
 
@@ -101,15 +126,15 @@ class ScoringMetrics:
 class ApiMetrics(ScoringMetrics):
     """HTTP metrics of the FastAPI twin on top of the scoring metrics."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
-        super().__init__(registry, "api")
+    def __init__(self, registry: CollectorRegistry, shared: bool = False) -> None:
+        super().__init__(registry, "api", shared)
         self.requests = Counter(
             "fraud_api_requests", "HTTP requests by route, method and status", ["route", "method", "status"],
-            registry=registry,
+            registry=self.values,
         )  # fmt: skip
         self.latency = Histogram(
             "fraud_api_request_duration_seconds", "HTTP request latency by route, method and status",
-            ["route", "method", "status"], buckets=LATENCY_BUCKETS, registry=registry,
+            ["route", "method", "status"], buckets=LATENCY_BUCKETS, registry=self.values,
         )  # fmt: skip
         self._children: dict[tuple[str, str, str], tuple] = {}  # routes x methods x statuses: a few dozen
 

@@ -3,13 +3,16 @@
 import json
 import logging
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry, Histogram
 
 from lib import contract
 from lib.config import Settings
 from lib.contract import MAX_BATCH, MAX_BODY_BYTES
 from lib.serving.api import JsonLogFormatter, create_app
+from lib.serving.metrics import SCORE_BUCKETS, BatchHistogram
 from tests.api.conftest import ARROW_HEADERS, HEADERS, KEY, arrow_stream, read_arrow
 
 
@@ -154,6 +157,25 @@ def test_metrics_and_json_request_logs(api, transactions, caplog):
         "fraud_model_info{feature_spec_version=",
     ):
         assert needle in text, needle
+
+
+def test_a_batch_observed_at_once_is_exposed_as_prometheus_observes_it_one_by_one():
+    values = np.concatenate([np.random.default_rng(7).random(1000), SCORE_BUCKETS, [0.0, 1.0]])  # bounds included
+    batched, single = CollectorRegistry(), CollectorRegistry()
+    histogram = BatchHistogram("score", "s", ("source", "x"), SCORE_BUCKETS, batched)
+    histogram.observe(values[:500])
+    histogram.observe_one(float(values[500]))
+    histogram.observe(values[501:])
+    reference = Histogram("score", "s", ["source"], buckets=SCORE_BUCKETS, registry=single).labels("x")
+    for value in values:
+        reference.observe(float(value))
+
+    def samples(registry):
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value for m in registry.collect() for s in m.samples
+                if not s.name.endswith("_created")}  # fmt: skip
+
+    assert samples(batched) == pytest.approx(samples(single), rel=1e-12)  # the sum's addition order differs
+    assert samples(batched)[("score_count", (("source", "x"),))] == len(values)
 
 
 def test_openapi_documents_the_contract_and_the_key(api):

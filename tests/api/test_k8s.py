@@ -6,7 +6,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from lib.config import PROJECT_ROOT
+from lib.config import PROJECT_ROOT, Settings
 
 K8S = PROJECT_ROOT / "k8s"
 KUBERNETES_VERSION = "1.33.0"
@@ -48,6 +48,13 @@ def test_probes_security_and_wiring():
     assert m["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]["name"] == m["Deployment"]["metadata"]["name"]
     secret = container["env"][0]["valueFrom"]["secretKeyRef"]
     assert container["env"][0]["name"] == "FRAUD_API_KEYS" and secret["name"] == "fraud-api-keys"
+
+
+def test_the_pod_runs_one_worker_per_core_of_its_limit():
+    m = {doc["kind"]: doc for doc in manifests().values()}
+    settings = Settings(**{k.removeprefix("FRAUD_").lower(): v for k, v in m["ConfigMap"]["data"].items()})
+    limit = m["Deployment"]["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"]
+    assert settings.serving_workers == int(limit) == 2
 
 
 def test_image_pins_match_the_lock_and_it_runs_as_non_root():
