@@ -133,14 +133,18 @@ class Producer:
     """An idempotent ``acks=all`` producer that raises if any message it sent was not acknowledged."""
 
     def __init__(self, bootstrap: str, topics: tuple[str, ...] = (), **config: Any) -> None:
+        from confluent_kafka import KafkaException
         from confluent_kafka import Producer as KafkaProducer
 
         self.failures: list[str] = []
+        self._refused = KafkaException
         self._producer = KafkaProducer(
             client_config(
                 bootstrap,
+                # only a failed delivery calls back into Python: an acknowledged one costs nothing there,
+                # and flush() still waits for every message to be acknowledged or failed
                 **{"enable.idempotence": True, "acks": "all", "linger.ms": 5, "compression.type": "lz4",
-                   "queue.buffering.max.messages": 2_000_000, **config},
+                   "queue.buffering.max.messages": 2_000_000, "delivery.report.only.error": True, **config},
             )
         )  # fmt: skip
         for topic in topics:  # learn the partition leaders now, not while the first messages wait
@@ -151,15 +155,13 @@ class Producer:
             self.failures.append(f"{msg.topic()}: {err}")
 
     def send(self, topic: str, key: bytes | None, value: bytes, timestamp_ms: int = 0) -> None:
-        from confluent_kafka import KafkaException
-
         while True:
             try:
                 self._producer.produce(topic, value, key, on_delivery=self._delivered, timestamp=timestamp_ms)
                 return
             except BufferError:  # local queue full: serve delivery reports and try again
                 self._producer.poll(0.05)
-            except KafkaException as exc:
+            except self._refused as exc:
                 raise StreamError(f"could not produce to {topic}: {exc}") from None
 
     def poll(self) -> None:

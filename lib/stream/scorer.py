@@ -187,21 +187,22 @@ class StreamScorer:
         labels, invalid_labels = self._labels([m for m in messages if m.topic() == self.topics.labels])
         valid, sources, invalid = self._validate(transactions)
         invalid += invalid_labels
-        topics, send, served = self.topics, self.producer.send, self.served
+        topics, send, served, dumps = self.topics, self.producer.send, self.served, orjson.dumps
         if valid:
             results = served.champion.score_records(valid)
             shadow = served.challenger.score_records(valid) if served.challenger else None
-            produced = np.fromiter((m.timestamp()[1] for m in sources), np.float64, len(sources))
-            for result, ms in zip(results, produced, strict=True):
-                result["produced_at_ms"] = int(ms)
-                value = orjson.dumps(result)
+            stamps = [m.timestamp()[1] for m in sources]
+            scores, alerts = topics.scores, topics.alerts
+            for result, ms in zip(results, stamps, strict=True):
+                result["produced_at_ms"] = ms
+                value = dumps(result)
                 key = result["transaction_id"].encode()
-                send(topics.scores, key, value)
+                send(scores, key, value)
                 if result["is_fraud"]:
-                    send(topics.alerts, key, value)
-            for result, ms in zip(shadow or (), produced, strict=False):
-                result["produced_at_ms"] = int(ms)
-                send(topics.shadow, result["transaction_id"].encode(), orjson.dumps(result))
+                    send(alerts, key, value)
+            for result, ms in zip(shadow or (), stamps, strict=False):
+                result["produced_at_ms"] = ms
+                send(topics.shadow, result["transaction_id"].encode(), dumps(result))
             self._remember(results, shadow)
         with self.lock:
             for transaction, label in labels:
@@ -214,7 +215,7 @@ class StreamScorer:
         if self.metrics and valid:
             now_ms = time.time() * 1000
             self.metrics.observe_results(results)
-            self.metrics.end_to_end.observe((now_ms - produced) / 1000)
+            self.metrics.end_to_end.observe((now_ms - np.array(stamps, np.float64)) / 1000)
         if self.metrics:
             self.metrics.messages.labels("scored").inc(len(valid))
             self.metrics.messages.labels("dead_letter").inc(len(invalid))

@@ -314,3 +314,20 @@ def test_oversized_messages_are_dead_lettered_and_never_block_the_partition(kafk
     finally:
         consumer.close()
     assert committed == high == len(messages)  # lag 0
+
+
+def test_a_message_the_broker_refuses_stops_the_batch_with_its_reason(kafka):
+    """Only failed deliveries call back (``delivery.report.only.error``): one must still fail the flush, so
+    the batch's offsets stay uncommitted; acknowledged ones flush quietly."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    topic = f"small-{time.time_ns()}"
+    admin = AdminClient(stream.client_config(kafka.bootstrap))
+    admin.create_topics([NewTopic(topic, 1, 1, config={"max.message.bytes": "1024"})])[topic].result()
+    producer = stream.Producer(kafka.bootstrap, (topic,))
+    producer.send(topic, b"k", b"a small message")
+    producer.flush(30)
+    producer.send(topic, b"k", os.urandom(4096))  # random: lz4 cannot bring it under the topic's limit
+    with pytest.raises(stream.StreamError, match=rf"0 messages not acknowledged .* and 1 refused \({topic}: "):
+        producer.flush(30)
+    producer.flush(30)  # the failure was reported once; nothing is left pending
