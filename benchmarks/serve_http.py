@@ -113,12 +113,12 @@ def wrk(url: str, body: str | bytes, seconds: int, connections: int, delay_ms: i
             "client_cores": round(client_cores, 2)}  # fmt: skip
 
 
-def cpu_seconds(proc: subprocess.Popen) -> float:
-    """CPU time a server and its worker processes have used so far."""
+def cpu_seconds(processes) -> float:
+    """CPU time the psutil ``processes`` have used so far (one that is gone counts nothing)."""
     import psutil
 
-    server, total = psutil.Process(proc.pid), 0.0
-    for process in (server, *server.children(recursive=True)):
+    total = 0.0
+    for process in processes:
         try:
             times = process.cpu_times()
         except psutil.NoSuchProcess:
@@ -127,11 +127,19 @@ def cpu_seconds(proc: subprocess.Popen) -> float:
     return total
 
 
+def server_tree(proc: subprocess.Popen) -> list:
+    """A server and its worker processes."""
+    import psutil
+
+    server = psutil.Process(proc.pid)
+    return [server, *server.children(recursive=True)]
+
+
 def on_server(proc: subprocess.Popen, *wrk_args, **wrk_kwargs) -> dict:
     """``wrk(...)`` with the cores the server used meanwhile."""
-    before, began = cpu_seconds(proc), time.monotonic()
+    before, began = cpu_seconds(server_tree(proc)), time.monotonic()
     answer = wrk(*wrk_args, **wrk_kwargs)
-    return {**answer, "server_cores": round((cpu_seconds(proc) - before) / (time.monotonic() - began), 2)}
+    return {**answer, "server_cores": round((cpu_seconds(server_tree(proc)) - before) / (time.monotonic() - began), 2)}
 
 
 def main() -> None:

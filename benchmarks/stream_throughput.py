@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import psutil  # noqa: E402
-from serve_http import KEY, free_port, start, stop  # noqa: E402
+from serve_http import KEY, cpu_seconds, free_port, start, stop  # noqa: E402
 
 from lib.config import get_settings  # noqa: E402
 from lib.data.simulate import simulate_table  # noqa: E402
@@ -76,17 +76,6 @@ def run_ours(bootstrap: str, bundle: str, batch: list, rate: float, batch_size: 
     if summary["transactions"] != len(batch):
         raise SystemExit(f"{name}: {summary['transactions']} of {len(batch)} transactions scored")
     return {"offered_per_s": replayed.rate, **summary}
-
-
-def cpu_seconds(processes) -> float:
-    total = 0.0
-    for process in processes:
-        try:
-            times = process.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += times.user + times.system
-    return total
 
 
 def run_drain(bootstrap: str, bundle: str, batch: list, batch_size: int) -> dict:
