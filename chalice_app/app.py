@@ -112,17 +112,17 @@ def _guarded(route: str, handler) -> Response:
     return _json(body)
 
 
-def _score(records: list[dict]) -> tuple[list[dict], dict]:
-    results = get_scorer().score_records(records)
+def _logged(results: list[dict]) -> dict:
+    """What the request's log line says about its results."""
     frauds = sum(r["is_fraud"] for r in results)
-    return results, {"transactions": len(results), "frauds": frauds, "model_version": results[0]["model_version"]}
+    return {"transactions": len(results), "frauds": frauds, "model_version": results[0]["model_version"]}
 
 
 @app.route("/v1/predict", methods=["POST"], content_types=["application/json"], **PROTECTED)
 def predict() -> Response:
     def handle():
-        results, fields = _score([contract.parse_transaction(app.current_request.raw_body or b"")])
-        return results[0], fields
+        results = get_scorer().score_records([contract.parse_transaction(app.current_request.raw_body or b"")])
+        return results[0], _logged(results)
 
     return _guarded("/v1/predict", handle)
 
@@ -130,8 +130,10 @@ def predict() -> Response:
 @app.route("/v1/predict/batch", methods=["POST"], content_types=["application/json"], **PROTECTED)
 def predict_batch() -> Response:
     def handle():
-        results, fields = _score(contract.parse_batch(app.current_request.raw_body or b""))
-        return {"predictions": results}, fields
+        columns, ids = contract.parse_batch(app.current_request.raw_body or b"")
+        scorer = get_scorer()
+        results = scorer.results(ids, scorer.score_columns(columns)[0])
+        return {"predictions": results}, _logged(results)
 
     return _guarded("/v1/predict/batch", handle)
 

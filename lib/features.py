@@ -207,12 +207,14 @@ def compute_one(record: Mapping[str, Any], feature_set: str = "full") -> list[fl
     return [formula(x) for formula in _formulas(feature_set)]
 
 
-def columns_from_records(records: list[Mapping[str, Any]]) -> dict[str, np.ndarray]:
-    """Raw transactions (dicts, already validated) -> column arrays, without pandas."""
-    columns: dict[str, np.ndarray] = {c: np.array([r[c] for r in records], dtype=np.float64) for c in NUMERIC_INPUTS}
+def columns_from_records(records: list[Any], attributes: bool = False) -> dict[str, np.ndarray]:
+    """Raw transactions (dicts, or objects with the columns as ``attributes``; already validated) -> column
+    arrays, without pandas."""
+    field, n = operator.attrgetter if attributes else operator.itemgetter, len(records)
+    columns = {c: np.fromiter(map(field(c), records), np.float64, n) for c in NUMERIC_INPUTS}
     columns["step"] = columns["step"].astype(np.int64)
     for c in ("type", "nameOrig", "nameDest"):
-        columns[c] = np.array([r[c] for r in records], dtype=object)
+        columns[c] = np.array(list(map(field(c), records)), dtype=object)
     return columns
 
 

@@ -300,18 +300,16 @@ def _add_routes(app: FastAPI, holder: ModelHolder, metrics: ApiMetrics, keys: li
     async def predict_batch(request: Request) -> Response:
         served = ready(request)
         body = await read_body(request)
-        if request.headers.get("content-type", "").split(";")[0].strip() == contract.ARROW_STREAM:
-            columns, ids = contract.parse_arrow_batch(body)
-            probability, decision = served.champion.score_columns(columns)
-            metrics.observe(probability, decision)
-            shadow(served, columns=columns, ids=ids)
-            answer = arrow_predictions(served.champion.info, ids, probability, decision)
-            return Response(answer, media_type=contract.ARROW_STREAM)
-        records = contract.parse_batch(body)
-        result = served.champion.score_records(records)
-        metrics.observe_results(result)
-        shadow(served, records)
-        return respond({"predictions": result})
+        arrow = request.headers.get("content-type", "").split(";")[0].strip() == contract.ARROW_STREAM
+        columns, ids = (contract.parse_arrow_batch if arrow else contract.parse_batch)(body)
+        probability, decision = served.champion.score_columns(columns)
+        metrics.observe(probability, decision)
+        shadow(served, columns=columns, ids=ids)
+        if arrow:
+            return Response(
+                arrow_predictions(served.champion.info, ids, probability, decision), media_type=contract.ARROW_STREAM
+            )
+        return respond({"predictions": served.champion.results(ids, probability)})
 
     @app.get("/v1/model", response_model=scoring.BundleInfo, openapi_extra=secured, **guarded)
     def model(request: Request) -> Response:

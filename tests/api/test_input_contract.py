@@ -7,16 +7,20 @@ score``, the FastAPI twin (single and batch), the Chalice app, and the stream sc
 import json
 import math
 
+import msgspec
 import orjson
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from lib import contract
+from lib import contract, features
 from lib.data import acquire
 from lib.errors import DataValidationError
 from lib.model.batch import score_file
+from lib.schema import TRANSACTION_TYPES
 from lib.serving.scoring import Scorer
 from tests.api.conftest import ARROW_HEADERS, HEADERS, arrow_stream
 
@@ -127,3 +131,84 @@ def test_repeated_columns_are_refused_and_header_spaces_trimmed(tmp_path):
     (tmp_path / "spaced.csv").write_text(lines[0] + "\n1, TRANSFER, 181.0, C1, 181.0, 0.0, C2, 0.0, 0.0, 1, 0\n")
     with pytest.raises(DataValidationError, match=r"column `type`: .* first at row 1 \(value ' TRANSFER'\)"):
         acquire.validate_file(str(tmp_path / "spaced.csv"))  # values are data: named, never silently trimmed
+
+
+def _answer(parse, body: bytes):
+    """What a batch parser gives for ``body``: ("ok", columns as lists, ids) or ("refused", status, detail)."""
+    try:
+        columns, ids = parse(body)
+    except contract.RequestError as exc:
+        return "refused", exc.http_status, exc.detail
+    return "ok", {name: values.tolist() for name, values in columns.items()}, ids
+
+
+def _pydantic_batch(body: bytes):
+    records = contract._records_of_batch(body)
+    return features.columns_from_records(records), [r.get("transaction_id") for r in records]
+
+
+ANY_JSON = st.one_of(
+    st.none(), st.booleans(), st.integers(-(10**20), 10**20), st.floats(allow_nan=False), st.text(max_size=70),
+    st.sampled_from(["TRANSFER", "transfer", "1", "12.5", ""]), st.just([]), st.just({}),
+)  # fmt: skip
+VALID = {  # values the contract takes, in their own JSON types
+    "step": st.integers(1, 744),
+    "type": st.sampled_from(TRANSACTION_TYPES),
+    "name": st.one_of(st.text(min_size=1, max_size=64), st.sampled_from(["C1", "M2", "é" * 64])),
+    "amount": st.one_of(st.floats(0, 1e15), st.integers(0, 10**15), st.sampled_from([0, -0.0, 1e15])),
+    "transaction_id": st.one_of(st.none(), st.text(max_size=128)),
+    "label": st.sampled_from([None, 0, 1]),
+}
+LAX = {  # values the contract takes too, in other JSON types (pydantic's lax mode)
+    "step": st.sampled_from([1.0, 744.0, "5"]),
+    "amount": st.sampled_from(["7.5", "0"]),
+    "label": st.sampled_from([True, 0.0]),
+}
+NEAR = {  # values at and just past each field's rules
+    "step": st.one_of(st.sampled_from([0, 745, -1, 1.5, 10**20]), st.floats(0, 746)),
+    "type": st.sampled_from(["transfer", "REFUND", "TRANSFER "]),
+    "name": st.sampled_from(["", "é" * 65, "C" * 65]),
+    "amount": st.one_of(st.sampled_from([-1, -0.01, 1e15 + 1, 2 * 10**15, 1e300]), st.floats(-1, 0)),
+    "transaction_id": st.text(min_size=129, max_size=130),
+    "label": st.sampled_from([2, -1, 0.5, "1"]),
+}
+KINDS = {c: "amount" for c in features.NUMERIC_INPUTS if c != "step"}
+KINDS.update(step="step", type="type", nameOrig="name", nameDest="name", transaction_id="transaction_id",
+             isFraud="label", isFlaggedFraud="label")  # fmt: skip
+
+
+@st.composite
+def transactions(draw) -> dict:
+    """A transaction the contract takes (optional fields there or not), or one with a field or two broken,
+    missing, unknown or of another JSON type."""
+    optional = ("transaction_id", "isFraud", "isFlaggedFraud")
+    row = {name: draw(VALID[kind]) for name, kind in KINDS.items() if name not in optional or draw(st.booleans())}
+    for name in draw(st.sampled_from([[], [], []]) | st.lists(st.sampled_from([*KINDS, "extra"]), max_size=2)):
+        kind, how = KINDS.get(name, ""), draw(st.sampled_from(["near", "near", "lax", "any", "missing"]))
+        if how == "missing":
+            row.pop(name, None)
+        else:
+            row[name] = draw({"near": NEAR, "lax": LAX}.get(how, {}).get(kind, ANY_JSON))
+    return row
+
+
+@settings(max_examples=600, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(transactions(), min_size=0, max_size=3), st.sampled_from([{}, {"extra": 1}]))
+def test_the_fast_json_batch_decoder_answers_what_pydantic_answers(rows, extra):
+    """``parse_batch`` decodes with a strict msgspec decoder derived from the pydantic types and leaves the
+    rest to pydantic: for any body, the same columns and ids, or the same refusal, as pydantic alone."""
+    body = json.dumps({"transactions": rows, **extra}).encode()
+    assert _answer(contract.parse_batch, body) == _answer(_pydantic_batch, body)
+
+
+def test_the_fast_decoder_takes_the_plain_batches_and_leaves_lax_values_to_pydantic():
+    """Real rows (ints for amounts included) are decoded by msgspec; lax values pydantic accepts (``1.0`` for
+    a step, ``true`` for a label, a number as a string) are still accepted, by pydantic."""
+    plain = [dict(GOOD, amount=1200, transaction_id=f"t{i}") for i in range(3)]
+    assert contract._STRICT_BATCH.decode(json.dumps({"transactions": plain}))
+    for lax in ({"step": 5.0}, {"isFraud": True}, {"amount": "1200.5"}):
+        body = json.dumps({"transactions": [dict(GOOD, **lax)]}).encode()
+        with pytest.raises(msgspec.ValidationError):
+            contract._STRICT_BATCH.decode(body)
+        columns, ids = contract.parse_batch(body)
+        assert columns["step"].tolist() == [5] and columns["amount"].tolist() == [1200.5] and ids == [None]

@@ -52,8 +52,8 @@ def test_bundle_is_native_files_and_refuses_another_feature_spec(bundle, tmp_pat
 
 
 def test_one_transaction_through_the_compiled_trees_equals_the_booster(bundle, raw_table):
-    """100,000 rows (the real sample and simulated ones) one at a time: the booster's probabilities and
-    decisions, bit for bit (so a transaction gets the same answer alone and in a batch)."""
+    """100,000 rows (the real sample and simulated ones) one at a time and as one batch: the booster's
+    probabilities and decisions, bit for bit (so a transaction gets the same answer alone and in a batch)."""
     from lib import features
 
     scorer = scoring.Scorer.from_folder(bundle)
@@ -73,6 +73,12 @@ def test_one_transaction_through_the_compiled_trees_equals_the_booster(bundle, r
     assert [r["fraud_probability"] for r in results] == expected.tolist()
     assert [r["is_fraud"] for r in results] == (expected >= scorer.info.threshold).tolist()
     assert {type(r["fraud_probability"]) for r in results} == {float}
+    assert scorer.compiled.batches
+    probability, decision = scorer.score_features(matrix)
+    assert probability.tolist() == expected.tolist()
+    assert decision.tolist() == (expected >= scorer.info.threshold).tolist()
+    with pytest.raises(ValueError, match="rows of 21 features"):
+        scorer.compiled.probabilities(matrix[:, :20])
 
 
 def test_the_compiled_library_is_checked_and_optional(bundle, tmp_path):
@@ -109,8 +115,21 @@ def test_a_library_that_is_not_the_booster_bit_for_bit_is_not_kept(bundle, tmp_p
     folder = scoring.export_bundle(tmp_path / "b", scoring.load_bundle(bundle)[1], info(threshold=0.2))
     assert json.loads((folder / "bundle.json").read_text())["compiled"] is None
     assert not (folder / "model.so").exists()
-    assert "differs from the booster on" in caplog.text
+    assert "one row at a time, it differs from the booster on" in caplog.text
     assert scoring.Scorer.from_folder(folder).predictor == "xgboost"
+
+
+def test_a_library_without_the_batch_loop_leaves_batches_to_the_booster(bundle):
+    """A model.so exported before ``predict_rows`` (no such symbol) still scores single transactions with the
+    compiled trees; batches go to the booster, with the same probabilities."""
+    rows = pacsv.read_csv(REAL_SAMPLE).slice(0, 500).to_pylist()
+    expected = [r["fraud_probability"] for r in scoring.Scorer.from_folder(bundle).score_records(rows)]
+    older = scoring.Scorer.from_folder(bundle)
+    older.compiled._rows, older.compiled.batches = None, False  # what CompiledModel finds in such a library
+    older.compiled.probabilities = None  # so a batch that still reached it would fail
+    assert older.predictor == "tl2cgen"
+    assert [r["fraud_probability"] for r in older.score_records(rows)] == expected
+    assert older.score_records(rows[:1])[0]["fraud_probability"] == expected[0]
 
 
 def score_cli(*args):
