@@ -141,6 +141,10 @@ def parse_message(value: bytes | None) -> dict:
             413,
             [{"field": "message", "reason": f"{len(value):,} bytes; one transaction is at most {MAX_MESSAGE_BYTES:,}"}],
         )
+    try:  # the strict msgspec decoder first (half of pydantic's time); whatever it refuses, pydantic decides
+        return msgspec.to_builtins(_STRICT_TRANSACTION.decode(value or b""))  # no key for a field not given
+    except ValueError:
+        pass
     try:
         return _TRANSACTION.validate_json(value or b"")
     except ValidationError as exc:
@@ -188,24 +192,32 @@ def _strict_type(kind: Any, base: Any = None) -> Any:
     return Annotated[base, meta]
 
 
-def _strict_decoder() -> msgspec.json.Decoder:
-    """A msgspec decoder of ``BatchRequest`` derived from the pydantic types, but strict: the JSON types
-    exactly (a float for ``step``, ``true`` for a label: refused), the bounds, no unknown field. What it
-    accepts, pydantic accepts with the same values (``tests/api/test_input_contract.py`` checks it)."""
+def _strict_transaction(absent: Any) -> type:
+    """A msgspec struct of ``Transaction`` derived from the pydantic types but strict: the JSON types exactly
+    (a float for ``step``, ``true`` for a label: refused), the bounds, no unknown field; an optional field
+    that is not given reads ``absent``. What it accepts, pydantic accepts with the same values
+    (``tests/api/test_input_contract.py`` checks it)."""
     fields, optional = [], []
     for name, kind in get_type_hints(Transaction, include_extras=True).items():
         if get_origin(kind) is NotRequired:
-            optional.append((name, _strict_type(get_args(kind)[0]), None))
+            kind = _strict_type(get_args(kind)[0])
+            optional.append((name, kind if absent is None else kind | msgspec.UnsetType, absent))
         else:
             fields.append((name, _strict_type(kind)))
-    strict = msgspec.defstruct("Transaction", fields + optional, forbid_unknown_fields=True)
-    batch = _strict_type(get_type_hints(BatchRequest, include_extras=True)["transactions"], list[strict])
-    return msgspec.json.Decoder(
-        msgspec.defstruct("BatchRequest", [("transactions", batch)], forbid_unknown_fields=True)
+    return msgspec.defstruct("Transaction", fields + optional, forbid_unknown_fields=True)
+
+
+def _strict_decoders() -> tuple[msgspec.json.Decoder, msgspec.json.Decoder]:
+    """The strict decoders of a ``BatchRequest`` (columns read by attribute: absent is None) and of one
+    ``Transaction`` (a dict as pydantic makes it: an absent field is left out, so it reads UNSET)."""
+    batch = _strict_type(
+        get_type_hints(BatchRequest, include_extras=True)["transactions"], list[_strict_transaction(None)]
     )
+    batch_request = msgspec.defstruct("BatchRequest", [("transactions", batch)], forbid_unknown_fields=True)
+    return msgspec.json.Decoder(batch_request), msgspec.json.Decoder(_strict_transaction(msgspec.UNSET))
 
 
-_STRICT_BATCH = _strict_decoder()
+_STRICT_BATCH, _STRICT_TRANSACTION = _strict_decoders()
 
 
 def parse_batch(body: bytes) -> tuple[dict[str, Any], list]:

@@ -12,6 +12,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+import pydantic
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -199,6 +200,30 @@ def test_the_fast_json_batch_decoder_answers_what_pydantic_answers(rows, extra):
     rest to pydantic: for any body, the same columns and ids, or the same refusal, as pydantic alone."""
     body = json.dumps({"transactions": rows, **extra}).encode()
     assert _answer(contract.parse_batch, body) == _answer(_pydantic_batch, body)
+
+
+def _pydantic_message(value: bytes):
+    try:
+        return "ok", contract._TRANSACTION.validate_json(value)
+    except pydantic.ValidationError as exc:
+        return "refused", contract._errors(exc)
+
+
+def _message(value: bytes):
+    try:
+        return "ok", contract.parse_message(value)
+    except contract.RequestError as exc:
+        return "refused", exc.detail
+
+
+@settings(max_examples=600, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(transactions())
+def test_the_fast_message_decoder_answers_what_pydantic_answers(row):
+    """The stream's ``parse_message`` decodes with the strict msgspec decoder of one transaction first: for
+    any message, the same dict (no key for a field not given, ``None`` for one given as null) or the same
+    refusal as pydantic alone."""
+    value = json.dumps(row).encode()
+    assert _message(value) == _pydantic_message(value)
 
 
 def test_the_fast_decoder_takes_the_plain_batches_and_leaves_lax_values_to_pydantic():
