@@ -10,6 +10,7 @@ returned), and swaps in a new pair between requests when the aliases move: each 
 pair once, so none is scored by a half-loaded model or fails during a swap.
 """
 
+import inspect
 import logging
 import threading
 import time
@@ -22,6 +23,7 @@ import numpy as np
 import orjson
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -130,6 +132,17 @@ def arrow_predictions(info: scoring.BundleInfo, ids: list, probability, decision
     return contract.arrow_stream(table)
 
 
+class RequestRoute(APIRoute):
+    """A route whose endpoint takes the ``Request`` alone and answers a ``Response`` itself: FastAPI documents
+    it from its declaration (OpenAPI, response model) as any route, and calls the endpoint directly instead
+    of solving its parameters on every request (a custom route class, FastAPI's hook for this; the solving
+    was a fifth of a scoring request's time). Any other endpoint keeps FastAPI's handler."""
+
+    def get_route_handler(self):
+        annotations = [p.annotation for p in inspect.signature(self.endpoint).parameters.values()]
+        return self.endpoint if annotations == [Request] else super().get_route_handler()
+
+
 class JsonLogFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {"ts": round(record.created, 3), "level": record.levelname.lower(), "event": record.getMessage()}
@@ -206,6 +219,7 @@ def create_app(
         telemetry={"tracing": False, "metrics": False, "logs": False},  # Prometheus and JSON logs instead
     )
     app.state.holder = holder
+    app.router.route_class = RequestRoute
     app.add_middleware(ObservedMiddleware, metrics=metrics)
     _map_errors(app)
     _add_routes(app, holder, metrics, settings.api_key_list())
