@@ -204,7 +204,8 @@ def _strict_transaction(absent: Any) -> type:
             optional.append((name, kind if absent is None else kind | msgspec.UnsetType, absent))
         else:
             fields.append((name, _strict_type(kind)))
-    return msgspec.defstruct("Transaction", fields + optional, forbid_unknown_fields=True)
+    # gc=False: the structs hold strings and numbers only (no cycles), so the collector need not track them
+    return msgspec.defstruct("Transaction", fields + optional, forbid_unknown_fields=True, gc=False)
 
 
 def _strict_decoders() -> tuple[msgspec.json.Decoder, msgspec.json.Decoder]:

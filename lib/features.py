@@ -168,7 +168,7 @@ class NumpyBackend:
 
     @staticmethod
     def starts_with(values: np.ndarray, prefix: str) -> np.ndarray:
-        return np.char.startswith(values.astype(str), prefix)
+        return values.astype(f"U{len(prefix)}") == prefix  # the cast keeps the first len(prefix) characters
 
     @staticmethod
     def floor_div(a: np.ndarray, b: int) -> np.ndarray:
@@ -214,7 +214,7 @@ def columns_from_records(records: list[Any], attributes: bool = False) -> dict[s
     columns = {c: np.fromiter(map(field(c), records), np.float64, n) for c in NUMERIC_INPUTS}
     columns["step"] = columns["step"].astype(np.int64)
     for c in ("type", "nameOrig", "nameDest"):
-        columns[c] = np.array(list(map(field(c), records)), dtype=object)
+        columns[c] = np.fromiter(map(field(c), records), object, n)
     return columns
 
 

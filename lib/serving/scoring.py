@@ -146,21 +146,18 @@ class Scorer:
         if len(records) == 1 and self.compiled:
             record = records[0]
             probability = float(self.compiled.probability(features.compute_one(record, self.info.feature_set)))
-            return [self._result(record.get("transaction_id"), probability)]
+            return self._answers([record.get("transaction_id")], [probability], [self.decide(probability)])
         probability, _ = self.score_columns(features.columns_from_records(records))
         return self.results([r.get("transaction_id") for r in records], probability)
 
     def results(self, ids: list, probability: np.ndarray) -> list[dict[str, Any]]:
         """The answers for transactions ``ids`` given their ``probability`` (``score_columns``), in order."""
-        return list(map(self._result, ids, probability.tolist()))
+        return self._answers(ids, probability.tolist(), self.decide(probability).tolist())
 
-    def _result(self, transaction_id: str | None, probability: float) -> dict[str, Any]:
-        info = self.info
-        return {
-            "transaction_id": transaction_id,
-            "fraud_probability": probability,
-            "is_fraud": self.decide(probability),
-            "threshold": info.threshold,
-            "model_name": info.model_name,
-            "model_version": info.model_version,
-        }
+    def _answers(self, ids: list, probability: list[float], decision: list[bool]) -> list[dict[str, Any]]:
+        threshold, name, version = self.info.threshold, self.info.model_name, self.info.model_version
+        return [
+            {"transaction_id": i, "fraud_probability": p, "is_fraud": d, "threshold": threshold, "model_name": name,
+             "model_version": version}
+            for i, p, d in zip(ids, probability, decision, strict=True)
+        ]  # fmt: skip
