@@ -1,6 +1,7 @@
 """The stream scorer on a real Kafka broker: every transaction accounted for, through faults."""
 
 import collections
+import gc
 import hashlib
 import os
 import signal
@@ -190,6 +191,14 @@ def test_a_commit_the_group_refused_is_scored_again_not_fatal(kafka, topics, win
     counts = scored_ids(kafka.bootstrap, topics.scores, expect=len(messages))
     assert_all_accounted(counts, transaction_ids(messages))
     assert sum(counts.values()) > len(messages)  # the refused batch was delivered and scored again
+
+
+def test_the_loop_sizes_the_collector_for_micro_batches_and_restores_it(kafka, topics, bundle):
+    before, during = gc.get_threshold(), []
+    worker = stream_scorer.StreamScorer(kafka.bootstrap, scoring.Scorer.from_folder(bundle), topics, batch_size=500)
+    worker.run(until=lambda _: during.append(gc.get_threshold()) or len(during) > 2)
+    assert {t[0] for t in during} == {stream_scorer.YOUNG_GENERATION} and during[0][1:] == before[1:]
+    assert gc.get_threshold() == before
 
 
 def test_two_scorers_share_the_partitions(kafka, topics, window, bundle):
