@@ -9,8 +9,10 @@ All servers run on 127.0.0.1 with one worker process each; load comes from ``wrk
 * (c) baseline: the original style (``benchmarks/baseline_api.py``: features in, pandas DataFrame per
   request, ``predict`` then ``predict_proba``).
 
-Then ours alone: latency at a paced ~1,000 requests/s (12 connections, 10 ms between requests each),
-the batch route (10,000 transactions per request) with a JSON body and with an Arrow IPC stream, and
+Then ours alone: latency at 1,000 requests/s paced evenly (one request every millisecond, sent on the
+next free one of 12 connections: the schedule of ``wrk2 -R``, kept in wrk's Lua), and in bursts (12
+connections, 10 ms between requests each: they fire in phase, 12 at once every ~10 ms, so the last of
+each burst waits for 11; the only pacing of earlier runs, printed for comparison), the batch route (10,000 transactions per request) with a JSON body and with an Arrow IPC stream, and
 ``serve --workers 2`` against one worker, measured alternately three times each (median), with the
 cores the server and the load generator used (they share this machine's cores), and the batch route
 again on those 2 workers (the pod's configuration), 4 connections.
@@ -77,6 +79,7 @@ local file = io.open("{body_file}", "rb")
 wrk.body = file:read("*a")
 file:close()
 {extra}
+{pacing}
 done = function(summary, latency, requests)
   io.write(string.format("RESULT %f %f %f %d %d\\n", summary.requests / (summary.duration / 1e6),
     latency:percentile(50) / 1000, latency:percentile(99) / 1000, summary.requests,
@@ -85,14 +88,33 @@ end
 """
 
 
-def wrk(url: str, body: str | bytes, seconds: int, connections: int, delay_ms: int = 0,
+PACED = """
+local ffi = require("ffi")  -- wrk's LuaJIT: the monotonic clock, for a fixed schedule
+ffi.cdef[[
+typedef struct {{ long tv_sec; long tv_nsec; }} pacing_timespec;
+int clock_gettime(int clock, pacing_timespec *now);
+]]
+local now, slot = ffi.new("pacing_timespec"), nil
+function delay()  -- each request takes the next slot, one every {interval_ms} ms (none skipped unless all are late)
+  ffi.C.clock_gettime(1, now)
+  local t = tonumber(now.tv_sec) * 1000 + tonumber(now.tv_nsec) / 1e6
+  slot = math.max((slot or t) + {interval_ms}, t)
+  return math.floor(slot - t + 0.5)
+end
+"""
+
+
+def wrk(url: str, body: str | bytes, seconds: int, connections: int, delay_ms: int = 0, rate: int = 0,
         content_type: str = "application/json") -> dict:  # fmt: skip
+    """wrk's figures for ``connections`` sending ``body``: as fast as answered, ``delay_ms`` apart on each
+    connection, or paced evenly at ``rate`` requests/s (one wrk thread keeps the schedule)."""
     extra = f"function delay() return {delay_ms} end" if delay_ms else ""
+    pacing = PACED.format(interval_ms=1000 / rate) if rate else ""
     with tempfile.NamedTemporaryFile("wb", suffix=".body", delete=False) as data:
         data.write(body.encode() if isinstance(body, str) else body)
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(LUA.format(key=KEY, body_file=data.name, content_type=content_type, extra=extra))
-    threads = min(2, connections)
+        script.write(LUA.format(key=KEY, body_file=data.name, content_type=content_type, extra=extra, pacing=pacing))
+    threads = 1 if rate else min(2, connections)
     before, began = os.times(), time.monotonic()
     out = subprocess.run(
         ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "-s", script.name, url],
@@ -205,7 +227,8 @@ def main() -> None:
         for name, (url, body) in cases.items():
             wrk(url, body, 3, 8)  # warm-up
             results[name] = wrk(url, body, args.seconds, 8)
-        paced = wrk(cases["ours"][0], cases["ours"][1], args.seconds, 12, delay_ms=10)  # ~1,000 req/s offered
+        paced = wrk(cases["ours"][0], cases["ours"][1], args.seconds, 12, rate=PACED_RPS)
+        bursts = wrk(cases["ours"][0], cases["ours"][1], args.seconds, 12, delay_ms=10)  # ~1,000 req/s, in phase
         batch_url = f"http://127.0.0.1:{ports['ours']}/v1/predict/batch"
         batched = wrk(batch_url, batch, args.seconds, 2)
         arrowed = wrk(batch_url, arrow_batch, args.seconds, 2, content_type="application/vnd.apache.arrow.stream")
@@ -244,9 +267,11 @@ def main() -> None:
     )
     print(f"throughput (a)/(c): {ratio_base:.1f}x")
     reached = paced["rps"] >= 0.95 * PACED_RPS
-    print(f"paced (a): {paced['rps']:.0f} req/s, p50 {paced['p50_ms']:.2f} ms, p99 {paced['p99_ms']:.2f} ms (target p99 <= "
-          f"{PACED_P99_MS} ms at {PACED_RPS:,} req/s: {met(paced['p99_ms'] <= PACED_P99_MS) if reached else 'rate not reached'})")  # fmt: skip
-    figures = {"single": results, "paced": paced, "workers": scaling}
+    print(f"paced evenly (a): {paced['rps']:.0f} req/s, p50 {paced['p50_ms']:.2f} ms, p99 {paced['p99_ms']:.2f} ms (target "
+          f"p99 <= {PACED_P99_MS} ms at {PACED_RPS:,} req/s: {met(paced['p99_ms'] <= PACED_P99_MS) if reached else 'rate not reached'})")  # fmt: skip
+    print(f"in bursts of 12 (a): {bursts['rps']:.0f} req/s, p50 {bursts['p50_ms']:.2f} ms, p99 {bursts['p99_ms']:.2f} ms "
+          "(12 connections 10 ms apart each, in phase; no target)")  # fmt: skip
+    figures = {"single": results, "paced": paced, "bursts": bursts, "workers": scaling}
     for name, answer, target, workers in (
         ("JSON", batched, TARGET_JSON_BATCH, 1), ("Arrow IPC", arrowed, TARGET_ARROW_BATCH, 1),
         ("JSON", batched_two, TARGET_JSON_BATCH, 2), ("Arrow IPC", arrowed_two, TARGET_ARROW_BATCH, 2),
@@ -262,6 +287,9 @@ def main() -> None:
           f"cores, 2 workers {two['rps']:,.0f} req/s on {two['server_cores']:.2f} cores (wrk used {two['client_cores']:.2f} "
           f"of the machine's {os.cpu_count()}): {ratio_workers:.2f}x (target >= {TARGET_WORKER_SCALING}x: "
           f"{met(ratio_workers >= TARGET_WORKER_SCALING)})")  # fmt: skip
+    per_core = [r["rps"] / r["server_cores"] for r in (one, two)]
+    print(f"requests/s per core the server used: 1 worker {per_core[0]:,.0f}, 2 workers {per_core[1]:,.0f} "
+          f"({per_core[1] / per_core[0]:.0%} of one worker's)")  # fmt: skip
     print(json.dumps(figures))
 
 
