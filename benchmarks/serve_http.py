@@ -12,10 +12,11 @@ All servers run on 127.0.0.1 with one worker process each; load comes from ``wrk
 Then ours alone: latency at 1,000 requests/s paced evenly (one request every millisecond, sent on the
 next free one of 12 connections: the schedule of ``wrk2 -R``, kept in wrk's Lua), and in bursts (12
 connections, 10 ms between requests each: they fire in phase, 12 at once every ~10 ms, so the last of
-each burst waits for 11; the only pacing of earlier runs, printed for comparison), the batch route (10,000 transactions per request) with a JSON body and with an Arrow IPC stream, and
-``serve --workers 2`` against one worker, measured alternately three times each (median), with the
-cores the server and the load generator used (they share this machine's cores), and the batch route
-again on those 2 workers (the pod's configuration), 4 connections.
+each burst waits for 11; the only pacing of earlier runs, printed for comparison), the batch route
+(10,000 transactions per request) with a JSON body and with an Arrow IPC stream, and ``serve --workers 2``
+against one worker, measured alternately three times each (median), with the cores the server and the
+load generator used (they share this machine's cores), and the batch route again on those 2 workers
+(the pod's configuration), 4 connections.
 Targets (issue 18): (a) >= 4,000 requests/s and >= 20x (b), p99 <= 2 ms at 1,000 requests/s, batch
 >= 500,000 transactions/s as JSON and >= 1,000,000/s as Arrow, 2 workers >= 1.7x one. Prints the
 ratios and met/missed.

@@ -94,6 +94,28 @@ class HttpScorer:
         return results
 
 
+YOUNG_GENERATION = 10_000  # container objects allocated between two of the collector's youngest passes (Python's: 700)
+
+
+@contextmanager
+def young_generation(threshold: int) -> Iterator[None]:
+    """The cyclic garbage collector's first threshold at ``threshold`` inside the block (``gc.set_threshold``).
+
+    A micro-batch (the benchmark's 5,000 messages) allocates about ten container objects per message
+    (the client's messages, the records, the results), all held until the batch is done: at Python's 700 the
+    collector makes some seventy young passes per batch, and what survives them (the whole batch) is
+    walked again by the older generations' passes. On a full topic (``benchmarks/stream_throughput.py``)
+    the scorer did 47-58k/s at 700, 60-77k/s at 10,000 and 72-83k/s with collection off. Cycles are still
+    collected, one young pass per 10,000 objects.
+    """
+    saved = gc.get_threshold()
+    gc.set_threshold(threshold, *saved[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*saved)
+
+
 @dataclass
 class StreamScorer:
     """A consumer-group member: poll micro-batches, validate, score, write results, then commit."""
@@ -253,43 +275,43 @@ class StreamScorer:
             if high >= 0 and position >= 0:
                 self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(high - position, 0))
 
+    @young_generation(YOUNG_GENERATION)  # the collector sized for micro-batches while the loop runs
     def run(self, idle_timeout: float | None = None, until: Callable[["StreamScorer"], bool] | None = None) -> None:
         """Score until ``stop()`` (SIGTERM), ``until(self)`` is true, or ``idle_timeout`` s without messages."""
         from confluent_kafka import KafkaError
 
         last_message = time.monotonic()
         try:
-            with young_generation(YOUNG_GENERATION):  # the collector sized for micro-batches
-                while not self.stopping.is_set() and not (until and until(self)):
-                    messages = self.consumer.consume(self.batch_size, self.batch_timeout)
-                    good = []
-                    for msg in messages:
-                        error = msg.error()
-                        if error is None:
-                            good.append(msg)
-                        elif error.code() != KafkaError._PARTITION_EOF:
-                            if self.metrics:
-                                self.metrics.errors.labels("consume").inc()
-                            if error.fatal():
-                                raise StreamError(f"consumer error: {error}")
-                            log.warning("consumer error (retried by the client): %s", error)
-                    if good:
-                        began = time.perf_counter()
-                        try:
-                            self.process(good)
-                        except StreamError:
-                            if self.metrics:
-                                self.metrics.errors.labels("produce").inc()
-                            raise
-                        self._commit()
+            while not self.stopping.is_set() and not (until and until(self)):
+                messages = self.consumer.consume(self.batch_size, self.batch_timeout)
+                good = []
+                for msg in messages:
+                    error = msg.error()
+                    if error is None:
+                        good.append(msg)
+                    elif error.code() != KafkaError._PARTITION_EOF:
                         if self.metrics:
-                            self.metrics.batch_latency.observe(time.perf_counter() - began)
-                        last_message = time.monotonic()
-                    elif idle_timeout is not None and time.monotonic() - last_message > idle_timeout:
-                        break
-                    self._update_lag()
-                    self._reload()
-                    self._show_live()
+                            self.metrics.errors.labels("consume").inc()
+                        if error.fatal():
+                            raise StreamError(f"consumer error: {error}")
+                        log.warning("consumer error (retried by the client): %s", error)
+                if good:
+                    began = time.perf_counter()
+                    try:
+                        self.process(good)
+                    except StreamError:
+                        if self.metrics:
+                            self.metrics.errors.labels("produce").inc()
+                        raise
+                    self._commit()
+                    if self.metrics:
+                        self.metrics.batch_latency.observe(time.perf_counter() - began)
+                    last_message = time.monotonic()
+                elif idle_timeout is not None and time.monotonic() - last_message > idle_timeout:
+                    break
+                self._update_lag()
+                self._reload()
+                self._show_live()
         finally:
             self._show_live(force=True)
             self.consumer.close()  # leaves the group at once, so partitions move to the other members
@@ -346,28 +368,6 @@ def describe(served: Served) -> str:
     champion, challenger = served.versions
     name = served.champion.info.model_name
     return f"{name} v{champion}" + (f" with v{challenger} in shadow" if challenger else "")
-
-
-YOUNG_GENERATION = 10_000  # container objects allocated between two of the collector's youngest passes (Python's: 700)
-
-
-@contextmanager
-def young_generation(threshold: int) -> Iterator[None]:
-    """The cyclic garbage collector's first threshold at ``threshold`` inside the block (``gc.set_threshold``).
-
-    A micro-batch of 5,000 messages allocates about ten container objects per message (the client's
-    messages, the records, the results), all held until the batch is done: at Python's 700 the
-    collector makes some seventy young passes per batch, and what survives them (the whole batch) is
-    walked again by the older generations' passes. On a full topic (``benchmarks/stream_throughput.py``)
-    the scorer did 47-58k/s at 700, 60-77k/s at 10,000 and 72-83k/s with collection off. Cycles are still
-    collected, one young pass per 10,000 objects.
-    """
-    saved = gc.get_threshold()
-    gc.set_threshold(threshold, *saved[1:])
-    try:
-        yield
-    finally:
-        gc.set_threshold(*saved)
 
 
 def start_scorer_process(
