@@ -130,8 +130,10 @@ def parse_transaction(body: bytes) -> dict:
         raise RequestError(422, _errors(exc)) from None
 
 
-def parse_message(value: bytes | None) -> dict:
-    """Validate one transaction as a stream message carries it (JSON bytes, or None for a tombstone).
+def parse_message(value: bytes | None) -> Any:
+    """Validate one transaction as a stream message carries it (JSON bytes, or None for a tombstone); returns
+    it as a ``TransactionRecord`` (its fields as attributes, ``None`` for an optional one not given), the
+    element type of a batch, so a micro-batch's columns are ``features.columns_from_records(..., attributes=True)``.
 
     Raises ``RequestError`` 413 beyond ``MAX_MESSAGE_BYTES`` (not even parsed), 400 when the bytes are not
     JSON at all, 422 when the JSON breaks the contract.
@@ -141,12 +143,12 @@ def parse_message(value: bytes | None) -> dict:
             413,
             [{"field": "message", "reason": f"{len(value):,} bytes; one transaction is at most {MAX_MESSAGE_BYTES:,}"}],
         )
-    try:  # the strict msgspec decoder first (half of pydantic's time); whatever it refuses, pydantic decides
-        return msgspec.to_builtins(_STRICT_TRANSACTION.decode(value or b""))  # no key for a field not given
+    try:  # the strict msgspec decoder first (a fraction of pydantic's time); whatever it refuses, pydantic decides
+        return _STRICT_TRANSACTION.decode(value or b"")
     except ValueError:
         pass
     try:
-        return _TRANSACTION.validate_json(value or b"")
+        return TransactionRecord(**_TRANSACTION.validate_json(value or b""))  # validated: the struct takes it as is
     except ValidationError as exc:
         not_json = any(e["type"] == "json_invalid" for e in exc.errors())
         raise RequestError(400 if not_json else 422, _errors(exc)) from None
@@ -192,30 +194,29 @@ def _strict_type(kind: Any, base: Any = None) -> Any:
     return Annotated[base, meta]
 
 
-def _strict_transaction(absent: Any) -> type:
+def _strict_transaction() -> type:
     """A msgspec struct of ``Transaction`` derived from the pydantic types but strict: the JSON types exactly
     (a float for ``step``, ``true`` for a label: refused), the bounds, no unknown field; an optional field
-    that is not given reads ``absent``. What it accepts, pydantic accepts with the same values
+    that is not given reads ``None``. What it accepts, pydantic accepts with the same values
     (``tests/api/test_input_contract.py`` checks it)."""
     fields, optional = [], []
     for name, kind in get_type_hints(Transaction, include_extras=True).items():
         if get_origin(kind) is NotRequired:
-            kind = _strict_type(get_args(kind)[0])
-            optional.append((name, kind if absent is None else kind | msgspec.UnsetType, absent))
+            optional.append((name, _strict_type(get_args(kind)[0]), None))
         else:
             fields.append((name, _strict_type(kind)))
     # gc=False: the structs hold strings and numbers only (no cycles), so the collector need not track them
-    return msgspec.defstruct("Transaction", fields + optional, forbid_unknown_fields=True, gc=False)
+    return msgspec.defstruct("TransactionRecord", fields + optional, forbid_unknown_fields=True, gc=False)
+
+
+TransactionRecord = _strict_transaction()  # one validated transaction, read by attribute (batches, stream messages)
 
 
 def _strict_decoders() -> tuple[msgspec.json.Decoder, msgspec.json.Decoder]:
-    """The strict decoders of a ``BatchRequest`` (columns read by attribute: absent is None) and of one
-    ``Transaction`` (a dict as pydantic makes it: an absent field is left out, so it reads UNSET)."""
-    batch = _strict_type(
-        get_type_hints(BatchRequest, include_extras=True)["transactions"], list[_strict_transaction(None)]
-    )
+    """The strict decoders of a ``BatchRequest`` and of one ``Transaction``, both into ``TransactionRecord``."""
+    batch = _strict_type(get_type_hints(BatchRequest, include_extras=True)["transactions"], list[TransactionRecord])
     batch_request = msgspec.defstruct("BatchRequest", [("transactions", batch)], forbid_unknown_fields=True)
-    return msgspec.json.Decoder(batch_request), msgspec.json.Decoder(_strict_transaction(msgspec.UNSET))
+    return msgspec.json.Decoder(batch_request), msgspec.json.Decoder(TransactionRecord)
 
 
 _STRICT_BATCH, _STRICT_TRANSACTION = _strict_decoders()

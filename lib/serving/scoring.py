@@ -147,8 +147,12 @@ class Scorer:
             record = records[0]
             probability = float(self.compiled.probability(features.compute_one(record, self.info.feature_set)))
             return self._answers([record.get("transaction_id")], [probability], [self.decide(probability)])
-        probability, _ = self.score_columns(features.columns_from_records(records))
-        return self.results([r.get("transaction_id") for r in records], probability)
+        return self.score_batch(features.columns_from_records(records), [r.get("transaction_id") for r in records])
+
+    def score_batch(self, columns: dict[str, np.ndarray], ids: list) -> list[dict[str, Any]]:
+        """Raw column arrays (``features.columns_from_records``) and their transactions' ids -> one result each."""
+        probability, _ = self.score_columns(columns)
+        return self.results(ids, probability)
 
     def results(self, ids: list, probability: np.ndarray) -> list[dict[str, Any]]:
         """The answers for transactions ``ids`` given their ``probability`` (``score_columns``), in order."""

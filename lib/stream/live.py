@@ -19,6 +19,7 @@ A member that restarts starts with an empty store: the labels of results it scor
 
 from collections import OrderedDict, deque
 from dataclasses import dataclass
+from itertools import repeat
 
 import numpy as np
 
@@ -52,22 +53,29 @@ class LabelJoin:
         for version, (_, threshold) in scored.items():
             self.thresholds[version] = threshold
         waiting, early, labelled = self.waiting, self.early, self.labelled
-        for transaction, probabilities in zip(
-            ids, zip(*(scored[v][0].tolist() for v in versions), strict=True), strict=True
-        ):
+        probabilities = zip(*(scored[v][0].tolist() for v in versions), strict=True)
+        if not early and labelled.keys().isdisjoint(ids) and waiting.keys().isdisjoint(ids):
+            # the usual batch: new results, all waiting (one update, not a lookup per result)
+            waiting.update(zip(ids, zip(repeat(versions), probabilities), strict=True))
+        else:
+            self._add_one_by_one(ids, versions, probabilities)
+        expired = len(waiting) - self.capacity
+        for _ in range(expired):
+            waiting.popitem(last=False)
+        self.counts["expired"] += max(expired, 0)
+
+    def _add_one_by_one(self, ids: list[str], versions: tuple[str, ...], probabilities) -> None:
+        waiting, early, labelled = self.waiting, self.early, self.labelled
+        for transaction, scores in zip(ids, probabilities, strict=True):
             if transaction in labelled:
                 continue  # re-scored after a redelivery: its label is already in the window
-            if early:
-                label = early.pop(transaction, None)
-                if label is not None:
-                    self._join(transaction, label, versions, probabilities)
-                    continue
+            label = early.pop(transaction, None)
+            if label is not None:
+                self._join(transaction, label, versions, scores)
+                continue
             if transaction in waiting:  # re-scored before its label came: the newest result waits
                 waiting.move_to_end(transaction)
-            waiting[transaction] = (versions, probabilities)
-        while len(self.waiting) > self.capacity:
-            self.waiting.popitem(last=False)
-            self.counts["expired"] += 1
+            waiting[transaction] = (versions, scores)
 
     def add_label(self, transaction: str, label: int) -> None:
         result = self.waiting.pop(transaction, None)

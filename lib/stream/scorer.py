@@ -4,7 +4,8 @@ Per micro-batch: validate every message with the APIs' contract, score the valid
 shared scoring core (in-process, or ``--via-http`` through the FastAPI twin's batch route), write
 each result to the scores topic (and the alerts topic above the threshold), refused messages to the
 dead-letter topic with the reason, wait until the broker acknowledged all of it, then commit the
-input offsets (at-least-once; see ``lib.stream``).
+input offsets (at-least-once; see ``lib.stream``) and go on to the next batch while the commit's
+answer comes.
 
 Served from a bundle store (``lib.serving.bundles``), it also scores every micro-batch with the
 registry's challenger, in shadow (its results go to the shadow topic, never to scores or alerts),
@@ -32,9 +33,9 @@ import orjson
 
 from lib.config import CHALLENGER, CHAMPION
 from lib.contract import ARROW_STREAM, MAX_BATCH, RequestError, arrow_stream, parse_message
-from lib.features import INPUT_COLUMNS
+from lib.features import INPUT_COLUMNS, columns_from_records
 from lib.serving.bundles import LiveModels, Served
-from lib.stream.kafka import Producer, StreamError, Topics, client_config
+from lib.stream.kafka import Producer, StreamError, Topics, client_config, encode_json
 from lib.stream.live import LabelJoin
 from lib.stream.metrics import StreamMetrics
 
@@ -60,7 +61,14 @@ def dead_letter(msg, reason: str, errors: list[dict]) -> bytes:
         "value_sha256": hashlib.sha256(value).hexdigest(),
         "truncated": len(value) > KEPT_BYTES,
     }
-    return orjson.dumps(letter)
+    return encode_json(letter)
+
+
+def _stamped(results: list[dict], stamps: list[int]) -> list[bytes]:
+    """The results as the scores topic carries them: JSON, with their input's produce time."""
+    for result, ms in zip(results, stamps, strict=True):
+        result["produced_at_ms"] = ms
+    return [encode_json(r) for r in results]
 
 
 class HttpScorer:
@@ -80,14 +88,13 @@ class HttpScorer:
         headers = {"X-API-Key": api_key, "Content-Type": ARROW_STREAM, "Accept": ARROW_STREAM}
         self.client = httpx.Client(headers=headers, timeout=timeout)
 
-    def score_records(self, records: list[dict]) -> list[dict]:
+    def score_batch(self, columns: dict, ids: list) -> list[dict]:
         import pyarrow as pa
 
+        table = pa.table({"transaction_id": ids, **columns}, schema=self.schema)
         results = []
-        for start in range(0, len(records), MAX_BATCH):
-            part = records[start : start + MAX_BATCH]
-            table = pa.table({c: [r.get(c) for r in part] for c in self.COLUMNS}, schema=self.schema)
-            response = self.client.post(self.url, content=arrow_stream(table))
+        for start in range(0, len(ids), MAX_BATCH):
+            response = self.client.post(self.url, content=arrow_stream(table.slice(start, MAX_BATCH)))
             if response.status_code != 200:
                 raise StreamError(f"{self.url} answered {response.status_code}: {response.text[:300]}")
             results.extend(pa.ipc.open_stream(response.content).read_all().to_pylist())
@@ -121,7 +128,7 @@ class StreamScorer:
     """A consumer-group member: poll micro-batches, validate, score, write results, then commit."""
 
     bootstrap: str
-    # a Scorer or HttpScorer (anything with score_records(list[dict]) -> list[dict]), or LiveModels
+    # a Scorer or HttpScorer (anything with score_batch(columns, ids) -> list[dict]), or LiveModels
     # (a bundle store's champion and shadow challenger, reloaded when its aliases move)
     scorer: Any
     topics: Topics = field(default_factory=Topics)
@@ -136,6 +143,7 @@ class StreamScorer:
         from confluent_kafka import Consumer
 
         self.stopping = threading.Event()
+        self._commit_failure = None  # a commit's answer that must stop the scorer (see _committed)
         self.consumer = Consumer(
             client_config(
                 self.bootstrap,
@@ -143,7 +151,7 @@ class StreamScorer:
                    "enable.partition.eof": False, "fetch.wait.max.ms": 10, "session.timeout.ms": 10000,
                    "heartbeat.interval.ms": 1000,
                    # partition i of transactions and of labels go to the same member (same keys, same counts)
-                   "partition.assignment.strategy": "range", **self.consumer_settings},
+                   "partition.assignment.strategy": "range", "on_commit": self._committed, **self.consumer_settings},
             )
         )  # fmt: skip
         topics = self.topics
@@ -162,7 +170,8 @@ class StreamScorer:
     def _assigned(self, _consumer, partitions) -> None:
         print(f"{ASSIGNED} {len(partitions)} partition(s) of {self.topics.transactions}", flush=True)
 
-    def _validate(self, messages) -> tuple[list[dict], list, list[tuple[Any, str, list[dict]]]]:
+    def _validate(self, messages) -> tuple[list, list, list[tuple[Any, str, list[dict]]]]:
+        """(valid transactions as ``TransactionRecord``s, their messages, refused messages with why)."""
         valid, sources, invalid = [], [], []
         for msg in messages:
             try:
@@ -170,8 +179,8 @@ class StreamScorer:
             except RequestError as exc:
                 invalid.append((msg, REFUSALS[exc.http_status], exc.detail))
                 continue
-            if not record.get("transaction_id"):  # results must be recognisable: fall back to the message's address
-                record["transaction_id"] = f"{msg.topic()}/{msg.partition()}/{msg.offset()}"
+            if not record.transaction_id:  # results must be recognisable: fall back to the message's address
+                record.transaction_id = f"{msg.topic()}/{msg.partition()}/{msg.offset()}"
             valid.append(record)
             sources.append(msg)
         return valid, sources, invalid
@@ -191,19 +200,19 @@ class StreamScorer:
             labels.append((transaction, value))
         return labels, invalid
 
-    def _remember(self, results: list[dict], shadow: list[dict] | None) -> None:
+    def _remember(self, ids: list[str], results: list[dict], shadow: list[dict] | None) -> None:
         """Both models' probabilities of this batch, for the label join (by the version each result names)."""
-        versions = np.array([r["model_version"] for r in results])
-        probabilities = np.fromiter((r["fraud_probability"] for r in results), np.float64, len(results))
-        ids = [r["transaction_id"] for r in results]
-        for version in np.unique(versions):
-            rows = np.flatnonzero(versions == version)
-            scored = {str(version): (probabilities[rows], results[rows[0]]["threshold"])}
+        n = len(results)
+        probabilities = np.fromiter((r["fraud_probability"] for r in results), np.float64, n)
+        challenger = np.fromiter((r["fraud_probability"] for r in shadow), np.float64, n) if shadow else None
+        versions = [r["model_version"] for r in results]
+        for version in dict.fromkeys(versions):  # one, unless the API swapped models within a --via-http batch
+            rows = np.arange(n) if versions.count(version) == n else np.flatnonzero(np.array(versions) == version)
+            scored = {version: (probabilities[rows], results[versions.index(version)]["threshold"])}
             if shadow:
-                challenger = np.fromiter((shadow[i]["fraud_probability"] for i in rows), np.float64, len(rows))
-                scored[shadow[0]["model_version"]] = (challenger, shadow[0]["threshold"])
+                scored[shadow[0]["model_version"]] = (challenger[rows], shadow[0]["threshold"])
             with self.lock:
-                self.live.add_results([ids[i] for i in rows], scored)
+                self.live.add_results(ids if len(rows) == n else [ids[i] for i in rows], scored)
 
     def process(self, messages) -> None:
         """Score one micro-batch and write its outputs; returns once all are acknowledged."""
@@ -211,28 +220,23 @@ class StreamScorer:
         labels, invalid_labels = self._labels([m for m in messages if m.topic() == self.topics.labels])
         valid, sources, invalid = self._validate(transactions)
         invalid += invalid_labels
-        topics, send, served, dumps = self.topics, self.producer.send, self.served, orjson.dumps
-        if valid:
-            results = served.champion.score_records(valid)
-            shadow = served.challenger.score_records(valid) if served.challenger else None
+        topics, send_all, served = self.topics, self.producer.send_all, self.served
+        if valid:  # the columns once, for the champion and the challenger
+            columns, ids = columns_from_records(valid, attributes=True), [r.transaction_id for r in valid]
+            results = served.champion.score_batch(columns, ids)
+            shadow = served.challenger.score_batch(columns, ids) if served.challenger else None
             stamps = [m.timestamp()[1] for m in sources]
-            scores, alerts = topics.scores, topics.alerts
-            for result, ms in zip(results, stamps, strict=True):
-                result["produced_at_ms"] = ms
-                value = dumps(result)
-                key = result["transaction_id"].encode()
-                send(scores, key, value)
-                if result["is_fraud"]:
-                    send(alerts, key, value)
-            for result, ms in zip(shadow or (), stamps, strict=False):
-                result["produced_at_ms"] = ms
-                send(topics.shadow, result["transaction_id"].encode(), dumps(result))
-            self._remember(results, shadow)
+            keys = [i.encode() for i in ids]
+            values = _stamped(results, stamps)
+            send_all(topics.scores, zip(keys, values, strict=True))
+            send_all(topics.alerts, [(k, v) for k, v, r in zip(keys, values, results, strict=True) if r["is_fraud"]])
+            if shadow:
+                send_all(topics.shadow, zip(keys, _stamped(shadow, stamps), strict=True))
+            self._remember(ids, results, shadow)
         with self.lock:
             for transaction, label in labels:
                 self.live.add_label(transaction, label)
-        for msg, reason, errors in invalid:
-            send(topics.dead_letter, (msg.key() or b"")[:KEPT_BYTES], dead_letter(msg, reason, errors))
+        send_all(topics.dead_letter, [((m.key() or b"")[:KEPT_BYTES], dead_letter(m, why, e)) for m, why, e in invalid])
         self.producer.flush()
         self.scored += len(valid)
         self.dead_letters += len(invalid)
@@ -245,24 +249,40 @@ class StreamScorer:
             self.metrics.messages.labels("dead_letter").inc(len(invalid))
 
     def _commit(self) -> None:
-        """Commit the batch's offsets; a group that moved on (broker restart, rebalance) is not fatal.
+        """Commit the batch's offsets without waiting for the broker's answer (``_committed`` gets it).
 
-        The results are already written; offsets the group refused are delivered again after the
-        rejoin and scored again (at-least-once: the duplicates carry the same ``transaction_id``).
+        The batch's results are acknowledged already, so what the commit adds is only its round trip:
+        the next batch is consumed meanwhile (on a full topic, waiting for the answer took a tenth of the
+        scorer's time). Commits are sent in order, so a later one covers an earlier one; on close the
+        client waits for those still in flight. Raises, before committing more, what ``_committed`` found fatal.
         """
-        from confluent_kafka import KafkaError, KafkaException
+        from confluent_kafka import KafkaException
 
+        if self._commit_failure is not None:
+            raise KafkaException(self._commit_failure)
         try:
-            self.consumer.commit(asynchronous=False)
-        except KafkaException as exc:
-            error = exc.args[0]
-            rejoin = (KafkaError._ASSIGNMENT_LOST, KafkaError.REBALANCE_IN_PROGRESS,
-                      KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID, KafkaError._MAX_POLL_EXCEEDED)  # fmt: skip
-            if error.code() not in rejoin or error.fatal():
-                raise
-            if self.metrics:
-                self.metrics.errors.labels("commit").inc()
-            log.warning("commit refused (%s): the batch is delivered again after the rejoin", error.str())
+            self.consumer.commit(asynchronous=True)
+        except KafkaException as exc:  # refused by the client at once (no answer will come)
+            self._committed(exc.args[0], None)
+
+    def _committed(self, error, _partitions) -> None:
+        """The broker's answer to a commit (librdkafka's ``on_commit``, served while consuming). A group that
+        moved on (broker restart, rebalance) is not fatal: the results are already written; offsets the group
+        refused are delivered again after the rejoin and scored again (at-least-once: the duplicates carry
+        the same ``transaction_id``). Anything else stops the scorer at its next commit."""
+        from confluent_kafka import KafkaError
+
+        if error is None or error.code() == KafkaError._NO_OFFSET:
+            return
+        rejoin = (KafkaError._ASSIGNMENT_LOST, KafkaError.REBALANCE_IN_PROGRESS,
+                  KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID, KafkaError._MAX_POLL_EXCEEDED)  # fmt: skip
+        if error.code() not in rejoin or error.fatal():
+            log.error("commit failed (%s): the scorer stops at its next commit", error.str())
+            self._commit_failure = self._commit_failure or error
+            return
+        if self.metrics:
+            self.metrics.errors.labels("commit").inc()
+        log.warning("commit refused (%s): the batch is delivered again after the rejoin", error.str())
 
     def _update_lag(self) -> None:
         now = time.monotonic()

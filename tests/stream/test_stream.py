@@ -169,11 +169,11 @@ class SlowFirstBatch:
     def __init__(self, scorer, stall: float) -> None:
         self.scorer, self.stall = scorer, stall
 
-    def score_records(self, records):
+    def score_batch(self, columns, ids):
         if self.stall:
             time.sleep(self.stall)
             self.stall = 0
-        return self.scorer.score_records(records)
+        return self.scorer.score_batch(columns, ids)
 
 
 def test_a_commit_the_group_refused_is_scored_again_not_fatal(kafka, topics, window, bundle):
@@ -191,6 +191,27 @@ def test_a_commit_the_group_refused_is_scored_again_not_fatal(kafka, topics, win
     counts = scored_ids(kafka.bootstrap, topics.scores, expect=len(messages))
     assert_all_accounted(counts, transaction_ids(messages))
     assert sum(counts.values()) > len(messages)  # the refused batch was delivered and scored again
+
+
+def test_a_commit_that_fails_otherwise_stops_the_scorer_before_it_commits_more(kafka, topics, window, bundle):
+    """Commits are answered through ``on_commit`` while the next batch is read: an answer other than the group
+    moving on (here the one librdkafka gives without the group's ACL) stops the scorer at its next commit, and
+    that batch's offsets stay uncommitted, so it is read again."""
+    from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+    _, messages = window
+    stream.replay(kafka.bootstrap, topics.transactions, messages[:1000])
+    worker = stream_scorer.StreamScorer(kafka.bootstrap, scoring.Scorer.from_folder(bundle), topics, batch_size=200)
+    worker._committed(KafkaError(KafkaError.GROUP_AUTHORIZATION_FAILED), None)
+    with pytest.raises(KafkaException, match="GROUP_AUTHORIZATION_FAILED"):
+        worker.run(idle_timeout=15)
+    assert worker.scored > 0
+    consumer = Consumer({"bootstrap.servers": kafka.bootstrap, "group.id": worker.group_id})
+    try:
+        partitions = [TopicPartition(topics.transactions, p) for p in range(4)]
+        assert {tp.offset for tp in consumer.committed(partitions, timeout=30)} == {-1001}  # none committed
+    finally:
+        consumer.close()
 
 
 def test_the_loop_sizes_the_collector_for_micro_batches_and_restores_it(kafka, topics, bundle):
