@@ -9,7 +9,9 @@ scorer as its own process (``python -m lib stream score``), transactions replaye
    scorer share this machine's cores.
 1b. The scorer's own rate: the same rows produced first, then the scorer started on the full topic;
    results / (last result's append - first result's append), with the cores the broker (when it is
-   the embedded one) and the scorer used meanwhile.
+   the embedded one) and the scorer used meanwhile. The results are read once the scorer's group has
+   committed the whole topic, so no reader shares the cores while it drains (before 2026-12-03's last
+   change they were read meanwhile, by this process).
 2. Latency at a fixed offered rate (``--rate``, default 2,000/s for ``--seconds``): p50/p99 of
    (result appended - transaction produced).
 3. The original design: a kafka-python consumer that POSTs each message to the API's single route
@@ -88,17 +90,37 @@ def run_drain(bootstrap: str, bundle: str, batch: list, batch_size: int) -> dict
     scorer = psutil.Process(proc.pid)
     before, began = (cpu_seconds(brokers), cpu_seconds([scorer])), time.monotonic()
     try:
-        found = stream.read_topic(bootstrap, topics.scores, expect=len(batch), timeout=600)
+        wait_committed(bootstrap, topics.transactions, timeout=600)
         seconds = time.monotonic() - began
         cores = [(cpu_seconds(group) - b) / seconds for group, b in zip((brokers, [scorer]), before, strict=True)]
     finally:
         stream_scorer.stop_scorer_process(proc)
-    results = results_frame(found)
+    results = results_frame(stream.read_topic(bootstrap, topics.scores, expect=len(batch), timeout=600))
     if results.transaction_id.nunique() != len(batch):
         raise SystemExit(f"drain: {results.transaction_id.nunique()} of {len(batch)} transactions scored")
     span_s = (results.appended_ms.max() - results.appended_ms.min()) / 1000
     return {"transactions": len(batch), "per_s": float(len(batch) / span_s),
             "broker_cores": round(cores[0], 2) if brokers else None, "scorer_cores": round(cores[1], 2)}  # fmt: skip
+
+
+def wait_committed(bootstrap: str, topic: str, timeout: float, group: str = "fraud-scorer") -> None:
+    """Until the scorer's group has committed every offset of ``topic`` (it commits after its results are
+    acknowledged): four offset queries a second, so nothing else shares the cores while it drains."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(stream.client_config(bootstrap, **{"group.id": group}))
+    try:
+        partitions = [
+            TopicPartition(topic, p) for p in consumer.list_topics(topic, timeout=30).topics[topic].partitions
+        ]
+        ends = [consumer.get_watermark_offsets(tp, timeout=30)[1] for tp in partitions]
+        deadline = time.monotonic() + timeout
+        while [tp.offset for tp in consumer.committed(partitions, timeout=30)] != ends:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"drain: {group} had not committed all of {topic} within {timeout:.0f} s")
+            time.sleep(0.25)
+    finally:
+        consumer.close()
 
 
 def run_baseline(bootstrap: str, bundle: str, batch: list) -> dict:
