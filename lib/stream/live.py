@@ -19,7 +19,7 @@ A member that restarts starts with an empty store: the labels of results it scor
 
 from collections import OrderedDict, deque
 from dataclasses import dataclass
-from itertools import repeat
+from itertools import islice, repeat
 
 import numpy as np
 
@@ -40,7 +40,8 @@ class LabelJoin:
 
     def __init__(self, capacity: int = 100_000, window: int = 20_000) -> None:
         self.capacity, self.window_size = capacity, window
-        self.waiting: OrderedDict[str, tuple[tuple[str, ...], tuple[float, ...]]] = OrderedDict()
+        # a plain dict (in insertion order: the oldest first): a third of an OrderedDict's cost per result
+        self.waiting: dict[str, tuple[tuple[str, ...], tuple[float, ...]]] = {}
         self.early: OrderedDict[str, int] = OrderedDict()
         self.labelled: OrderedDict[str, None] = OrderedDict()
         self.window: deque[Joined] = deque(maxlen=window)
@@ -60,9 +61,10 @@ class LabelJoin:
         else:
             self._add_one_by_one(ids, versions, probabilities)
         expired = len(waiting) - self.capacity
-        for _ in range(expired):
-            waiting.popitem(last=False)
-        self.counts["expired"] += max(expired, 0)
+        if expired > 0:  # the oldest, found in one pass
+            for transaction in list(islice(waiting, expired)):
+                del waiting[transaction]
+            self.counts["expired"] += expired
 
     def _add_one_by_one(self, ids: list[str], versions: tuple[str, ...], probabilities) -> None:
         waiting, early, labelled = self.waiting, self.early, self.labelled
@@ -73,8 +75,7 @@ class LabelJoin:
             if label is not None:
                 self._join(transaction, label, versions, scores)
                 continue
-            if transaction in waiting:  # re-scored before its label came: the newest result waits
-                waiting.move_to_end(transaction)
+            waiting.pop(transaction, None)  # re-scored before its label came: the newest result waits, as the newest
             waiting[transaction] = (versions, scores)
 
     def add_label(self, transaction: str, label: int) -> None:

@@ -53,6 +53,16 @@ def test_late_early_missing_and_duplicated_labels():
     assert join.performance("1")["labelled"] == 2 and join.performance("2")["labelled"] == 1
 
 
+def test_a_result_scored_again_waits_as_the_newest_and_the_oldest_expires_first():
+    join = LabelJoin(capacity=3)
+    join.add_results(["a", "b", "c"], scored([0.1, 0.2, 0.3]))  # all new: one update
+    join.add_results(["a", "d"], scored([0.9, 0.4]))  # "a" again (a redelivery): one by one
+    assert list(join.waiting) == ["c", "a", "d"] and join.counts["expired"] == 1  # "b", the oldest
+    assert join.waiting["a"] == (("1",), (0.9,))  # the newest result of "a"
+    join.add_results(["e", "f"], scored([0.5, 0.6]))
+    assert list(join.waiting) == ["d", "e", "f"] and join.counts["expired"] == 3
+
+
 def test_the_store_is_bounded_and_says_what_it_dropped():
     join = LabelJoin(capacity=1_000, window=300)
     ids = [f"t{i}" for i in range(5_000)]

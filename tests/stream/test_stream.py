@@ -214,12 +214,14 @@ def test_a_commit_that_fails_otherwise_stops_the_scorer_before_it_commits_more(k
         consumer.close()
 
 
-def test_the_loop_sizes_the_collector_for_micro_batches_and_restores_it(kafka, topics, bundle):
-    before, during = gc.get_threshold(), []
+def test_the_loop_sets_the_collector_for_micro_batches_and_restores_it(kafka, topics, bundle):
+    """Inside the loop: the young generation at YOUNG_GENERATION, and what the process held at the start frozen."""
+    before, frozen, during = gc.get_threshold(), gc.get_freeze_count(), []
     worker = stream_scorer.StreamScorer(kafka.bootstrap, scoring.Scorer.from_folder(bundle), topics, batch_size=500)
-    worker.run(until=lambda _: during.append(gc.get_threshold()) or len(during) > 2)
-    assert {t[0] for t in during} == {stream_scorer.YOUNG_GENERATION} and during[0][1:] == before[1:]
-    assert gc.get_threshold() == before
+    worker.run(until=lambda _: during.append((gc.get_threshold(), gc.get_freeze_count())) or len(during) > 2)
+    assert {t[0] for t, _ in during} == {stream_scorer.YOUNG_GENERATION} and during[0][0][1:] == before[1:]
+    assert min(count for _, count in during) > 10_000 + frozen  # the modules, the model, the clients
+    assert (gc.get_threshold(), gc.get_freeze_count()) == (before, frozen)
 
 
 def test_two_scorers_share_the_partitions(kafka, topics, window, bundle):
