@@ -6,12 +6,12 @@ scorer as its own process (``python -m lib stream score``), transactions replaye
 1. Sustained throughput: ``--rows`` simulated transactions replayed as fast as possible while the
    scorer runs; end to end = from the first transaction's produce time to the last result's append
    time in the scores topic (the broker's clock, ``LogAppendTime``). The replay, the broker and the
-   scorer share this machine's cores.
+   scorer share this machine's cores; the results are read once the scorer has committed them all.
 1b. The scorer's own rate: the same rows produced first, then the scorer started on the full topic;
    results / (last result's append - first result's append), with the cores the broker (when it is
-   the embedded one) and the scorer used meanwhile. The results are read once the scorer's group has
-   committed the whole topic, so no reader shares the cores while it drains (before 2026-12-03's last
-   change they were read meanwhile, by this process).
+   the embedded one) and the scorer used meanwhile. In 1., 1b. and 4. the results are read once the
+   scorer's group has committed the whole topic, so no reader shares the cores while it works (before
+   2026-12-03's last changes they were read meanwhile, by this process).
 2. Latency at a fixed offered rate (``--rate``, default 2,000/s for ``--seconds``): p50/p99 of
    (result appended - transaction produced).
 3. The original design: a kafka-python consumer that POSTs each message to the API's single route
@@ -71,9 +71,10 @@ def run_ours(bootstrap: str, bundle: str, batch: list, rate: float, batch_size: 
     try:
         time.sleep(4)  # joined its group and was assigned the partitions
         replayed = stream.replay(bootstrap, topics.transactions, batch, rate)
-        results = results_frame(stream.read_topic(bootstrap, topics.scores, expect=len(batch), timeout=600))
+        wait_committed(bootstrap, topics.transactions, timeout=600)
     finally:
         stream_scorer.stop_scorer_process(proc)
+    results = results_frame(stream.read_topic(bootstrap, topics.scores, expect=len(batch), timeout=600))
     summary = summarize(results)
     if summary["transactions"] != len(batch):
         raise SystemExit(f"{name}: {summary['transactions']} of {len(batch)} transactions scored")
