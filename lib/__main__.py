@@ -206,7 +206,9 @@ def _stream_score(args: argparse.Namespace) -> None:
     if args.via_http:
         if not settings.api_key_list():
             raise ParameterError("--via-http needs an API key: set FRAUD_API_KEYS (the first key is used)")
-        model = scorer.HttpScorer(args.via_http, settings.api_key_list()[0])
+        from lib.stream.via_http import HttpScorer
+
+        model = HttpScorer(args.via_http, settings.api_key_list()[0])
     else:
         model = _models(args.model or settings.serving_model, settings, args.reload_interval, not args.no_shadow)
     registry = CollectorRegistry()

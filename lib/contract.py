@@ -130,7 +130,7 @@ def parse_transaction(body: bytes) -> dict:
         raise RequestError(422, _errors(exc)) from None
 
 
-def parse_message(value: bytes | None) -> Any:
+def parse_message(value: bytes | None) -> "TransactionRecord":
     """Validate one transaction as a stream message carries it (JSON bytes, or None for a tombstone); returns
     it as a ``TransactionRecord`` (its fields as attributes, ``None`` for an optional one not given), the
     element type of a batch, so a micro-batch's columns are ``features.columns_from_records(..., attributes=True)``.

@@ -32,8 +32,8 @@ import numpy as np
 import orjson
 
 from lib.config import CHALLENGER, CHAMPION
-from lib.contract import ARROW_STREAM, MAX_BATCH, RequestError, arrow_stream, parse_message
-from lib.features import INPUT_COLUMNS, columns_from_records
+from lib.contract import RequestError, parse_message
+from lib.features import columns_from_records
 from lib.serving.bundles import LiveModels, Served
 from lib.stream.kafka import Producer, StreamError, Topics, client_config, encode_json
 from lib.stream.live import LabelJoin
@@ -71,36 +71,6 @@ def _stamped(results: list[dict], stamps: list[int]) -> list[bytes]:
     return [encode_json(r) for r in results]
 
 
-class HttpScorer:
-    """``--via-http``: score each micro-batch through the API's batch route instead of in-process, as an
-    Arrow IPC stream both ways (a few microseconds per transaction less than JSON on each side)."""
-
-    COLUMNS = ("transaction_id", *INPUT_COLUMNS)
-
-    def __init__(self, url: str, api_key: str, timeout: float = 30.0) -> None:
-        import httpx
-        import pyarrow as pa
-
-        text = ("transaction_id", "type", "nameOrig", "nameDest")
-        kinds = {"step": pa.int64(), **dict.fromkeys(text, pa.string())}
-        self.schema = pa.schema([(c, kinds.get(c, pa.float64())) for c in self.COLUMNS])
-        self.url = url.rstrip("/") + "/v1/predict/batch"
-        headers = {"X-API-Key": api_key, "Content-Type": ARROW_STREAM, "Accept": ARROW_STREAM}
-        self.client = httpx.Client(headers=headers, timeout=timeout)
-
-    def score_batch(self, columns: dict, ids: list) -> list[dict]:
-        import pyarrow as pa
-
-        table = pa.table({"transaction_id": ids, **columns}, schema=self.schema)
-        results = []
-        for start in range(0, len(ids), MAX_BATCH):
-            response = self.client.post(self.url, content=arrow_stream(table.slice(start, MAX_BATCH)))
-            if response.status_code != 200:
-                raise StreamError(f"{self.url} answered {response.status_code}: {response.text[:300]}")
-            results.extend(pa.ipc.open_stream(response.content).read_all().to_pylist())
-        return results
-
-
 YOUNG_GENERATION = 10_000  # container objects allocated between two of the collector's youngest passes (Python's: 700)
 
 
@@ -134,7 +104,7 @@ class StreamScorer:
     """A consumer-group member: poll micro-batches, validate, score, write results, then commit."""
 
     bootstrap: str
-    # a Scorer or HttpScorer (anything with score_batch(columns, ids) -> list[dict]), or LiveModels
+    # a Scorer or lib.stream.via_http.HttpScorer (anything with score_batch(columns, ids) -> list[dict]), or LiveModels
     # (a bundle store's champion and shadow challenger, reloaded when its aliases move)
     scorer: Any
     topics: Topics = field(default_factory=Topics)

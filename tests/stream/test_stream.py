@@ -20,6 +20,7 @@ from lib.stream import kafka as stream
 from lib.stream import scorer as stream_scorer
 from lib.stream.local import LocalBroker
 from lib.stream.metrics import StreamMetrics
+from lib.stream.via_http import HttpScorer
 from tests.stream.conftest import replay_in_background, start_scorer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -258,7 +259,7 @@ def test_via_http_scores_through_the_api(kafka, topics, window, bundle, tmp_path
         wait_for(lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz").status == 200, "API", process=api)
         stream.replay(kafka.bootstrap, topics.transactions, messages)
         worker = stream_scorer.StreamScorer(
-            kafka.bootstrap, stream_scorer.HttpScorer(f"http://127.0.0.1:{port}", "stream-key"), topics
+            kafka.bootstrap, HttpScorer(f"http://127.0.0.1:{port}", "stream-key"), topics
         )
         worker.run(until=lambda w: w.scored >= len(messages), idle_timeout=60)
     finally:
