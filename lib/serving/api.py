@@ -112,6 +112,16 @@ def shadow(
     log.info("shadow", extra={"fields": fields})
 
 
+def json_predictions(info: scoring.BundleInfo, ids: list, probability, decision) -> bytes:
+    """The batch route's JSON answer (``contract.BatchPrediction``), the ``Scorer.results`` of ``ids``
+    built as ``contract.PredictionRecord`` structs."""
+    record, threshold, name, version = contract.PredictionRecord, info.threshold, info.model_name, info.model_version
+    return contract.encode_json({"predictions": [
+        record(i, p, d, threshold, name, version)
+        for i, p, d in zip(ids, probability.tolist(), decision.tolist(), strict=True)
+    ]})  # fmt: skip
+
+
 def arrow_predictions(info: scoring.BundleInfo, ids: list, probability, decision) -> bytes:
     """The batch route's answer as an Arrow IPC stream: the JSON answer's fields as columns."""
     import pyarrow as pa
@@ -323,7 +333,9 @@ def _add_routes(app: FastAPI, holder: ModelHolder, metrics: ApiMetrics, keys: li
             return Response(
                 arrow_predictions(served.champion.info, ids, probability, decision), media_type=contract.ARROW_STREAM
             )
-        return respond({"predictions": served.champion.results(ids, probability)})
+        return Response(
+            json_predictions(served.champion.info, ids, probability, decision), media_type="application/json"
+        )
 
     @app.get("/v1/model", response_model=scoring.BundleInfo, openapi_extra=secured, **guarded)
     def model(request: Request) -> Response:

@@ -32,10 +32,10 @@ import numpy as np
 import orjson
 
 from lib.config import CHALLENGER, CHAMPION
-from lib.contract import RequestError, parse_message
+from lib.contract import RequestError, encode_json, parse_message
 from lib.features import columns_from_records
 from lib.serving.bundles import LiveModels, Served
-from lib.stream.kafka import Producer, StreamError, Topics, client_config, encode_json
+from lib.stream.kafka import Producer, StreamError, Topics, client_config
 from lib.stream.live import LabelJoin
 from lib.stream.metrics import StreamMetrics
 

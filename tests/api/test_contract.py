@@ -41,6 +41,8 @@ def test_core_fastapi_chalice_and_cli_agree(bundle, api, chalice, transactions, 
         headers={"Content-Type": "application/json", **HEADERS},
     ).json_body  # fmt: skip
     assert triples(fastapi_batch["predictions"]) == expected
+    core = scoring.Scorer.from_folder(bundle).score_records([dict(t) for t in transactions])
+    assert fastapi_batch == {"predictions": core}  # every field of every answer
     arrow = api.post("/v1/predict/batch", content=arrow_stream(transactions), headers=ARROW_HEADERS)
     assert arrow.status_code == 200 and arrow.headers["content-type"] == contract.ARROW_STREAM
     assert read_arrow(arrow.content) == fastapi_batch["predictions"]  # every field, as the JSON answer has it
