@@ -154,10 +154,11 @@ class Producer:
         if err is not None:
             self.failures.append(f"{msg.topic()}: {err}")
 
-    def send(self, topic: str, key: bytes | None, value: bytes, timestamp_ms: int = 0) -> None:
+    def send(self, topic: str, key: bytes | None, value: bytes) -> None:
+        """Produce one message, stamped by librdkafka with the time it is produced (the Kafka timestamp)."""
         while True:
             try:
-                self._producer.produce(topic, value, key, on_delivery=self._delivered, timestamp=timestamp_ms)
+                self._producer.produce(topic, value, key, on_delivery=self._delivered)
                 return
             except BufferError:  # local queue full: serve delivery reports and try again
                 self._producer.poll(0.05)
@@ -170,7 +171,7 @@ class Producer:
         for key, value in messages:
             try:
                 produce(topic, value, key, on_delivery=delivered)
-            except BufferError:  # the local queue is full: send waits for room
+            except (BufferError, self._refused):  # the local queue is full: send waits for room (or says why not)
                 self.send(topic, key, value)
 
     def poll(self) -> None:
@@ -256,23 +257,24 @@ def replay(
     ``labels``: publish each label when the replay reaches its due step (the rest after the last
     transaction: the clock runs on). ``config``: librdkafka producer settings."""
     producer = Producer(bootstrap, (topic, *([labels.topic] if labels else [])), **config)
+    # a label can be due between any two transactions; paced: small bursts; else chunks of 1,000
+    chunk = 1 if labels is not None else 64 if rate else 1000
     pending = 0  # the next label to publish
     began = time.perf_counter()
-    for i, (key, value) in enumerate(messages):
+    for start in range(0, len(messages), chunk):
         if labels is not None:
-            while pending < len(labels.messages) and labels.due[pending] <= labels.steps[i]:
-                producer.send(labels.topic, *labels.messages[pending], timestamp_ms=int(time.time() * 1000))
+            while pending < len(labels.messages) and labels.due[pending] <= labels.steps[start]:
+                producer.send(labels.topic, *labels.messages[pending])
                 pending += 1
-        if rate and i % 64 == 0:  # pace in small bursts: sleep until this message is due
-            due = began + i / rate
-            delay = due - time.perf_counter()
+        if rate:  # sleep until this burst is due
+            delay = began + start / rate - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
-        producer.send(topic, key, value, timestamp_ms=int(time.time() * 1000))
-        if i % 1000 == 0:
+        producer.send_all(topic, messages[start : start + chunk])  # stamped with the time each is produced
+        if start % 1000 < chunk:
             producer.poll()
-    for key, value in labels.messages[pending:] if labels is not None else ():
-        producer.send(labels.topic, key, value, timestamp_ms=int(time.time() * 1000))
+    if labels is not None:
+        producer.send_all(labels.topic, labels.messages[pending:])
     producer.flush()
     return ReplayStats(len(messages), time.perf_counter() - began, len(labels.messages) if labels else 0)
 
