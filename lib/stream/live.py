@@ -40,6 +40,7 @@ class LabelJoin:
 
     def __init__(self, capacity: int = 100_000, window: int = 20_000) -> None:
         self.capacity, self.window_size = capacity, window
+        self.early_limit = max(capacity // 10, 1)  # labels kept waiting for their result
         # a plain dict (in insertion order: the oldest first): a third of an OrderedDict's cost per result
         self.waiting: dict[str, tuple[tuple[str, ...], tuple[float, ...]]] = {}
         self.early: OrderedDict[str, int] = OrderedDict()
@@ -86,7 +87,7 @@ class LabelJoin:
             self.counts["duplicate"] += 1
         else:
             self.early[transaction] = label
-            if len(self.early) > max(self.capacity // 10, 1):
+            if len(self.early) > self.early_limit:
                 self.early.popitem(last=False)
                 self.counts["unmatched"] += 1
 

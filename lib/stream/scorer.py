@@ -120,6 +120,7 @@ class StreamScorer:
 
         self.stopping = threading.Event()
         self._commit_failure = None  # a commit's answer that must stop the scorer (see _committed)
+        self._labels_paused = False  # see _pace_labels
         self.consumer = Consumer(
             client_config(
                 self.bootstrap,
@@ -144,6 +145,7 @@ class StreamScorer:
         return self.scorer.current if isinstance(self.scorer, LiveModels) else Served(self.scorer)
 
     def _assigned(self, _consumer, partitions) -> None:
+        self._labels_paused = False  # partitions come assigned unpaused
         print(f"{ASSIGNED} {len(partitions)} partition(s) of {self.topics.transactions}", flush=True)
 
     def _validate(self, messages) -> tuple[list, list, list[tuple[Any, str, list[dict]]]]:
@@ -223,6 +225,30 @@ class StreamScorer:
         if self.metrics:
             self.metrics.messages.labels("scored").inc(len(valid))
             self.metrics.messages.labels("dead_letter").inc(len(invalid))
+
+    def _pace_labels(self) -> None:
+        """Flow control of the labels topic: a fetch brings more (small) labels than transactions, and a label
+        read before its result waits in the join's bounded early store. Past half of it, the labels partitions
+        pause (librdkafka fetches again on resume what it had of them) until below a quarter, or until no
+        transaction is left to read (labels whose transaction never comes still flow, counted ``unmatched``)."""
+        early, limit = len(self.live.early), self.live.early_limit
+        if self._labels_paused:
+            if early >= limit // 4 and self._transactions_behind():
+                return
+        elif early <= limit // 2 or not self._transactions_behind():
+            return
+        labels = [tp for tp in self.consumer.assignment() if tp.topic == self.topics.labels]
+        (self.consumer.resume if self._labels_paused else self.consumer.pause)(labels)
+        self._labels_paused = not self._labels_paused
+
+    def _transactions_behind(self) -> bool:
+        """Whether an assigned transactions partition has messages not read yet (by the last fetch)."""
+        mine = [tp for tp in self.consumer.assignment() if tp.topic == self.topics.transactions]
+        for tp in self.consumer.position(mine):
+            _, high = self.consumer.get_watermark_offsets(tp, cached=True)
+            if high > max(tp.offset, 0):
+                return True
+        return False
 
     def _commit(self) -> None:
         """Commit the batch's offsets without waiting for the broker's answer (``_committed`` gets it).
@@ -305,6 +331,7 @@ class StreamScorer:
                     last_message = time.monotonic()
                 elif idle_timeout is not None and time.monotonic() - last_message > idle_timeout:
                     break
+                self._pace_labels()
                 self._update_lag()
                 self._reload()
                 self._show_live()

@@ -225,6 +225,28 @@ def test_the_loop_sets_the_collector_for_micro_batches_and_restores_it(kafka, to
     assert (gc.get_threshold(), gc.get_freeze_count()) == (before, frozen)
 
 
+def test_labels_read_ahead_of_their_transactions_pause_until_the_results_catch_up(kafka, topics, window, bundle):
+    """A label is a third of a transaction's bytes, so with both topics full each fetch brings about three
+    labels per transaction, ahead of their results. The labels partitions pause while the join's early
+    store (300 here) is past half full: every label is joined, none dropped as ``unmatched`` (without the
+    pause, 2,326 of the 3,000 were)."""
+    from lib.stream.live import LabelJoin
+
+    table, messages = window
+    table, messages = table.slice(0, 3000), messages[:3000]
+    labels = stream.DelayedLabels.of(table, topics.labels, delay_steps=0)
+    small = {"batch.size": 2048}  # record batches of a few kB, so a fetch of 8 kB a partition takes a few
+    stream.replay(kafka.bootstrap, topics.labels, labels.messages, **small)  # all in before any transaction is read
+    stream.replay(kafka.bootstrap, topics.transactions, messages, **small)
+    worker = stream_scorer.StreamScorer(
+        kafka.bootstrap, scoring.Scorer.from_folder(bundle), topics, group_id="paced", batch_size=100,
+        live=LabelJoin(capacity=3000), consumer_settings={"max.partition.fetch.bytes": 8192},
+    )  # fmt: skip
+    worker.run(until=lambda w: w.live.counts["joined"] + w.live.counts["unmatched"] >= 3000, idle_timeout=60)
+    assert worker.live.counts == {"joined": 3000, "duplicate": 0, "expired": 0, "unmatched": 0}
+    assert worker.scored == 3000
+
+
 def test_two_scorers_share_the_partitions(kafka, topics, window, bundle):
     """Scaling out: two members of one group split the partitions and together score everything once."""
     _, messages = window
