@@ -16,7 +16,7 @@ each burst waits for 11; the only pacing of earlier runs, printed for comparison
 (10,000 transactions per request) with a JSON body and with an Arrow IPC stream, then ``serve --workers 2``
 (the pod's configuration) against one worker, alternately three times each (medians), with the cores the
 server and the load generator used (they share this machine's cores): with single requests, where wrk's
-syscalls take about a third of a core, so 2 workers cannot reach 2x here, and with JSON batches, where
+syscalls take about 0.4 of a core, so 2 workers cannot reach 2x here, and with JSON batches, where
 the load generator is nearly idle; last, Arrow batches on the 2 workers (4 connections).
 Targets (issue 18): (a) >= 4,000 requests/s and >= 20x (b), p99 <= 2 ms at 1,000 requests/s, batch
 >= 500,000 transactions/s as JSON and >= 1,000,000/s as Arrow, 2 workers >= 1.7x one. Prints the
