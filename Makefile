@@ -40,7 +40,7 @@ test-fast: setup
 	$(BIN)/python -m pytest -m "not slow" tests
 
 validate-manifests: setup
-	$(BIN)/python -m pytest tests/api/test_k8s.py
+	$(BIN)/python -m pytest tests/serving/test_k8s.py
 
 lab: setup
 	$(BIN)/jupyter lab --notebook-dir=.
@@ -48,6 +48,7 @@ lab: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: setup
 	$(BIN)/ruff check --fix .

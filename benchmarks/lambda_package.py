@@ -1,7 +1,7 @@
 """Benchmark: the Lambda package's size, cold start and warm latency, run as Lambda runs it.
 
 Builds ``chalice package --stage dev`` under the Lambda Python (Debian trixie's 3.13, see
-``lib/serving/lambda_package.py``), unpacks it and runs it with the AWS Lambda Runtime Interface
+``lib/local/lambda_package.py``), unpacks it and runs it with the AWS Lambda Runtime Interface
 Emulator and ``awslambdaric`` on 127.0.0.1. Prints:
 
 * size: the zip, unzipped, and the largest top-level parts (target unzipped < 80 MB; Lambda's limit 250 MB);
@@ -27,7 +27,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lib.serving import lambda_package  # noqa: E402
+from lib.local import lambda_package  # noqa: E402
 
 TRANSACTION = {"step": 1, "type": "TRANSFER", "amount": 181.0, "nameOrig": "C1305486145", "oldbalanceOrg": 181.0,
                "newbalanceOrig": 0.0, "nameDest": "C553264065", "oldbalanceDest": 0.0, "newbalanceDest": 0.0}  # fmt: skip

@@ -2,7 +2,7 @@
 
 Baseline (the original recipe): CSV read with schema inference, an extra count(), the distinct
 types collected to the driver, one withColumn per feature, log1p + one-hot only, Parquet out.
-Ours: lib.preprocess.run_job (explicit schema, one select from the feature spec, time split,
+Ours: lib.data.preprocess.run_job (explicit schema, one select from the feature spec, time split,
 partitioned Parquet + manifest). Each job runs in its own process with the same Spark settings;
 job time excludes JVM start-up, which both pay alike. Target: ours >= 2x faster. Prints the ratio.
 Also runs ours without its output (same read and features into Spark's `noop` sink), which shows

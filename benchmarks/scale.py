@@ -2,7 +2,7 @@
 
 Runs the pipeline notebooks as ``run_pipeline.py`` does (papermill, one kernel per notebook) on 1x, 2x,
 4x and 10x the public row count (6,362,620 ... 63,626,200), with ``SPARK_MASTER`` on a cluster of
-``--workers`` workers started by ``lib.data.spark_local`` and ``TRAINER=spark`` (xgboost.spark), and
+``--workers`` workers started by ``lib.local.spark`` and ``TRAINER=spark`` (xgboost.spark), and
 with ``TRAINER=local`` for the multiples given by ``--local-upto``. Keras is left out (``TRAIN_MLP=false``)
 and XGBoost runs a fixed ``--rounds`` rounds (early stopping can never trigger), so every size does
 the same work per row. While each notebook runs, the RSS of the driver (the notebook's kernel and its
@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from lib.data.simulate import FULL_ROWS  # noqa: E402
-from lib.data.spark_local import LocalCluster  # noqa: E402
+from lib.local.spark import LocalCluster  # noqa: E402
 from lib.pipeline.runner import declared_parameters  # noqa: E402
 
 STEPS = ("01_acquire", "02_preprocess", "04_train")

@@ -61,8 +61,8 @@ def main() -> None:
     records = (records * (args.rows // len(records) + 1))[: args.rows]
 
     figures = {name: timed(s.score_records, records) for name, s in (("baseline", baseline), ("compiled", compiled))}
-    got = np.array([compiled.score_records([r])[0]["fraud_probability"] for r in records])
-    want = np.array([baseline.score_records([r])[0]["fraud_probability"] for r in records])
+    got = np.array([compiled.score_records([r])[0].fraud_probability for r in records])
+    want = np.array([baseline.score_records([r])[0].fraud_probability for r in records])
     trees = len(booster.get_dump())
 
     print(f"\none transaction in process, {len(records):,} calls over the real sample, model of {trees} trees")

@@ -42,7 +42,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lib.daemons import free_port  # noqa: E402
+from lib.local.daemons import free_port  # noqa: E402
 
 KEY = "benchmark-key"
 TARGET_RPS = 4_000  # single-transaction requests/s, one worker (issue 18)
@@ -179,7 +179,7 @@ def main() -> None:
     import pyarrow.csv as pacsv
     from mlflow import xgboost as mlflow_xgboost
 
-    from lib import contract, features
+    from lib import arrow_batch, features
     from lib.serving import scoring
 
     info, booster = scoring.load_bundle(args.bundle)
@@ -189,7 +189,9 @@ def main() -> None:
     feature_row = dict(zip(info.features, matrix[0].tolist(), strict=True))
     rows = pacsv.read_csv(ROOT / "data" / "reference" / "paysim_real_sample.csv").slice(0, 10_000).to_pylist()
     batch = json.dumps({"transactions": [{k: r[k] for k in features.INPUT_COLUMNS} for r in rows]})
-    arrow_batch = contract.arrow_stream(pa.Table.from_pylist([{k: r[k] for k in features.INPUT_COLUMNS} for r in rows]))
+    arrow_body = arrow_batch.arrow_stream(
+        pa.Table.from_pylist([{k: r[k] for k in features.INPUT_COLUMNS} for r in rows])
+    )
 
     work = Path(tempfile.mkdtemp(prefix="serve-bench-"))
     bundle = scoring.export_bundle(work / "bundle", booster, info)  # with model.so, as 05 exports it today
@@ -233,7 +235,7 @@ def main() -> None:
         bursts = wrk(cases["ours"][0], cases["ours"][1], args.seconds, 12, delay_ms=10)  # ~1,000 req/s, in phase
         batch_url = f"http://127.0.0.1:{ports['ours']}/v1/predict/batch"
         batched = wrk(batch_url, batch, args.seconds, 2)
-        arrowed = wrk(batch_url, arrow_batch, args.seconds, 2, content_type="application/vnd.apache.arrow.stream")
+        arrowed = wrk(batch_url, arrow_body, args.seconds, 2, content_type="application/vnd.apache.arrow.stream")
         for name in ("mlflow", "baseline"):  # their cores are needed now
             stop(servers.pop(name))
         servers["workers"] = start(
@@ -253,7 +255,7 @@ def main() -> None:
         medians = {key: sorted(runs, key=lambda r: r["rps"])[1] for key, runs in scaling.items()}
         batched_two = medians["JSON batch", 2]
         arrowed_two = wrk(
-            two_batch_url, arrow_batch, args.seconds, 4, content_type="application/vnd.apache.arrow.stream"
+            two_batch_url, arrow_body, args.seconds, 4, content_type="application/vnd.apache.arrow.stream"
         )
     finally:
         for proc in servers.values():

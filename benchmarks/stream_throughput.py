@@ -49,7 +49,7 @@ from lib.data.simulate import simulate_table  # noqa: E402
 from lib.monitoring.stream_report import results_frame, summarize  # noqa: E402
 from lib.serving import bundles, scoring  # noqa: E402
 from lib.stream import kafka as stream  # noqa: E402
-from lib.stream import scorer as stream_scorer  # noqa: E402
+from lib.stream import process as scorer_process  # noqa: E402
 
 TARGET_PER_S, TARGET_P99_MS = 100_000, 50  # issue 18
 BATCH_TIMEOUT_MS = 5  # the scorer's wait for a batch to fill (its default, 20, adds ~15 ms at 2,000/s)
@@ -70,18 +70,18 @@ def messages(rows: int, seed: int) -> list[tuple[bytes, bytes]]:
 def run_ours(bootstrap: str, bundle: str, batch: list, rate: float, batch_size: int, name: str) -> dict:
     topics = stream.Topics(f"bench-{name}-{time.time_ns()}.")
     stream.ensure_topics(bootstrap, topics, partitions=4)
-    proc = stream_scorer.start_scorer_process(bootstrap, topics, bundle, *scorer_args(batch_size))
+    proc = scorer_process.start_scorer_process(bootstrap, topics, bundle, *scorer_args(batch_size))
     try:
         time.sleep(4)  # joined its group and was assigned the partitions
         replayed = stream.replay(bootstrap, topics.transactions, batch, rate)
         wait_committed(bootstrap, topics.transactions, timeout=600)
     finally:
-        stream_scorer.stop_scorer_process(proc)
+        scorer_process.stop_scorer_process(proc)
     results = results_frame(stream.read_topic(bootstrap, topics.scores, expect=len(batch), timeout=600))
     summary = summarize(results)
-    if summary["transactions"] != len(batch):
-        raise SystemExit(f"{name}: {summary['transactions']} of {len(batch)} transactions scored")
-    return {"offered_per_s": replayed.rate, **summary}
+    if summary.transactions != len(batch):
+        raise SystemExit(f"{name}: {summary.transactions} of {len(batch)} transactions scored")
+    return {"offered_per_s": replayed.rate, **dataclasses.asdict(summary)}
 
 
 def run_drain(bootstrap: str, bundle: str, batch: list, batch_size: int) -> dict:
@@ -90,7 +90,7 @@ def run_drain(bootstrap: str, bundle: str, batch: list, batch_size: int) -> dict
     stream.ensure_topics(bootstrap, topics, partitions=4)
     stream.replay(bootstrap, topics.transactions, batch)
     brokers = [p for p in psutil.process_iter(["cmdline"]) if "kafka.Kafka" in " ".join(p.info["cmdline"] or [])]
-    proc = stream_scorer.start_scorer_process(bootstrap, topics, bundle, *scorer_args(batch_size))
+    proc = scorer_process.start_scorer_process(bootstrap, topics, bundle, *scorer_args(batch_size))
     scorer = psutil.Process(proc.pid)
     before, began = (cpu_seconds(brokers), cpu_seconds([scorer])), time.monotonic()
     try:
@@ -98,7 +98,7 @@ def run_drain(bootstrap: str, bundle: str, batch: list, batch_size: int) -> dict
         seconds = time.monotonic() - began
         cores = [(cpu_seconds(group) - b) / seconds for group, b in zip((brokers, [scorer]), before, strict=True)]
     finally:
-        stream_scorer.stop_scorer_process(proc)
+        scorer_process.stop_scorer_process(proc)
     results = results_frame(stream.read_topic(bootstrap, topics.scores, expect=len(batch), timeout=600))
     if results.transaction_id.nunique() != len(batch):
         raise SystemExit(f"drain: {results.transaction_id.nunique()} of {len(batch)} transactions scored")

@@ -3,7 +3,7 @@
 Data: the simulator's full 6,362,620 rows (seed 42) through the Spark feature job (time split:
 train steps 1-300, validation 301-350, test 351-743), cached under ~/.cache/fraud-mlops/benchmarks.
 
-* ours: ``lib.train.fit_xgboost`` on the train window (full feature set, ``hist``, sqrt class
+* ours: ``lib.model.train.fit_xgboost`` on the train window (full feature set, ``hist``, sqrt class
   weight, early stopping on validation AUPRC) - exactly what 04_train runs;
 * original recipe: ``XGBClassifier(n_estimators=100, learning_rate=0.001)`` on log-scaled
   amount/balances + one-hot type + step, trained on a random 80 % of the pre-test rows (train +
@@ -67,8 +67,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=FULL_ROWS)
     args = parser.parse_args()
-    from sklearn.metrics import average_precision_score, roc_auc_score
+    from sklearn.metrics import roc_auc_score
     from xgboost import XGBClassifier
+
+    from lib.quality import average_precision
 
     processed = processed_data(args.rows)
     windows = {split: train.load_matrix(processed, split, "full") for split in ("train", "validation", "test")}
@@ -92,9 +94,9 @@ def main() -> None:
     baseline_p = baseline.predict_proba(original_matrix(test))[:, 1]
 
     results = {
-        "ours": {"test_auprc": average_precision_score(test.y, ours_p), "test_roc_auc": roc_auc_score(test.y, ours_p),
+        "ours": {"test_auprc": average_precision(test.y, ours_p), "test_roc_auc": roc_auc_score(test.y, ours_p),
                  "train_s": ours_s, "trees": ours.best_iteration + 1, "train_rows": len(windows["train"].y)},
-        "original": {"test_auprc": average_precision_score(test.y, baseline_p),
+        "original": {"test_auprc": average_precision(test.y, baseline_p),
                      "test_roc_auc": roc_auc_score(test.y, baseline_p), "train_s": baseline_s, "trees": 100,
                      "train_rows": int(in_train.sum())},
     }  # fmt: skip

@@ -1,11 +1,12 @@
 """AWS Lambda (Chalice) app: the routes and JSON contract of the FastAPI twin, over the same scoring core.
 
-Handlers are thin: ``lib.contract`` validates, ``lib.scoring`` scores. ``lib`` reaches the
-deployment package through ``vendor/lib``, a symlink to the project's own package (Chalice copies
-``vendor/`` into the package root and follows links), so there is no second copy to maintain. The
-serving bundle is the folder ``FRAUD_SERVING_MODEL`` names, relative to this file; the stages in
-``.chalice/config.json`` name ``bundle`` (copy ``data/bundle`` to ``vendor/bundle`` before
-``chalice package``/``deploy``; Chalice puts it at the package root).
+Handlers are thin: ``lib.contract`` validates, ``lib.serving.scoring`` scores. ``lib`` reaches the
+deployment package through ``vendor/lib``, which ``python -m lib.local.shipping lambda vendor/lib``
+fills with exactly the modules this app imports (Chalice copies ``vendor/`` into the package root;
+``lambda-package`` does it for you). The model is what ``FRAUD_SERVING_MODEL`` names
+(``lib.serving.source``), folders relative to this file; the stages in ``.chalice/config.json`` name
+``bundle`` (copy ``data/bundle`` to ``vendor/bundle`` before ``chalice package``/``deploy``; Chalice puts
+it at the package root).
 """
 
 import json
@@ -13,13 +14,15 @@ import logging
 import time
 from pathlib import Path
 
-from chalice import AuthResponse, Chalice, Response
+from chalice import AuthResponse, AuthRoute, Chalice, Response
+from chalice.app import Request
 
 from lib import contract
 from lib.config import Settings, comma_list
 from lib.errors import PipelineError
-from lib.serving import scoring
 from lib.serving.auth import key_matches
+from lib.serving.scoring import BundleError, Model
+from lib.serving.source import resolve_model
 
 app = Chalice(app_name="paysim-fraud-scoring")
 app.log.setLevel(logging.INFO)
@@ -34,11 +37,11 @@ def get_settings() -> Settings:
     return _cache["settings"]
 
 
-def get_scorer() -> scoring.Scorer:
+def get_scorer() -> Model:
     """Loaded on first use and kept for warm invocations: ``FRAUD_SERVING_MODEL``, relative to this app."""
-    if "scorer" not in _cache:
-        _cache["scorer"] = scoring.Scorer.from_folder(scoring.bundle_path(get_settings().serving_model, HERE))
-    return _cache["scorer"]
+    if "source" not in _cache:
+        _cache["source"] = resolve_model(get_settings().serving_model, get_settings(), base=HERE, shadow=False)
+    return _cache["source"].current.champion
 
 
 def get_api_keys() -> list[str]:
@@ -71,7 +74,7 @@ def api_key_authorizer(auth_request):
     scoring Lambda runs. A missing header never reaches it (API Gateway answers 401); a wrong key
     raises ``Unauthorized``, which API Gateway also turns into 401 without any detail."""
     if key_matches(auth_request.token or "", get_api_keys()):
-        return AuthResponse(routes=PROTECTED_ROUTES, principal_id="api-key")
+        return AuthResponse(routes=list[str | AuthRoute](PROTECTED_ROUTES), principal_id="api-key")
     raise Exception("Unauthorized")  # the exact message API Gateway maps to 401
 
 
@@ -82,7 +85,9 @@ PROTECTED = {"authorizer": api_key_authorizer} if get_settings().lambda_authoriz
 
 
 def _json(body: object, status: int = 200) -> Response:
-    return Response(json.dumps(body), status_code=status, headers={"Content-Type": "application/json"})
+    return Response(
+        contract.encode_json(body).decode(), status_code=status, headers={"Content-Type": "application/json"}
+    )
 
 
 def _log(route: str, status: int, began: float, **fields) -> None:
@@ -97,10 +102,23 @@ def _log(route: str, status: int, began: float, **fields) -> None:
     app.log.info(json.dumps({**entry, "request_id": request_id, **fields}))
 
 
+def _request() -> Request:
+    """The request being handled (Chalice sets it before a route runs)."""
+    request = app.current_request
+    if request is None:
+        raise RuntimeError("no current request: a route's handler runs only inside a request")
+    return request
+
+
+def _body() -> bytes:
+    raw = _request().raw_body or b""
+    return raw.encode() if isinstance(raw, str) else raw
+
+
 def _guarded(route: str, handler) -> Response:
     """API key check, contract errors as 4xx, and the request log line, around one handler."""
     began = time.perf_counter()
-    if not key_matches((app.current_request.headers or {}).get("x-api-key", ""), get_api_keys()):
+    if not key_matches(_request().headers.get("x-api-key") or "", get_api_keys()):
         _log(route, 401, began)
         return _json({"detail": "missing or invalid API key"}, 401)
     try:
@@ -112,16 +130,16 @@ def _guarded(route: str, handler) -> Response:
     return _json(body)
 
 
-def _logged(results: list[dict]) -> dict:
+def _logged(results: list) -> dict:
     """What the request's log line says about its results."""
-    frauds = sum(r["is_fraud"] for r in results)
-    return {"transactions": len(results), "frauds": frauds, "model_version": results[0]["model_version"]}
+    frauds = sum(r.is_fraud for r in results)
+    return {"transactions": len(results), "frauds": frauds, "model_version": results[0].model_version}
 
 
 @app.route("/v1/predict", methods=["POST"], content_types=["application/json"], **PROTECTED)
 def predict() -> Response:
     def handle():
-        results = get_scorer().score_records([contract.parse_transaction(app.current_request.raw_body or b"")])
+        results = get_scorer().score_records([contract.parse_transaction(_body())])
         return results[0], _logged(results)
 
     return _guarded("/v1/predict", handle)
@@ -130,9 +148,8 @@ def predict() -> Response:
 @app.route("/v1/predict/batch", methods=["POST"], content_types=["application/json"], **PROTECTED)
 def predict_batch() -> Response:
     def handle():
-        columns, ids = contract.parse_batch(app.current_request.raw_body or b"")
-        scorer = get_scorer()
-        results = scorer.results(ids, scorer.score_columns(columns)[0])
+        columns, ids = contract.parse_batch(_body())
+        results = get_scorer().score_batch(columns, ids)
         return {"predictions": results}, _logged(results)
 
     return _guarded("/v1/predict/batch", handle)
@@ -140,7 +157,7 @@ def predict_batch() -> Response:
 
 @app.route("/v1/model", methods=["GET"], **PROTECTED)
 def model() -> Response:
-    return _guarded("/v1/model", lambda: (get_scorer().info.__dict__, {}))
+    return _guarded("/v1/model", lambda: (get_scorer().info, {}))
 
 
 @app.route("/healthz", methods=["GET"])
@@ -152,6 +169,6 @@ def healthz() -> dict:
 def readyz() -> Response:
     try:
         info = get_scorer().info
-    except scoring.BundleError as exc:
+    except BundleError as exc:
         return _json({"status": "failed", "reason": str(exc)}, 503)
     return _json({"status": "ready", "model_version": info.model_version})

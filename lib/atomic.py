@@ -19,7 +19,7 @@ def _temporary(target: Path, kind: str = "tmp") -> Path:
 
 
 def pid_running(pid: int) -> bool:
-    """Whether a process ``pid`` exists (the writer of a temporary file, a daemon of ``lib.daemons``)."""
+    """Whether a process ``pid`` exists (the writer of a temporary file, a daemon of ``lib.local.daemons``)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -17,8 +17,9 @@ REGISTRY_ALIASES = (CHAMPION, CHALLENGER)
 
 
 # Known noise kept out of the reports and logs: TensorFlow's C++ and oneDNN lines, gRPC, tqdm's
-# "IProgress not found" warning and bars, MLflow's artifact download bar. Set for the notebooks'
-# kernels (by the runner) and for `python -m lib serve`; real warnings and errors still show.
+# "IProgress not found" warning and bars, MLflow's artifact download bar and its INFO lines ("Creating
+# initial MLflow database tables"). Set for the runner's own process and the notebooks' kernels, and for
+# `python -m lib serve`; real warnings and errors still show.
 QUIET_ENVIRONMENT = {
     "TF_CPP_MIN_LOG_LEVEL": "3",
     "TF_ENABLE_ONEDNN_OPTS": "0",
@@ -26,6 +27,7 @@ QUIET_ENVIRONMENT = {
     "TQDM_DISABLE": "1",
     "PYTHONWARNINGS": "ignore:IProgress not found",
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    "MLFLOW_LOGGING_LEVEL": "WARNING",
 }
 
 
@@ -66,8 +68,9 @@ class Settings(BaseSettings):
     mlflow_parent_run_id: str = ""
     notebook: str = ""  # the notebook a kernel runs (relative to the project), set by the runner
     registered_model: str = "paysim-fraud-detector"
-    # serving (FastAPI twin, Chalice app, stream scorer)
-    serving_model: str = "champion"  # a registry alias of registered_model, or a bundle folder
+    # serving (FastAPI twin, Chalice app, stream scorer): lib.serving.source says what a model setting may name
+    serving_model: str = "champion"  # a registry alias, a bundle store or folder, or an API's URL
+    bundle_store: Path = PROJECT_ROOT / "data" / "bundles"  # where 05_evaluate publishes bundles and aliases
     serving_workers: int = Field(default=1, ge=1)  # `serve`: uvicorn worker processes (one per core)
     serving_reload_interval: float = Field(default=5.0, gt=0)  # `serve`: seconds between checks of a store's aliases
     api_keys: str = ""  # comma-separated; never committed (environment, .env, a Kubernetes Secret)

@@ -4,14 +4,15 @@ The FastAPI twin, the Chalice app and the stream scorer validate with these mode
 with these shapes, so a client can switch between them without changing a field.
 """
 
-import functools
-import operator
 import types
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import (
     Annotated,
     Any,
     Literal,
     NotRequired,  # pydantic needs these on Python 3.11
+    Protocol,
     Union,  # what get_origin gives for Optional[...]
     get_args,
     get_origin,
@@ -26,7 +27,7 @@ from typing_extensions import TypedDict
 
 from lib import features
 from lib.errors import PipelineError
-from lib.schema import AMOUNT_MAX, LABEL_COLUMNS, MAX_STEP, NAME_MAX, RAW_COLUMNS, TRANSACTION_TYPES
+from lib.schema import AMOUNT_MAX, MAX_STEP, NAME_MAX, TransactionType
 
 MAX_BATCH = 10_000  # transactions per batch request
 MAX_BODY_BYTES = 8 * 1024 * 1024  # a full batch of verbose transactions is ~3 MB
@@ -55,7 +56,7 @@ class Transaction(TypedDict):
 
     transaction_id: NotRequired[Annotated[str | None, Field(max_length=ID_MAX)]]
     step: Annotated[int, Field(ge=1, le=MAX_STEP, description="hour of the simulated month, 1-744")]
-    type: Literal["CASH_IN", "CASH_OUT", "DEBIT", "PAYMENT", "TRANSFER"]
+    type: TransactionType
     amount: Amount
     nameOrig: AccountName
     oldbalanceOrg: Amount
@@ -91,14 +92,57 @@ class BatchPrediction(BaseModel):
     predictions: list[Prediction]
 
 
-# ``Prediction`` as a msgspec struct, for the JSON batch answer: the bytes orjson gives for the dicts, in
-# half the time (10,000 answers built and encoded in 2 ms instead of 4 here)
-PredictionRecord = msgspec.defstruct(
-    "PredictionRecord", [(name, f.annotation) for name, f in Prediction.model_fields.items()], gc=False
+class Answerable(Protocol):
+    """What an answer names of its model (a bundle's ``BundleInfo``)."""
+
+    @property
+    def threshold(self) -> float: ...
+
+    @property
+    def model_name(self) -> str: ...
+
+    @property
+    def model_version(self) -> str: ...
+
+
+# ``Prediction`` as a msgspec struct (made at import, so typed Any here): what every scoring path answers with, built by ``predictions`` alone, and
+# encoded by msgspec (half the time of dicts with orjson: docs/benchmarks.md). The stream
+# stamps ``produced_at_ms`` (its input's produce time) on what it writes; an answer never carries it.
+PredictionRecord: Any = msgspec.defstruct(
+    "PredictionRecord",
+    [*((name, f.annotation) for name, f in Prediction.model_fields.items()), ("produced_at_ms", int | None, None)],
+    omit_defaults=True,
+    gc=False,
 )
 # Messages and answers are encoded by msgspec: orjson's outputs, when many are kept (a batch's messages in a
-# list), cost 2.8 us each on this VM (0.2 us when each is freed at once); msgspec's 0.4 us, the same bytes.
+# list), cost several times msgspec's each (docs/benchmarks.md), for the same bytes.
 encode_json = msgspec.json.Encoder().encode
+
+
+def prediction_columns(model: Answerable, ids: Sequence[Any], probability: Any, decision: Any) -> dict[str, list[Any]]:
+    """The answers for ``ids`` as columns, keyed by ``Prediction``'s field names: what every answer is built from."""
+    n = len(ids)
+    return {
+        "transaction_id": _as_list(ids), "fraud_probability": _as_list(probability), "is_fraud": _as_list(decision),
+        "threshold": [model.threshold] * n, "model_name": [model.model_name] * n,
+        "model_version": [model.model_version] * n,
+    }  # fmt: skip
+
+
+def _as_list(values: Any) -> list[Any]:
+    """Plain Python values (a NumPy array's ``tolist``): what msgspec encodes as JSON numbers and booleans."""
+    return list(values.tolist() if hasattr(values, "tolist") else values)
+
+
+def predictions(model: Answerable, ids: Sequence[Any], probability: Any, decision: Any) -> list[Any]:
+    """One ``PredictionRecord`` per transaction of ``model``'s answers (``prediction_columns``)."""
+    return prediction_records(prediction_columns(model, ids, probability, decision))
+
+
+def prediction_records(columns: dict[str, list[Any]]) -> list[Any]:
+    """One ``PredictionRecord`` per row of ``columns`` (``Prediction``'s fields, by name): the one answer builder."""
+    fields = [columns[name] for name in Prediction.model_fields]
+    return [PredictionRecord(*row) for row in zip(*fields, strict=True)]
 
 
 class RequestError(PipelineError):
@@ -114,12 +158,12 @@ _TRANSACTION = TypeAdapter(Transaction)
 _TRANSACTIONS = TypeAdapter(list[Transaction])
 
 
-def field_errors(errors: list[dict], prefix: tuple = ()) -> list[dict]:
+def field_errors(errors: Sequence[Any], prefix: tuple[str, ...] = ()) -> list[dict[str, str]]:
     """pydantic's errors as {field, reason}: the field path (e.g. ``transactions.3.amount``) and what is wrong."""
     return [{"field": ".".join(str(p) for p in (*prefix, *e["loc"])) or "body", "reason": e["msg"]} for e in errors]
 
 
-def _errors(exc: ValidationError, prefix: tuple = ()) -> list[dict]:
+def _errors(exc: ValidationError, prefix: tuple[str, ...] = ()) -> list[dict[str, str]]:
     return field_errors(exc.errors(include_url=False), prefix)
 
 
@@ -132,15 +176,15 @@ def _load(body: bytes) -> Any:
         raise RequestError(400, [{"field": "body", "reason": f"not valid JSON: {exc}"}]) from None
 
 
-def parse_transaction(body: bytes) -> dict:
+def parse_transaction(body: bytes) -> dict[str, Any]:
     """Validate one transaction from a request body; returns it as a plain dict."""
     try:
-        return _TRANSACTION.validate_python(_load(body))
+        return dict(_TRANSACTION.validate_python(_load(body)))
     except ValidationError as exc:
         raise RequestError(422, _errors(exc)) from None
 
 
-def parse_message(value: bytes | None) -> "TransactionRecord":
+def parse_message(value: bytes | None) -> Any:
     """Validate one transaction as a stream message carries it (JSON bytes, or None for a tombstone); returns
     it as a ``TransactionRecord`` (its fields as attributes, ``None`` for an optional one not given), the
     element type of a batch, so a micro-batch's columns are ``features.columns_from_records(..., attributes=True)``.
@@ -164,7 +208,7 @@ def parse_message(value: bytes | None) -> "TransactionRecord":
         raise RequestError(400 if not_json else 422, _errors(exc)) from None
 
 
-def _records_of_batch(body: bytes) -> list[dict]:
+def _records_of_batch(body: bytes) -> list[dict[str, Any]]:
     """A batch request body ({"transactions": [...]}) validated by pydantic, as plain dicts: 413 beyond
     ``MAX_BATCH`` transactions, the contract's 400/422 otherwise."""
     data = _load(body)
@@ -179,52 +223,87 @@ def _records_of_batch(body: bytes) -> list[dict]:
     if len(transactions) > MAX_BATCH:
         raise RequestError(413, f"{len(transactions):,} transactions in one batch; the limit is {MAX_BATCH:,}")
     try:
-        return _TRANSACTIONS.validate_python(transactions)
+        return [dict(t) for t in _TRANSACTIONS.validate_python(transactions)]
     except ValidationError as exc:
         raise RequestError(422, _errors(exc, ("transactions",))) from None
+
+
+@dataclass(frozen=True)
+class FieldRule:
+    """One field of ``Transaction`` as every decoder checks it, derived from its pydantic annotation: pydantic
+    validates the annotation itself, the strict msgspec decoders and the Arrow route these rules."""
+
+    name: str
+    kind: type  # int, float or str
+    required: bool
+    nullable: bool
+    bounds: dict[str, Any]  # msgspec.Meta's keywords: ge, le, min_length, max_length
+    choices: tuple[Any, ...] = ()  # a Literal's values
+
+    def strict_type(self) -> Any:
+        """The field for msgspec: the same type, bounds and choices; ``None`` too where it is nullable."""
+        base: Any = Literal[self.choices] if self.choices else self.kind
+        if self.bounds:
+            base = Annotated[base, msgspec.Meta(**self.bounds)]
+        return base | None if self.nullable else base
 
 
 _BOUNDS = {annotated_types.Ge: "ge", annotated_types.Le: "le", annotated_types.MinLen: "min_length",
            annotated_types.MaxLen: "max_length"}  # fmt: skip
 
 
-def _strict_type(kind: Any, base: Any = None) -> Any:
-    """A field's pydantic annotation for msgspec: the same type (or ``base``) with the same bounds."""
-    if get_origin(kind) is not Annotated:
-        return kind  # Literal[...] (or None): msgspec reads it as pydantic does
-    given, *infos = get_args(kind)
-    base, bounds = base or given, {}
+def _bounds(name: str, infos: Sequence[Any]) -> dict[str, Any]:
+    """The bounds of pydantic ``Field(...)``s as msgspec.Meta's keywords."""
+    bounds = {}
     for bound in (b for info in infos for b in info.metadata):
-        if type(bound) not in _BOUNDS:  # a rule msgspec would not check: refuse to build a looser decoder
-            raise TypeError(f"no msgspec equivalent of {bound!r}; add it to contract._BOUNDS")
+        if type(bound) not in _BOUNDS:  # a rule the strict decoders would not check: refuse to derive looser ones
+            raise TypeError(f"{name}: no strict equivalent of {bound!r}; add it to contract._BOUNDS")
         bounds[_BOUNDS[type(bound)]] = getattr(bound, _BOUNDS[type(bound)])
-    meta = msgspec.Meta(**bounds)
-    if get_origin(base) in (Union, types.UnionType):  # str | None: the bounds apply to the str
-        return functools.reduce(operator.or_, (a if a is type(None) else Annotated[a, meta] for a in get_args(base)))
-    return Annotated[base, meta]
+    return bounds
 
 
-def _strict_transaction() -> type:
-    """A msgspec struct of ``Transaction`` derived from the pydantic types but strict: the JSON types exactly
-    (a float for ``step``, ``true`` for a label: refused), the bounds, no unknown field; an optional field
-    that is not given reads ``None``. What it accepts, pydantic accepts with the same values
-    (``tests/api/test_input_contract.py`` checks it)."""
-    fields, optional = [], []
-    for name, kind in get_type_hints(Transaction, include_extras=True).items():
-        if get_origin(kind) is NotRequired:
-            optional.append((name, _strict_type(get_args(kind)[0]), None))
-        else:
-            fields.append((name, _strict_type(kind)))
+def _rule(name: str, annotation: Any) -> FieldRule:
+    required = get_origin(annotation) is not NotRequired
+    kind: Any = annotation if required else get_args(annotation)[0]
+    bounds: dict[str, Any] = {}
+    choices: tuple[Any, ...] = ()
+    nullable = False
+    if get_origin(kind) is Annotated:
+        kind, *infos = get_args(kind)
+        bounds = _bounds(name, infos)
+    if get_origin(kind) in (Union, types.UnionType):  # X | None
+        options = [a for a in get_args(kind) if a is not type(None)]
+        nullable, kind = len(options) < len(get_args(kind)), options[0]
+    if get_origin(kind) is Literal:
+        choices = get_args(kind)
+        kind = type(choices[0])
+    return FieldRule(name, kind, required, nullable, bounds, choices)
+
+
+RULES: tuple[FieldRule, ...] = tuple(
+    _rule(name, kind) for name, kind in get_type_hints(Transaction, include_extras=True).items()
+)
+TEXT_FIELDS: tuple[str, ...] = tuple(r.name for r in RULES if r.kind is str)
+
+
+def _strict_transaction() -> Any:
+    """A msgspec struct of ``Transaction``, strict: the JSON types exactly (a float for ``step``, ``true`` for a
+    label: refused), the bounds, no unknown field; an optional field that is not given reads ``None``. What
+    it accepts, pydantic accepts with the same values (``tests/serving/test_input_contract.py`` checks it)."""
+    fields: list[tuple[str, Any] | tuple[str, Any, Any]] = [(r.name, r.strict_type()) for r in RULES if r.required]
+    fields += [(r.name, r.strict_type(), None) for r in RULES if not r.required]
     # gc=False: the structs hold strings and numbers only (no cycles), so the collector need not track them
-    return msgspec.defstruct("TransactionRecord", fields + optional, forbid_unknown_fields=True, gc=False)
+    return msgspec.defstruct("TransactionRecord", fields, forbid_unknown_fields=True, gc=False)
 
 
-TransactionRecord = _strict_transaction()  # one validated transaction, read by attribute (batches, stream messages)
+# one validated transaction, read by attribute (batches, stream messages); made at import, so typed Any here
+TransactionRecord: Any = _strict_transaction()
 
 
-def _strict_decoders() -> tuple[msgspec.json.Decoder, msgspec.json.Decoder]:
+def _strict_decoders() -> tuple[msgspec.json.Decoder[Any], msgspec.json.Decoder[Any]]:
     """The strict decoders of a ``BatchRequest`` and of one ``Transaction``, both into ``TransactionRecord``."""
-    batch = _strict_type(get_type_hints(BatchRequest, include_extras=True)["transactions"], list[TransactionRecord])
+    _, *infos = get_args(get_type_hints(BatchRequest, include_extras=True)["transactions"])
+    batch = Annotated[list[TransactionRecord], msgspec.Meta(**_bounds("transactions", infos))]
     batch_request = msgspec.defstruct("BatchRequest", [("transactions", batch)], forbid_unknown_fields=True)
     return msgspec.json.Decoder(batch_request), msgspec.json.Decoder(TransactionRecord)
 
@@ -232,7 +311,7 @@ def _strict_decoders() -> tuple[msgspec.json.Decoder, msgspec.json.Decoder]:
 _STRICT_BATCH, _STRICT_TRANSACTION = _strict_decoders()
 
 
-def parse_batch(body: bytes) -> tuple[dict[str, Any], list]:
+def parse_batch(body: bytes) -> tuple[dict[str, Any], list[Any]]:
     """Validate a batch request body ({"transactions": [...]}) by ``BatchRequest``; returns (column arrays for
     ``Scorer.score_columns``, transaction ids), as ``parse_arrow_batch`` does. 413 beyond ``MAX_BATCH``.
 
@@ -248,97 +327,3 @@ def parse_batch(body: bytes) -> tuple[dict[str, Any], list]:
         records = _records_of_batch(body)
         return features.columns_from_records(records), [r.get("transaction_id") for r in records]
     return features.columns_from_records(transactions, attributes=True), [t.transaction_id for t in transactions]
-
-
-ARROW_STREAM = "application/vnd.apache.arrow.stream"
-_REQUIRED = tuple(c for c in RAW_COLUMNS if c not in LABEL_COLUMNS)  # the 9 inputs
-_OPTIONAL = ("transaction_id", *LABEL_COLUMNS)
-
-
-def arrow_stream(table) -> bytes:
-    """A ``pyarrow.Table`` as the bytes of an Arrow IPC stream (what the batch route takes and answers)."""
-    import pyarrow as pa
-
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return sink.getvalue().to_pybytes()
-
-
-def parse_arrow_batch(body: bytes) -> tuple[dict[str, Any], list]:
-    """Validate a batch as an Arrow IPC stream (a table with the transaction's fields as columns) by the
-    same rules as ``Transaction``; returns (column arrays for ``Scorer.score_columns``, transaction ids).
-
-    Errors name the column, and the first row that breaks each rule, as ``transactions.<row>.<column>``.
-    """
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    if len(body) > MAX_BODY_BYTES:
-        raise RequestError(413, f"request body of {len(body):,} bytes exceeds the limit of {MAX_BODY_BYTES:,}")
-    try:
-        table = pa.ipc.open_stream(body).read_all()
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise RequestError(400, [{"field": "body", "reason": f"not a valid Arrow IPC stream: {exc}"}]) from None
-    names = table.column_names
-    problems = [{"field": c, "reason": "Field required"} for c in _REQUIRED if c not in names]
-    problems += [
-        {"field": c, "reason": "Extra inputs are not permitted"} for c in names if c not in (*_REQUIRED, *_OPTIONAL)
-    ]
-    problems += [{"field": c, "reason": "repeated column"} for c in sorted({c for c in names if names.count(c) > 1})]
-    if problems:
-        raise RequestError(422, problems)
-    if table.num_rows == 0:
-        raise RequestError(422, [{"field": "transactions", "reason": "needs at least 1 transaction"}])
-    if table.num_rows > MAX_BATCH:
-        raise RequestError(413, f"{table.num_rows:,} transactions in one batch; the limit is {MAX_BATCH:,}")
-
-    def first_bad(column: str, bad, reason: str) -> None:
-        """Record the first row where the boolean array ``bad`` is true (a null there: not bad)."""
-        bad = pc.fill_null(bad, False)
-        if pc.any(bad).as_py():
-            problems.append({"field": f"transactions.{pc.index(bad, True).as_py()}.{column}", "reason": reason})
-
-    def within(values, low: float, high: float):  # NaN fails both comparisons
-        return pc.and_(pc.greater_equal(values, low), pc.less_equal(values, high))
-
-    columns: dict[str, Any] = {}
-    for name in _REQUIRED + tuple(c for c in _OPTIONAL if c in names):
-        column, text = table.column(name), name in ("type", "nameOrig", "nameDest", "transaction_id")
-        kind = column.type
-        if name in _REQUIRED and column.null_count:
-            first_bad(name, pc.is_null(column), "Field required (null)")
-        elif text and not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
-            problems.append({"field": name, "reason": f"Input should be a valid string (the column is {kind})"})
-        elif not text and not (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
-            problems.append({"field": name, "reason": f"Input should be a valid number (the column is {kind})"})
-        elif name == "type":
-            first_bad(name, pc.invert(pc.is_in(column, pa.array(TRANSACTION_TYPES))),
-                      f"Input should be {', '.join(repr(t) for t in TRANSACTION_TYPES)}")  # fmt: skip
-            columns[name] = column.to_numpy(zero_copy_only=False)
-        elif name == "transaction_id":
-            first_bad(
-                name, pc.greater(pc.utf8_length(column), ID_MAX), f"String should have at most {ID_MAX} characters"
-            )
-        elif text:
-            first_bad(name, pc.invert(within(pc.utf8_length(column), 1, NAME_MAX)),
-                      f"String should have 1..{NAME_MAX} characters")  # fmt: skip
-            columns[name] = column.to_numpy(zero_copy_only=False)
-        elif name in LABEL_COLUMNS:  # 0, 1 or null; scoring ignores them
-            outside = pc.and_(pc.is_valid(column), pc.invert(pc.is_in(column, pa.array([0, 1], kind))))
-            first_bad(name, outside, "Input should be 0 or 1")
-        else:
-            values = pc.cast(column, pa.float64())
-            if name == "step":
-                whole = pc.and_(pc.equal(values, pc.floor(values)), within(values, 1, MAX_STEP))
-                first_bad(name, pc.invert(whole), f"Input should be a whole number within 1..{MAX_STEP}")
-            else:
-                first_bad(name, pc.invert(within(values, 0, AMOUNT_MAX)),
-                          f"Input should be a finite number within 0..{AMOUNT_MAX:g}")  # fmt: skip
-            columns[name] = values.to_numpy()
-    if problems:
-        raise RequestError(422, problems)
-    columns["step"] = columns["step"].astype(np.int64)
-    ids = table.column("transaction_id").to_pylist() if "transaction_id" in names else [None] * table.num_rows
-    return columns, ids

@@ -2,7 +2,7 @@
 
 Each formula is a function of a backend ``x`` that offers the raw columns and a handful of
 operations (``log1p``, ``flag``, ``where``, ...). ``NumpyBackend`` evaluates it on arrays for one
-transaction or a micro-batch; ``lib.preprocess`` hands in a Spark backend and gets a Column
+transaction or a micro-batch; ``lib.data.preprocess`` hands in a Spark backend and gets a Column
 expression. Arithmetic and comparisons are the operators both already share, so there is one
 formula and two evaluators, and ``tests/data/test_features.py`` proves they give the same matrix.
 """
@@ -140,7 +140,7 @@ def _formulas(feature_set: str) -> tuple[Callable[[Any], Any], ...]:
     return _FORMULAS[feature_set]
 
 
-def describe() -> list[dict]:
+def describe() -> list[dict[str, Any]]:
     """The spec as plain data (for manifests, bundles and the notebooks)."""
     return [
         {"name": f.name, "dtype": f.dtype, "formula": f.formula, "after_the_fact": f.after_the_fact} for f in FEATURES
@@ -168,11 +168,11 @@ class NumpyBackend:
 
     @staticmethod
     def starts_with(values: np.ndarray, prefix: str) -> np.ndarray:
-        return values.astype(f"U{len(prefix)}") == prefix  # the cast keeps the first len(prefix) characters
+        return np.asarray(values.astype(f"U{len(prefix)}") == prefix)  # the cast keeps the first len(prefix) characters
 
     @staticmethod
     def floor_div(a: np.ndarray, b: int) -> np.ndarray:
-        return np.floor_divide(a, b)
+        return np.asarray(np.floor_divide(a, b))
 
 
 class ScalarBackend:

@@ -1,5 +1,6 @@
-"""Alert precision, recall and AUPRC on NumPy alone: the live window's figures (no scikit-learn on the
-scoring path), the same definitions as the offline evaluation's."""
+"""Alert precision, recall and AUPRC on NumPy alone, the project's one definition of each: training,
+evaluation, the registry gate, drift, ``lib score`` and the stream's live window all use these (and
+the scoring path needs no scikit-learn). Arguments in scikit-learn's order: labels, then scores."""
 
 import numpy as np
 

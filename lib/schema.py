@@ -5,8 +5,10 @@ names without pulling in pyarrow.
 """
 
 from functools import cache
+from typing import Literal, get_args
 
-TRANSACTION_TYPES: tuple[str, ...] = ("CASH_IN", "CASH_OUT", "DEBIT", "PAYMENT", "TRANSFER")
+TransactionType = Literal["CASH_IN", "CASH_OUT", "DEBIT", "PAYMENT", "TRANSFER"]  # the contract's type field
+TRANSACTION_TYPES: tuple[str, ...] = get_args(TransactionType)
 LABEL_COLUMNS: tuple[str, ...] = ("isFraud", "isFlaggedFraud")
 MAX_STEP = 744  # the contract's upper bound: PaySim's documentation counts 744 hourly steps (31 days)
 N_STEPS = 743  # the steps the public data set actually has (1..743): the simulator and the windows use these

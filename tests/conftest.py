@@ -1,5 +1,6 @@
 """Shared fixtures. Tests are grouped by what they check: code/, data/, integration/ (and nbval runs notebooks/)."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -51,6 +52,14 @@ def project_env(project: Path, **extra: str) -> dict[str, str]:
 
 
 SHARED_SAMPLE = PROJECT_ROOT.parent / "shared" / "data" / "paysim_real_sample.csv"
+
+
+def steps(run_dir: Path) -> dict:
+    """A run's recorded outputs (``runs/<id>/outputs.json``), each pipeline step's as its typed record."""
+    from lib.pipeline import records
+
+    recorded = json.loads((run_dir / "outputs.json").read_text())
+    return {name: records.load(name, values) for name, values in recorded.items()}
 
 
 @pytest.fixture(scope="session")
@@ -207,7 +216,7 @@ def model_versions(processed, bundle, tmp_path_factory):
 @pytest.fixture(scope="session")
 def kafka(tmp_path_factory):
     """A real Apache Kafka broker (KRaft, one node) on 127.0.0.1 for the session."""
-    from lib.stream.local import LocalBroker
+    from lib.local.kafka import LocalBroker
 
     with LocalBroker(tmp_path_factory.mktemp("kafka")) as broker:
         yield broker
@@ -217,7 +226,7 @@ def kafka(tmp_path_factory):
 def spark_cluster(tmp_path_factory):
     """A real Spark standalone cluster on 127.0.0.1: a master and 2 workers (1 core, 2 GB each), as
     ``python -m lib spark-local start`` runs it."""
-    from lib.data.spark_local import LocalCluster
+    from lib.local.spark import LocalCluster
 
     with LocalCluster(tmp_path_factory.mktemp("spark-cluster"), workers=2, cores=1, memory="2g") as cluster:
         yield cluster

@@ -22,7 +22,7 @@ from lib.errors import DataValidationError, ParameterError, SourceError
 from lib.hashing import file_sha256
 from lib.schema import RAW_COLUMNS, RAW_SCHEMA
 from lib.data.simulate import DriftScenario, simulate_batches
-from lib.data.validate import ValidationSummary, validate_batches
+from lib.data.validate import Acquired, ValidationSummary, validate_batches
 
 _CSV_BLOCK_BYTES = 64 << 20
 _OTHER_DELIMITERS = {";": "semicolon", "\t": "tab", "|": "pipe"}
@@ -282,7 +282,7 @@ def acquire(
     sample_size: int = 0,
     drift: DriftScenario | None = None,
     spark=None,
-) -> dict:
+) -> Acquired:
     """Load ``source``, optionally sample it, validate every row, and write ``out`` atomically.
 
     With a ``spark`` session (``engine(...) == "spark"``) the simulator runs on it, writing a Parquet folder.
@@ -298,15 +298,15 @@ def acquire(
         batches = sample_rows(batches, sample_size, seed)
     summary = ValidationSummary()
     path = write_batches(validate_batches(batches, str(source), summary), Path(out))
-    return {
-        "raw_path": str(path),
-        "rows": summary.rows,
-        "frauds": summary.frauds,
-        "fraud_rate": summary.frauds / summary.rows,
-        "type_counts": dict(sorted(summary.type_counts.items())),
-        "raw_sha256": file_sha256(path),
-        "engine": "numpy (one process)",
-    }
+    return Acquired(
+        raw_path=str(path),
+        rows=summary.rows,
+        frauds=summary.frauds,
+        fraud_rate=summary.frauds / summary.rows,
+        type_counts=dict(sorted(summary.type_counts.items())),
+        raw_sha256=file_sha256(path),
+        engine="numpy (one process)",
+    )
 
 
 def validate_file(path: str) -> ValidationSummary:

@@ -1,5 +1,6 @@
 """How closely a transaction file matches real PaySim: type mix, amounts, fraud and balance signatures."""
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ import pyarrow as pa
 from lib.data.acquire import read_batches
 from lib.schema import TRANSACTION_TYPES
 from lib.data.simulate import FULL_ROWS, PUBLISHED_FRAUDS, PUBLISHED_TYPE_COUNTS
+from lib.units import ChangePct, Count, Unit
 
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9, 0.99)
 _COLUMNS = ["step", "type", "amount", "oldbalanceOrg", "newbalanceOrig", "oldbalanceDest", "newbalanceDest", "isFraud"]
@@ -104,18 +106,26 @@ def type_table(cols: dict[str, np.ndarray], sample: dict[str, np.ndarray] | None
         table.loc["total", "rows"] / table.loc["total", "published_rows_scaled"] - 1
     )
     table.loc["total", "fraud_rate_pct"] = 100 * table.loc["total", "frauds"] / rows
-    return table.fillna(0)
+    table = table.fillna(0)
+    counts = dict.fromkeys(("rows", "published_rows_scaled", "frauds"), Unit.COUNT)
+    shares = dict.fromkeys(("fraud_rate_pct", "real_sample_share_pct", "real_sample_fraud_rate_pct"), Unit.PCT)
+    table.attrs["units"] = {**counts, **shares, "rows_vs_published_pct": Unit.CHANGE_PCT}
+    return table
 
 
-def fraud_totals(rows: int, frauds: int) -> dict[str, float]:
-    """Frauds against the published rate of the full data set, scaled to ``rows``."""
+@dataclass(frozen=True)
+class FraudTotals:
+    """Frauds against the published rate of the full data set, scaled to this many rows."""
+
+    rows: Count
+    frauds: Count
+    frauds_expected: float
+    frauds_vs_expected_pct: ChangePct
+
+
+def fraud_totals(rows: int, frauds: int) -> FraudTotals:
     expected = PUBLISHED_FRAUDS * rows / FULL_ROWS
-    return {
-        "rows": rows,
-        "frauds": frauds,
-        "frauds_expected": expected,
-        "frauds_vs_expected_pct": 100 * (frauds / expected - 1),
-    }
+    return FraudTotals(rows, frauds, expected, 100 * (frauds / expected - 1))
 
 
 def amount_quantiles(cols: dict[str, np.ndarray], sample: dict[str, np.ndarray]) -> pd.DataFrame:
@@ -126,7 +136,9 @@ def amount_quantiles(cols: dict[str, np.ndarray], sample: dict[str, np.ndarray])
         q = frame.groupby("type")["amount"].quantile(list(QUANTILES)).unstack()
         q.columns = [f"q{int(p * 100)}" for p in QUANTILES]
         frames.append(q.assign(source=name).set_index("source", append=True))
-    return pd.concat(frames).sort_index().round(0)
+    table = pd.concat(frames).sort_index().round(0)
+    table.attrs["units"] = dict.fromkeys(table.columns, Unit.MONEY)
+    return table
 
 
 def signature_table(cols: dict[str, np.ndarray], sample: dict[str, np.ndarray]) -> pd.DataFrame:
@@ -142,6 +154,7 @@ def signature_table(cols: dict[str, np.ndarray], sample: dict[str, np.ndarray]) 
     )
     table["gap_pp"] = table["this_data_pct"] - table["real_sample_pct"]
     table["within_5pp"] = table["gap_pp"].abs() <= 5
+    table.attrs["units"] = {"this_data_pct": Unit.PCT, "real_sample_pct": Unit.PCT, "gap_pp": Unit.PP}
     return table
 
 

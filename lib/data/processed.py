@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 from lib.errors import DataValidationError, ParameterError
 from lib.features import FEATURES
 from lib.schema import N_STEPS
+from lib.units import Unit
 
 SPLITS = ("train", "validation", "test")
 KEPT_COLUMNS = ("step", "amount", "isFraud", "isFlaggedFraud")  # for time-aware, cost-based evaluation
@@ -68,10 +69,12 @@ def window_table(processed: str | Path):
     manifest = read_manifest(processed)
     rows = [
         {"split": split, "steps": "-".join(map(str, manifest["windows"][split])), "rows": counts["rows"],
-         "frauds": counts["frauds"], "fraud rate %": 100 * counts["fraud_rate"]}
+         "frauds": counts["frauds"], "fraud rate": counts["fraud_rate"]}
         for split, counts in manifest["splits"].items()
     ]  # fmt: skip
-    return pd.DataFrame(rows).set_index("split")
+    table = pd.DataFrame(rows).set_index("split")
+    table.attrs["units"] = {"rows": Unit.COUNT, "frauds": Unit.COUNT, "fraud rate": Unit.RATE}
+    return table
 
 
 def split_files(processed: str | Path, split: str) -> list[Path]:
@@ -104,23 +107,23 @@ def class_sample(processed: str | Path, split: str = "train", rows_per_class: in
         np.sort(rng.choice(n, rows_per_class, replace=False)) if n > rows_per_class else np.arange(n)
         for n in counts
     ]  # the rank of each chosen row among the rows of its class
-    keep, seen, start = [], np.zeros(2, dtype=np.int64), 0
+    picked, seen, start = [], np.zeros(2, dtype=np.int64), 0
     for labels in _label_batches(files):
         for label in (0, 1):
             rows = np.flatnonzero(labels == label)
             lo, hi = np.searchsorted(chosen[label], [seen[label], seen[label] + len(rows)])
-            keep.append(start + rows[chosen[label][lo:hi] - seen[label]])
+            picked.append(start + rows[chosen[label][lo:hi] - seen[label]])
             seen[label] += len(rows)
         start += len(labels)
-    keep, taken, start = np.sort(np.concatenate(keep)), [], 0
+    keep, taken, start = np.sort(np.concatenate(picked)), [], 0
     for file in files:
         parquet = pq.ParquetFile(file)
         for group in range(parquet.num_row_groups):
-            rows = parquet.metadata.row_group(group).num_rows
-            lo, hi = np.searchsorted(keep, [start, start + rows])
+            group_rows = parquet.metadata.row_group(group).num_rows
+            lo, hi = np.searchsorted(keep, [start, start + group_rows])
             if hi > lo:
                 taken.append(parquet.read_row_group(group).take(keep[lo:hi] - start))
-            start += rows
+            start += group_rows
     return (pa.concat_tables(taken) if taken else pq.read_schema(files[0]).empty_table()).to_pandas()
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from lib import atomic
 from lib.data.simulate import BLOCK_ROWS, DriftScenario, plan_blocks, simulate_block
 from lib.data.spark import spark_schema, stable_file_names
-from lib.data.validate import ValidationSummary, validate_batches
+from lib.data.validate import Acquired, ValidationSummary, validate_batches
 from lib.errors import DataValidationError
 from lib.hashing import content_sha256
 
@@ -35,7 +35,7 @@ def _generator(blocks: list, offsets: list[int], drift: DriftScenario):
 
 def simulate_parquet(
     spark, rows: int, seed: int, drift: DriftScenario | None, out: str | Path, block_rows: int = BLOCK_ROWS
-) -> dict:
+) -> Acquired:
     """Simulate ``rows`` transactions on ``spark`` into the Parquet folder ``out`` (atomically); what 01 records."""
     from pyspark.sql import functions as F
 
@@ -58,12 +58,12 @@ def simulate_parquet(
     by_type = {row["type"]: (int(row["n"]), int(row["f"])) for row in counts.collect()}
     total = sum(n for n, _ in by_type.values())
     frauds = sum(f for _, f in by_type.values())
-    return {
-        "raw_path": str(out),
-        "rows": total,
-        "frauds": frauds,
-        "fraud_rate": frauds / total,
-        "type_counts": {t: n for t, (n, _) in sorted(by_type.items())},
-        "raw_sha256": content_sha256(out),
-        "engine": f"spark ({spark.sparkContext.master}, {len(blocks)} blocks)",
-    }
+    return Acquired(
+        raw_path=str(out),
+        rows=total,
+        frauds=frauds,
+        fraud_rate=frauds / total,
+        type_counts={t: n for t, (n, _) in sorted(by_type.items())},
+        raw_sha256=content_sha256(out),
+        engine=f"spark ({spark.sparkContext.master}, {len(blocks)} blocks)",
+    )

@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from lib import daemons
+from lib.logs import stderr_to
 from lib.config import get_settings
 from lib.errors import ParameterError
 from lib.schema import RAW_SCHEMA
@@ -76,7 +76,7 @@ def spark_session(
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.ui.enabled", "false")
         .config("spark.sql.shuffle.partitions", "8")
-        # measured on the full data set: LZ4 and no dictionary pages write ~1.5x faster than the defaults
+        # LZ4 and no dictionary pages: the full data set writes faster than with the defaults (docs/benchmarks.md)
         .config("spark.sql.parquet.compression.codec", "lz4_raw")
         .config("spark.hadoop.parquet.enable.dictionary", "false")
         # v2 pages list one encoding per column chunk; v1 pages list a HashSet of enums, whose order
@@ -94,7 +94,7 @@ def spark_session(
     if executor_memory:
         builder = builder.config("spark.executor.memory", executor_memory)
     # the driver JVM's start-up lines ("Using incubator modules", the log-level banner) go to a log file
-    with daemons.stderr_to(get_settings().cache_dir / "spark" / f"driver-{os.getpid()}.log"):
+    with stderr_to(get_settings().cache_dir / "spark" / f"driver-{os.getpid()}.log"):
         session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
     if not is_local(master):

@@ -1,7 +1,7 @@
 """Value checks of raw PaySim transactions with pandera, batch by batch.
 
 Structural problems (empty file, wrong delimiter, missing column, text in a number column) are
-caught while reading (see ``lib.acquire``); this module checks the values of rows that parsed.
+caught while reading (see ``lib.data.acquire``); this module checks the values of rows that parsed.
 Failures of all batches are summed up into one error naming the column, the check, how many rows
 fail it and the first one, so a file is never half accepted.
 """
@@ -15,6 +15,7 @@ from pandera.errors import SchemaErrors
 
 from lib.errors import DataValidationError
 from lib.schema import AMOUNT_MAX, BALANCE_COLUMNS, LABEL_COLUMNS, MAX_STEP, NAME_MAX, TRANSACTION_TYPES
+from lib.units import Count, Rate
 
 
 def _money(column: str) -> list[pa_schema.Check]:
@@ -102,3 +103,16 @@ def validate_batches(
         raise DataValidationError(f"{source}: has a header but no rows; nothing was written.")
     if summary.failures:
         raise summary.error(source)
+
+
+@dataclass(frozen=True)
+class Acquired:
+    """What 01_acquire wrote: the validated raw data and its counts."""
+
+    raw_path: str
+    rows: Count
+    frauds: Count
+    fraud_rate: Rate
+    type_counts: dict[str, int]
+    raw_sha256: str
+    engine: str  # what made it: one process, or Spark and its master

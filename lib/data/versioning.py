@@ -191,10 +191,10 @@ def restore(version: str, runs_dir: Path, params: dict | None = None, root: Path
             atomic.write_text(root / name, text)
         _dvc(root, "pull", "--quiet", "--force", "--remote", REMOTE_NAME, *files, remote=remote)
     except Exception:  # the pointers go back to what they were: the working copy is left as it was
-        for name, text in before.items():
-            if text is None:
+        for name, earlier in before.items():
+            if earlier is None:
                 (root / name).unlink(missing_ok=True)
             else:
-                atomic.write_text(root / name, text)
+                atomic.write_text(root / name, earlier)
         raise
     return [name[: -len(".dvc")] for name in files]

@@ -11,7 +11,8 @@ from lib import atomic, features
 from lib.data.acquire import read_batches
 from lib.data.validate import ValidationSummary, validate_batches
 from lib.errors import ParameterError
-from lib.serving.scoring import Scorer
+from lib.quality import average_precision
+from lib.serving.scoring import Model
 
 KEPT = ("step", "type", "amount", "nameOrig", "nameDest")
 
@@ -20,7 +21,7 @@ def _columns(batch: pa.RecordBatch) -> dict[str, np.ndarray]:
     return {name: batch.column(name).to_numpy(zero_copy_only=False) for name in batch.schema.names}
 
 
-def score_file(scorer: Scorer, source: str, output: str | Path) -> dict[str, Any]:
+def score_file(scorer: Model, source: str, output: str | Path) -> dict[str, Any]:
     """Score a PaySim CSV/Parquet file batch by batch into a CSV, written atomically.
 
     Every value is checked with the file contract (``lib.data.validate``, the bounds the APIs use too);
@@ -50,7 +51,8 @@ def score_file(scorer: Scorer, source: str, output: str | Path) -> dict[str, Any
                 if writer is None:
                     writer = pacsv.CSVWriter(tmp, table.schema, write_options=pacsv.WriteOptions(quoting_style="none"))
                 writer.write_table(table)
-            writer.close()
+            if writer is not None:
+                writer.close()
             summary = _summary(scorer, checked.rows, output, labels, probabilities)
     except OSError as exc:
         raise ParameterError(
@@ -59,13 +61,11 @@ def score_file(scorer: Scorer, source: str, output: str | Path) -> dict[str, Any
     return summary
 
 
-def _summary(scorer: Scorer, rows: int, output: Path, labels: list, probabilities: list) -> dict[str, Any]:
+def _summary(scorer: Model, rows: int, output: Path, labels: list, probabilities: list) -> dict[str, Any]:
     summary: dict[str, Any] = {"rows": rows, "output": str(output), "model": scorer.info.model_name}
     summary["model_version"] = scorer.info.model_version
     if labels:
-        from sklearn.metrics import average_precision_score
-
         y, p = np.concatenate(labels), np.concatenate(probabilities)
         summary["frauds"] = int(y.sum())
-        summary["auprc"] = float(average_precision_score(y, p)) if 0 < y.sum() < len(y) else None
+        summary["auprc"] = average_precision(y, p) if 0 < y.sum() < len(y) else None
     return summary

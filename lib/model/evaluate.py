@@ -5,12 +5,16 @@ labels, amounts and steps. The decision threshold is chosen by cost on the *vali
 then applied unchanged to the test window, so the test window never tunes anything.
 """
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
-from sklearn.metrics import average_precision_score, confusion_matrix, precision_recall_curve, roc_auc_score, roc_curve
+from sklearn.metrics import confusion_matrix, precision_recall_curve, roc_auc_score, roc_curve
 
 from lib.errors import ParameterError
+from lib.quality import average_precision
+from lib.units import Count, Money, Rate, Score, Unit
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,33 @@ def precision_at_k_per_day(y: np.ndarray, probability: np.ndarray, step: np.ndar
     return result
 
 
+@dataclass
+class Scorecard:
+    """One model on one window at one threshold: how it ranks, what its alerts catch, and what they cost."""
+
+    auprc: Score
+    roc_auc: Score
+    recall_at_target_fpr: Rate  # recall where the false-positive rate is at most target_fpr
+    target_fpr: Rate
+    precision_at_budget: Rate  # mean over days of the precision of each day's alert_budget top scores
+    alert_budget_per_day: Count
+    threshold: Score
+    precision: Rate
+    recall: Rate
+    alerts: Count
+    alerts_per_day: Annotated[float, Unit.COUNT]  # shown rounded
+    true_positives: Count
+    false_positives: Count
+    false_negatives: Count
+    true_negatives: Count
+    cost: Money
+    cost_no_model: Money
+    cost_flagged_rule: Money
+    saved_vs_no_model: Money
+    saved_vs_flagged_rule: Money
+    validation_auprc: Score | None = None  # the candidate's, on its validation window
+
+
 def evaluate(
     probability: np.ndarray,
     y: np.ndarray,
@@ -71,41 +102,43 @@ def evaluate(
     review_cost: float,
     target_fpr: float,
     alert_budget: int,
-) -> dict[str, float]:
+) -> Scorecard:
     """The scorecard of one model on one window, at a threshold chosen elsewhere."""
     if y.sum() == 0 or y.sum() == len(y):
         raise ParameterError("the window has only one class; AUPRC and ROC-AUC need frauds and genuine rows")
     decision = probability >= threshold
-    tn, fp, fn, tp = confusion_matrix(y, decision, labels=[0, 1]).ravel()
+    tn, fp, fn, tp = (int(n) for n in confusion_matrix(y, decision, labels=[0, 1]).ravel())
     no_model = float((amount * y).sum())
     model_cost = costs(decision, y, amount, review_cost)
     rule_cost = costs(flagged.astype(bool), y, amount, review_cost)
-    return {
-        "auprc": float(average_precision_score(y, probability)),
-        "roc_auc": float(roc_auc_score(y, probability)),
-        f"recall_at_fpr_{target_fpr:g}": recall_at_fpr(y, probability, target_fpr),
-        f"precision_at_{alert_budget}_per_day": float(
-            np.mean(list(precision_at_k_per_day(y, probability, step, alert_budget).values()))
-        ),
-        "threshold": float(threshold),
-        "precision": float(tp / (tp + fp)) if tp + fp else 0.0,
-        "recall": float(tp / (tp + fn)),
-        "alerts": int(tp + fp),
-        "true_positives": int(tp),
-        "false_positives": int(fp),
-        "false_negatives": int(fn),
-        "true_negatives": int(tn),
-        "cost": model_cost,
-        "cost_no_model": no_model,
-        "cost_flagged_rule": rule_cost,
-        "saved_vs_no_model": no_model - model_cost,
-        "saved_vs_flagged_rule": rule_cost - model_cost,
-    }
+    days = (int(step.max()) - int(step.min()) + 1) / 24
+    return Scorecard(
+        auprc=average_precision(y, probability),
+        roc_auc=float(roc_auc_score(y, probability)),
+        recall_at_target_fpr=recall_at_fpr(y, probability, target_fpr),
+        target_fpr=target_fpr,
+        precision_at_budget=float(np.mean(list(precision_at_k_per_day(y, probability, step, alert_budget).values()))),
+        alert_budget_per_day=alert_budget,
+        threshold=float(threshold),
+        precision=tp / (tp + fp) if tp + fp else 0.0,
+        recall=tp / (tp + fn),
+        alerts=tp + fp,
+        alerts_per_day=(tp + fp) / days,
+        true_positives=tp,
+        false_positives=fp,
+        false_negatives=fn,
+        true_negatives=tn,
+        cost=model_cost,
+        cost_no_model=no_model,
+        cost_flagged_rule=rule_cost,
+        saved_vs_no_model=no_model - model_cost,
+        saved_vs_flagged_rule=rule_cost - model_cost,
+    )
 
 
 def scorecards(
     candidates: list, windows: dict[str, dict], *, review_cost: float, target_fpr: float, alert_budget: int
-) -> tuple[dict[str, np.ndarray], dict[str, dict[str, float]]]:
+) -> tuple[dict[str, np.ndarray], dict[str, Scorecard]]:
     """Each candidate's test-window probabilities and scorecard (``evaluate``), at the threshold chosen by
     cost on its validation window. ``windows[feature_set]`` holds the ``validation`` and ``test`` matrices."""
     scores, cards = {}, {}
@@ -113,32 +146,37 @@ def scorecards(
         validation, test = windows[candidate.feature_set]["validation"], windows[candidate.feature_set]["test"]
         chosen = cost_threshold(candidate.predict(validation.X), validation.y, validation.amount, review_cost)
         scores[candidate.name] = candidate.predict(test.X)
-        cards[candidate.name] = {
-            "validation_auprc": candidate.validation_auprc,
-            **evaluate(
-                scores[candidate.name], test.y, test.amount, test.step, test.flagged, threshold=chosen.threshold,
-                review_cost=review_cost, target_fpr=target_fpr, alert_budget=alert_budget,
-            ),
-        }  # fmt: skip
+        card = evaluate(
+            scores[candidate.name], test.y, test.amount, test.step, test.flagged, threshold=chosen.threshold,
+            review_cost=review_cost, target_fpr=target_fpr, alert_budget=alert_budget,
+        )  # fmt: skip
+        cards[candidate.name] = dataclasses.replace(card, validation_auprc=candidate.validation_auprc)
     return scores, cards
 
 
 def bundle_card(
     scorer, windows: dict[str, dict], *, review_cost: float, target_fpr: float, alert_budget: int
-) -> dict[str, float]:
+) -> Scorecard:
     """A serving bundle's scorecard on the test window of its feature set, at the bundle's own threshold
-    (how the champion does on the window the challenger was judged on), plus alerts per day."""
+    (how the champion does on the window the challenger was judged on)."""
     test = windows[scorer.info.feature_set]["test"]
     probability, _ = scorer.score_features(test.X)
-    card = evaluate(
+    return evaluate(
         probability, test.y, test.amount, test.step, test.flagged, threshold=scorer.info.threshold,
         review_cost=review_cost, target_fpr=target_fpr, alert_budget=alert_budget,
     )  # fmt: skip
-    days = (int(test.step.max()) - int(test.step.min()) + 1) / 24
-    return {**card, "alerts_per_day": card["alerts"] / days}
 
 
-def reference_auprc(scorer, path: str) -> dict[str, float]:
+@dataclass(frozen=True)
+class ReferenceScore:
+    """A bundle on the real, labelled PaySim rows."""
+
+    auprc: Score
+    rows: Count
+    frauds: Count
+
+
+def reference_auprc(scorer, path: str) -> ReferenceScore:
     """AUPRC of a serving bundle on real, labelled PaySim rows (``data/reference``), scored by the scoring core.
 
     The real sample's 980 spreadsheet-rounded rows (see its README) are kept: balances off by up to
@@ -153,7 +191,7 @@ def reference_auprc(scorer, path: str) -> dict[str, float]:
         labels.append(columns["isFraud"])
         scores.append(probability)
     y, p = np.concatenate(labels), np.concatenate(scores)
-    return {"auprc": float(average_precision_score(y, p)), "rows": len(y), "frauds": int(y.sum())}
+    return ReferenceScore(average_precision(y, p), len(y), int(y.sum()))
 
 
 def plot_pr_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]]):
@@ -163,7 +201,7 @@ def plot_pr_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]]):
     fig, ax = plt.subplots(figsize=(7, 5))
     for name, (y, probability) in curves.items():
         precision, recall, _ = precision_recall_curve(y, probability)
-        ax.plot(recall, precision, label=f"{name} (AUPRC {average_precision_score(y, probability):.3f})")
+        ax.plot(recall, precision, label=f"{name} (AUPRC {average_precision(y, probability):.3f})")
     ax.set(xlabel="recall", ylabel="precision", title="Precision-recall on the test window", ylim=(0, 1.02))
     ax.legend(loc="lower left")
     return fig

@@ -21,11 +21,11 @@ from lib.model.train import (
     LABEL,
     Candidate,
     SplitMatrix,
-    average_precision,
     keras_module,
     positive_weight,
     require_frauds,
 )
+from lib.quality import average_precision
 
 
 def parquet_dataset(
@@ -135,5 +135,5 @@ def fit_mlp(
         best,
         train_seconds=round(seconds, 2),
     )
-    candidate.validation_auprc = average_precision(candidate.predict(validation.X), validation.y)
+    candidate.validation_auprc = average_precision(validation.y, candidate.predict(validation.X))
     return candidate

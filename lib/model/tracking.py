@@ -1,5 +1,6 @@
 """MLflow records of model candidates: one run per candidate (nested under the pipeline's run), curves, models."""
 
+import dataclasses
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -10,6 +11,7 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from lib.config import Settings
+from lib.model.evaluate import Scorecard
 
 RUN_ID_TAG = "pipeline_run_id"
 
@@ -44,13 +46,13 @@ def candidate_run(settings: Settings, name: str, tags: dict | None = None) -> It
         yield run.info.run_id
 
 
-def log_test_metrics(client: MlflowClient, records: dict[str, dict], scorecard: dict[str, dict]) -> None:
+def log_test_metrics(client: MlflowClient, records: dict[str, dict], scorecard: dict[str, Scorecard]) -> None:
     """Each candidate's test-window scorecard on its own MLflow run (``test_auprc``, ...), to sort runs by."""
     for name, card in scorecard.items():
         metrics = [
             Metric(f"test_{k}", float(v), int(time.time() * 1000), 0)
-            for k, v in card.items()
-            if k != "validation_auprc"
+            for k, v in dataclasses.asdict(card).items()
+            if k != "validation_auprc" and v is not None
         ]
         client.log_batch(records[name]["mlflow_run_id"], metrics=metrics)
 

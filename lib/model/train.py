@@ -13,17 +13,20 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
 import xgboost as xgb
 
-from lib import atomic, daemons
+from lib import atomic
 from lib.config import get_settings
 from lib.data.processed import read_manifest, split_files
 from lib.errors import ParameterError
 from lib.features import feature_names
 from lib.hashing import content_sha256
+from lib.logs import stderr_to
+from lib.quality import average_precision
 
 LABEL = "isFraud"
 
@@ -149,7 +152,7 @@ class Candidate:
     kind: str  # "xgboost" | "keras"
     feature_set: str
     params: dict
-    model: object
+    model: Any  # an xgboost.Booster or a keras.Model (``kind``)
     history: dict[str, list[float]] = field(default_factory=dict)
     best_iteration: int = 0
     validation_auprc: float = float("nan")
@@ -205,7 +208,7 @@ def fit_xgboost(
         "max_rounds": max_rounds,
         "pos_weight": pos_weight,
     }
-    auprc = average_precision(kept.inplace_predict(validation.X), validation.y)
+    auprc = average_precision(validation.y, kept.inplace_predict(validation.X))
     return xgboost_candidate(train.feature_set, logged, kept, history, booster.best_iteration, auprc, seconds)
 
 
@@ -247,13 +250,6 @@ def xgboost_candidate(
     return Candidate(
         f"xgboost_{feature_set}", "xgboost", feature_set, params, booster, history, best, auprc, round(seconds, 2)
     )
-
-
-def average_precision(probabilities: np.ndarray, y: np.ndarray) -> float:
-    """Validation AUPRC, computed the same way for every candidate (average precision)."""
-    from sklearn.metrics import average_precision_score
-
-    return float(average_precision_score(y, probabilities))
 
 
 MODEL_FILES = {"xgboost": "model.ubj", "keras": "model.keras"}  # native formats, never pickle
@@ -299,7 +295,7 @@ def keras_module():
     TensorFlow 2.21 prints its CUDA probe at import whatever ``TF_CPP_MIN_LOG_LEVEL`` says
     (tensorflow/tensorflow#100442), so the import's stderr goes to a log file."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    with daemons.stderr_to(get_settings().cache_dir / "tensorflow" / f"import-{os.getpid()}.log"):
+    with stderr_to(get_settings().cache_dir / "tensorflow" / f"import-{os.getpid()}.log"):
         import keras
 
     return keras

@@ -99,7 +99,7 @@ def fit_xgboost(
         "early_stopping": f"validation logloss, {early_stopping} rounds, min gain {MIN_LOGLOSS_GAIN}",
     }  # fmt: skip
     validation = frame.where(VALIDATION)
-    auprc = average_precision(score(validation, kept, feature_set))
+    auprc = spark_average_precision(score(validation, kept, feature_set))
     return xgboost_candidate(feature_set, logged, kept, history, best, auprc, seconds)
 
 
@@ -120,9 +120,10 @@ def score(frame, booster: xgb.Booster, feature_set: str):
     return frame.select(*names, LABEL).mapInPandas(predict, "p float, y int")
 
 
-def average_precision(scored) -> float:
-    """scikit-learn's ``average_precision_score`` of ``scored`` (columns ``p``, ``y``), computed by Spark:
-    sum over distinct scores, highest first, of (frauds at that score / all frauds) * precision there."""
+def spark_average_precision(scored) -> float:
+    """``lib.quality.average_precision`` of ``scored`` (columns ``p``, ``y``) computed by Spark where the
+    predictions are, not on the driver: sum over distinct scores, highest first, of (frauds at that score /
+    all frauds) * precision there (``tests/integration/test_spark_cluster.py`` holds the two equal)."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 

@@ -12,8 +12,9 @@ when its distance reaches ``threshold``, and the data drifted when the share of 
 reaches ``drift_share``.
 """
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, astuple, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -22,7 +23,9 @@ from lib import atomic, features
 from lib.data import processed
 from lib.data.acquire import read_window
 from lib.errors import ParameterError, PipelineError
+from lib.quality import average_precision
 from lib.serving.scoring import Scorer
+from lib.units import Rate, Score, Unit
 
 CALENDAR_FEATURES = ("hour_of_day", "day")
 LABEL = "isFraud"
@@ -94,7 +97,7 @@ def frames(
     return reference, stream_frame(raw_path, test, feature_set, stream_results, rows, seed)
 
 
-def save_reports(report_dir: Path, snapshots: dict[str, object], dashboards: Path) -> dict[str, str]:
+def save_reports(report_dir: Path, snapshots: dict[str, Any], dashboards: Path) -> dict[str, str]:
     """Evidently snapshots as HTML (``{file name: snapshot}``) and a copy of the Grafana dashboards, written
     to ``report_dir`` atomically; returns ``{label: path relative to report_dir's parent}`` for the run page."""
     import shutil
@@ -167,7 +170,9 @@ def scores_table(summary: DriftSummary) -> pd.DataFrame:
     """Per feature: distance, method and whether it drifted, largest first."""
     table = pd.DataFrame({"distance": summary.scores, "method": summary.methods})
     table["drifted"] = table.distance >= summary.threshold
-    return table.sort_values("distance", ascending=False)
+    table = table.sort_values("distance", ascending=False)
+    table.attrs["units"] = {"distance": Unit.SCORE}
+    return table
 
 
 def plot_scores(summary: DriftSummary):
@@ -187,23 +192,38 @@ def add_predictions(frame: pd.DataFrame, scorer: Scorer) -> pd.DataFrame:
     return frame.assign(fraud_probability=probability, prediction=decision.astype(int))
 
 
-def quality(frame: pd.DataFrame) -> dict[str, float]:
-    from sklearn.metrics import average_precision_score, precision_score, recall_score
+@dataclass
+class Quality:
+    """How the bundle does on one window at its threshold."""
 
-    y, predicted = frame[LABEL].to_numpy(), frame["prediction"].to_numpy()
-    has_frauds = bool(y.any())
-    return {
-        "fraud_rate": float(y.mean()),
-        "alert_rate": float(predicted.mean()),
-        "auprc": float(average_precision_score(y, frame["fraud_probability"])) if has_frauds else float("nan"),
-        "precision": float(precision_score(y, predicted, zero_division=0)),
-        "recall": float(recall_score(y, predicted, zero_division=0)) if has_frauds else float("nan"),
-        "mean_score": float(frame["fraud_probability"].mean()),
-    }
+    fraud_rate: Rate
+    alert_rate: Rate
+    auprc: Score
+    precision: Rate  # 0 without alerts
+    recall: Rate  # NaN without frauds
+    mean_score: Score
+
+    def minus(self, other: "Quality") -> "Quality":
+        """The change from ``other`` to this window, field by field."""
+        return Quality(*(a - b for a, b in zip(astuple(self), astuple(other), strict=True)))
+
+
+def quality(frame: pd.DataFrame) -> Quality:
+    y, predicted = frame[LABEL].to_numpy().astype(bool), frame["prediction"].to_numpy().astype(bool)
+    caught = int(np.count_nonzero(y & predicted))
+    return Quality(
+        fraud_rate=float(y.mean()),
+        alert_rate=float(predicted.mean()),
+        auprc=average_precision(y, frame["fraud_probability"].to_numpy()),
+        precision=caught / int(predicted.sum()) if predicted.any() else 0.0,
+        recall=caught / int(y.sum()) if y.any() else float("nan"),
+        mean_score=float(frame["fraud_probability"].mean()),
+    )
 
 
 def quality_report(reference: pd.DataFrame, current: pd.DataFrame):
-    """(Evidently classification snapshot, {metric: {reference, current, delta}}) at the bundle's threshold."""
+    """(Evidently classification snapshot, the reference window's ``Quality``, the current one's) at the
+    bundle's threshold."""
     from evidently import BinaryClassification, DataDefinition, Dataset, Report
     from evidently.presets import ClassificationPreset
 
@@ -216,13 +236,13 @@ def quality_report(reference: pd.DataFrame, current: pd.DataFrame):
         Dataset.from_pandas(current[columns], data_definition=definition),
         Dataset.from_pandas(reference[columns], data_definition=definition),
     )
-    ref, cur = quality(reference), quality(current)
-    return snapshot, {k: {"reference": ref[k], "current": cur[k], "delta": cur[k] - ref[k]} for k in ref}
+    return snapshot, quality(reference), quality(current)
 
 
 def push(
-    gateway: str, summary: DriftSummary, deltas: dict, model_version: str, job: str = "fraud_drift_report"
-) -> None:
+    gateway: str, summary: DriftSummary, reference: Quality, current: Quality, model_version: str,
+    job: str = "fraud_drift_report",
+) -> None:  # fmt: skip
     """Push the drift summary to a Prometheus Pushgateway (replacing the job's previous push)."""
     from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
 
@@ -238,10 +258,10 @@ def push(
     for feature, value in summary.scores.items():
         score.labels(feature, summary.methods[feature]).set(value)
     metric = Gauge("fraud_drift_quality", "Classification quality by window", ["window", "metric"], registry=registry)
-    for name, values in deltas.items():
-        for window in ("reference", "current"):
-            if np.isfinite(values[window]):
-                metric.labels(window, name).set(values[window])
+    for window, values in (("reference", reference), ("current", current)):
+        for name, value in asdict(values).items():
+            if np.isfinite(value):
+                metric.labels(window, name).set(value)
     Gauge("fraud_drift_model_version", "Model version the report judged", ["model_version"], registry=registry).labels(
         model_version
     ).set(1)

@@ -1,6 +1,6 @@
 """Step cache of the runner: a notebook whose code, parameters and upstream data are unchanged is not run again.
 
-A notebook opts in by recording ``data_outputs`` ({label: {"path", "sha256"}}). Its cache key hashes
+A notebook opts in by recording ``data_outputs`` ({label: {"path", "sha256"}}, not empty). Its cache key hashes
 the notebook file, the ``lib`` source, its parameters (plus size and mtime of any parameter that
 names an existing file, such as a local SOURCE) and the data outputs of the notebooks before it in
 the run. A hit also requires every recorded output to still be there with the same content hash.
@@ -39,7 +39,7 @@ def key(notebook: Path, params: dict, upstream: dict) -> str:
 def upstream_data(outputs: dict) -> dict:
     """The data output hashes recorded so far in a run, by notebook."""
     return {
-        nb: {k: v["sha256"] for k, v in o["data_outputs"].items()} for nb, o in outputs.items() if "data_outputs" in o
+        nb: {k: v["sha256"] for k, v in o["data_outputs"].items()} for nb, o in outputs.items() if o.get("data_outputs")
     }
 
 
@@ -57,7 +57,7 @@ def lookup(cache_dir: Path, name: str, cache_key: str) -> dict | None:
 
 
 def store(cache_dir: Path, name: str, cache_key: str, run_id: str, outputs: dict) -> None:
-    if "data_outputs" not in outputs:
+    if not outputs.get("data_outputs"):  # a step without data outputs always runs
         return
     atomic.write_text(
         cache_dir / f"{name}-{cache_key}.json", json.dumps({"run_id": run_id, "outputs": outputs}, indent=2)

@@ -12,23 +12,38 @@ labelled live results both models scored.
 
 import json
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 from lib.errors import ParameterError, SourceError
+from lib.monitoring.drift import DriftSummary
+from lib.pipeline import records
 
 RETRAIN_ALERTS = ("FraudLiveRecallDropped", "FraudDataDrift")
 PROFILE = "retrain"
 STEPS = ("02_preprocess", "05_evaluate")  # --from, --until: preprocess, version, train, evaluate
 
 
-def drift_verdict(outputs: str | Path) -> dict | None:
-    """07_drift_report's recorded outputs in a run's ``outputs.json`` (None when that run had no 07)."""
+@dataclass(frozen=True)
+class DriftVerdict:
+    """What the loop reads of a drift report (07's ``lib.monitoring.drift.DriftSummary`` has the same fields)."""
+
+    detected: bool
+    share: float
+    drifted: list[str]
+
+
+def drift_verdict(outputs: str | Path) -> DriftVerdict | None:
+    """07_drift_report's verdict in a run's ``outputs.json`` (None when that run had no 07)."""
     path = Path(outputs)
     try:
         recorded = json.loads(path.read_text())
     except FileNotFoundError:
         raise SourceError(f"{path}: not found; run 07_drift_report (run_pipeline.py --only 07_drift_report)") from None
-    return recorded.get("07_drift_report")
+    if "07_drift_report" not in recorded:
+        return None
+    report = records.build(records.DriftReport, recorded["07_drift_report"])
+    return DriftVerdict(report.drift_detected, report.drift_share, report.drifted_features)
 
 
 def firing_alerts(prometheus: str, names: tuple[str, ...] = RETRAIN_ALERTS) -> list[dict]:
@@ -42,14 +57,11 @@ def firing_alerts(prometheus: str, names: tuple[str, ...] = RETRAIN_ALERTS) -> l
     return [a for a in alerts if a["state"] == "firing" and a["labels"].get("alertname") in names]
 
 
-def reasons(drift: dict | None, alerts: list[dict]) -> list[str]:
-    """Why the loop should retrain now (empty: it should not)."""
+def reasons(drift: DriftVerdict | DriftSummary | None, alerts: list[dict]) -> list[str]:
+    """Why the loop should retrain now (empty: it should not): 07's verdict (or its ``DriftSummary``), firing alerts."""
     found = []
-    if drift and drift.get("drift_detected"):
-        found.append(
-            f"07_drift_report: drift in {drift['drift_share']:.0%} of the features "
-            f"({', '.join(drift.get('drifted_features', []))})"
-        )
+    if drift is not None and drift.detected:
+        found.append(f"07_drift_report: drift in {drift.share:.0%} of the features ({', '.join(drift.drifted)})")
     for alert in alerts:
         labels = {k: v for k, v in alert["labels"].items() if k not in ("alertname", "severity")}
         found.append(

@@ -1,20 +1,25 @@
 """What a notebook produced, recorded in its last cell for the runner, MLflow and the tests.
 
 ``record(...)`` displays the values under a dedicated MIME type, so they live inside the executed
-notebook itself (like scrapbook's glue); ``read(notebook)`` collects them back. The reader of the
-notebook sees the step's verdict (one or two sentences built from the values by a function of
-``lib.pipeline.verdicts``) and the raw record once, folded.
+notebook itself (like scrapbook's glue); ``read(notebook)`` collects them back. A pipeline step
+records its typed record (``lib.pipeline.records``); the reader of the notebook sees the step's
+verdict (``lib.pipeline.verdicts``) and the raw record once, folded. Any other notebook the runner
+executes may record plain values by name.
 """
 
+import dataclasses
 import html
 import json
 import math
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import nbformat
 import numpy as np
+
+from lib.pipeline import formats, records, verdicts
+from lib.pipeline.records import StepRecord
+from lib.units import Unit
 
 MIME_TYPE = "application/vnd.fraud-pipeline.outputs+json"
 
@@ -35,16 +40,16 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"cannot record {type(value).__name__} value {value!r}; record numbers, strings, lists or dicts")
 
 
-def record(conclude: Callable[[dict], str] | None = None, /, **values: Any) -> None:
-    """Record named outputs of this notebook (numbers, strings, paths, lists, dicts).
-
-    ``conclude(values)`` gives the verdict shown above the folded record; it is recorded too (``verdict``).
-    """
+def record(step: StepRecord | None = None, /, **values: Any) -> None:
+    """Record this notebook's outputs: a pipeline step's typed record, with its verdict (also recorded, as
+    ``verdict``), or named plain values (numbers, strings, paths, lists, dicts)."""
     from IPython.display import display
 
+    if step is not None:
+        if values:
+            raise TypeError("record a step's record or named values, not both")
+        values = {**dataclasses.asdict(step), "verdict": verdicts.of(step)}
     plain = _plain(values)
-    if conclude is not None:
-        plain["verdict"] = conclude(plain)
     verdict = plain.get("verdict", "")
     folded = (
         f"<details><summary>Recorded outputs ({len(plain)} values; also in the run's outputs.json)</summary>"
@@ -66,6 +71,13 @@ def read(notebook: str | Path | nbformat.NotebookNode) -> dict:
     return found
 
 
-def headline_metrics(outputs: dict) -> dict[str, float]:
-    """Top-level numeric outputs (for MLflow metrics and the run index)."""
-    return {k: float(v) for k, v in outputs.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+def figures(name: str, outputs: dict) -> dict[str, tuple[float, Unit]]:
+    """A notebook's recorded numbers with their units (for MLflow metrics and the run page): a pipeline step's
+    from its typed record, nested ones flattened (``candidates.xgboost_full.validation_auprc``); another
+    notebook's top-level numbers, unit undeclared."""
+    step = records.load(name, outputs)
+    if step is not None:
+        return formats.numbers(step)
+    return {
+        k: (float(v), Unit.TEXT) for k, v in outputs.items() if isinstance(v, int | float) and not isinstance(v, bool)
+    }

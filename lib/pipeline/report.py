@@ -12,6 +12,7 @@ from lib.pipeline import summary
 from lib.pipeline.formats import show
 from lib.pipeline.record import RunState
 from lib.redact import redact
+from lib.units import Unit
 
 # JupyterLab's look, without the CDN scripts (require.js, MathJax, Mermaid): reports open offline.
 _OFFLINE_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
@@ -100,7 +101,7 @@ def write_index(run_dir: Path, state: RunState, outputs: dict, mlflow_info: dict
             {
                 "name": name,
                 "status": state.status.get(name, "pending"),
-                "time": show("seconds", seconds) if seconds is not None else "",
+                "time": show(seconds, Unit.SECONDS) if seconds is not None else "",
                 "cached_from": state.cached_from.get(name),
                 "verdict": outputs.get(name, {}).get("verdict", ""),
                 "html": f"{name}.html" if (run_dir / f"{name}.html").exists() else None,
@@ -108,7 +109,8 @@ def write_index(run_dir: Path, state: RunState, outputs: dict, mlflow_info: dict
             }
         )
     metrics = {
-        nb: {k: show(k, v) for k, v in nb_outputs.headline_metrics(values).items()} for nb, values in outputs.items()
+        nb: {k: show(v, unit) for k, (v, unit) in nb_outputs.figures(nb, values).items()}
+        for nb, values in outputs.items()
     }
     html = _INDEX.render(
         state=state,

@@ -19,9 +19,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import papermill as pm
 import yaml
+from jupyter_client.manager import AsyncKernelManager
 from papermill.engines import NBClientEngine, papermill_engines
 from papermill.exceptions import PapermillExecutionError
 from traitlets.config import Config
@@ -33,6 +35,9 @@ from lib.pipeline import cache, parameters, report
 from lib.pipeline import outputs as nb_outputs
 from lib.pipeline.record import DONE, Failure, RunState
 
+if TYPE_CHECKING:  # imported where a run starts: MLflow is not needed to parse or check parameters
+    from lib.pipeline import tracking
+
 _NOTEBOOK_NAME = re.compile(r"^\d\d_[a-z0-9_]+$")
 
 
@@ -40,8 +45,29 @@ def _print(message: str) -> None:
     print(message, flush=True)
 
 
-class _PlainProgressEngine(NBClientEngine):
-    """papermill's engine, printing one plain line per finished cell (for logs that are not a TTY)."""
+class _ShutdownWithoutInterrupt(AsyncKernelManager):
+    """jupyter_client interrupts (SIGINT) a kernel before it asks it to shut down; a kernel that is idle, as
+    every kernel is once its notebook ran, sometimes takes that signal in its event loop and logs
+    ``[IPKernelApp] ERROR | KeyboardInterrupt caught in kernel`` to the terminal. Papermill shuts a kernel
+    down only when no cell runs, so the shutdown request alone is sent (a cell that times out is still
+    interrupted: that interrupt is not part of a shutdown)."""
+
+    async def _async_interrupt_kernel(self) -> None:
+        if not self.shutting_down:
+            await super()._async_interrupt_kernel()
+
+
+class _QuietShutdownEngine(NBClientEngine):
+    """papermill's engine, with kernels shut down without an interrupt (``_ShutdownWithoutInterrupt``)."""
+
+    @classmethod
+    def execute_managed_notebook(cls, nb_man, kernel_name, **kwargs):
+        kwargs.setdefault("kernel_manager_class", _ShutdownWithoutInterrupt)
+        return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
+
+
+class _PlainProgressEngine(_QuietShutdownEngine):
+    """One plain line per finished cell, for logs that are not a TTY (a TTY gets papermill's progress bar)."""
 
     @classmethod
     def execute_managed_notebook(cls, nb_man, kernel_name, **kwargs):
@@ -57,6 +83,7 @@ class _PlainProgressEngine(NBClientEngine):
         return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
 
 
+papermill_engines.register("quiet-shutdown", _QuietShutdownEngine)
 papermill_engines.register("plain-progress", _PlainProgressEngine)
 
 
@@ -198,7 +225,7 @@ def _execute(notebook: Path, executed: Path, params: dict, settings: Settings, t
                 kernel_name=settings.kernel_name,
                 cwd=str(PROJECT_ROOT),
                 progress_bar=tty,
-                engine_name=None if tty else "plain-progress",
+                engine_name="quiet-shutdown" if tty else "plain-progress",
                 # IPC sockets: a kernel on this machine needs no TCP port (nor warns about one without encryption)
                 config=Config({"KernelManager": {"transport": "ipc"}}),
             )
@@ -245,7 +272,7 @@ class _Run:
     plan: dict[str, dict]
     run_dir: Path
     outputs: dict
-    tracker: object
+    tracker: "tracking.PipelineTracker"
     log: Callable[[str], None]
     tty: bool
 
@@ -318,6 +345,8 @@ def run_pipeline(
     log: Callable[[str], None] = _print,
 ) -> RunResult:
     """Run (or resume) the pipeline; returns what happened, never raises for a failing notebook."""
+    for name, value in QUIET_ENVIRONMENT.items():  # this process logs to MLflow too (before MLflow is imported)
+        os.environ.setdefault(name, value)
     from lib.data import versioning
     from lib.pipeline import tracking
 

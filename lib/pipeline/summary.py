@@ -6,7 +6,8 @@ and was not selected) gives no card. The candidates table puts every candidate's
 
 from dataclasses import dataclass, field
 
-from lib.pipeline.formats import show
+from lib.pipeline import formats, records
+from lib.units import Unit
 
 
 @dataclass
@@ -19,94 +20,98 @@ class Card:
 
 def cards(outputs: dict) -> list[Card]:
     """The summary cards of a run, in pipeline order."""
+    steps = {name: records.load(name, values) for name, values in outputs.items()}
     found = []
     for build in (_data, _champion, _gate, _stream, _drift):
-        card = build(outputs)
+        card = build(steps)
         if card is not None:
             found.append(card)
     return found
 
 
-def _data(o: dict) -> Card | None:
-    acquired, split = o.get("01_acquire"), o.get("02_preprocess")
-    if not acquired:
+def _data(steps: dict) -> Card | None:
+    acquired, split = steps.get("01_acquire"), steps.get("02_preprocess")
+    if acquired is None:
         return None
-    lines = [f"source: {acquired.get('source', '?')} ({acquired.get('engine', 'numpy')})"]
-    if split:
-        lines.append(
-            " · ".join(
-                f"{s} {split[f'{s}_rows']:,} rows / {split[f'{s}_frauds']:,} frauds"
-                for s in ("train", "validation", "test")
-            )
-        )
-    return Card(
-        "Data",
-        f"{acquired['rows']:,} transactions, {acquired['frauds']:,} frauds ({show('rate', acquired['fraud_rate'])})",
-        lines,
-    )
+    lines = [f"source: {acquired.source} ({acquired.engine})"]
+    if split is not None:
+        lines.append(" · ".join(f"{name} {s.rows:,} rows / {s.frauds:,} frauds" for name, s in split.splits.items()))
+    shown = formats.shown(acquired)
+    return Card("Data", f"{shown.rows} transactions, {shown.frauds} frauds ({shown.fraud_rate})", lines)
 
 
-def _champion(o: dict) -> Card | None:
-    e = o.get("05_evaluate")
-    if not e or "champion_reference_auprc" not in e:
+def _champion(steps: dict) -> Card | None:
+    e = steps.get("05_evaluate")
+    if e is None:
         return None
+    card, shown = formats.shown(e.champion), formats.shown(e)
     return Card(
         "Champion",
-        f"{e['champion_candidate']} v{e['champion_version']}",
+        f"{e.champion_candidate} v{e.champion_version}",
         [
-            f"test AUPRC {show('auprc', e['champion_test_auprc'])} · on {e['reference_rows']:,} real PaySim rows "
-            f"{show('auprc', e['champion_reference_auprc'])}",
-            f"threshold {show('threshold', e['champion_threshold'])}: {e['champion_alerts_per_day']:,.0f} alerts/day, "
-            f"recall {show('recall', e['champion_recall'])}, precision {show('precision', e['champion_precision'])}",
-            f"money saved vs no model: {show('saved', e['champion_saved_vs_no_model'])}",
+            f"test AUPRC {card.auprc} · on {shown.reference_rows} real PaySim rows {shown.champion_reference_auprc}",
+            f"threshold {shown.champion_threshold}: {card.alerts_per_day} alerts/day, recall {card.recall}, "
+            f"precision {card.precision}",
+            f"money saved vs no model: {card.saved_vs_no_model}",
         ],
         "good",
     )
 
 
-def _gate(o: dict) -> Card | None:
-    e = o.get("05_evaluate")
-    if not e:
+def _gate(steps: dict) -> Card | None:
+    e = steps.get("05_evaluate")
+    if e is None:
         return None
-    if e.get("challenger_version") is None:
+    if e.challenger_version is None:
         headline = "no new version"
     else:
-        headline = f"challenger v{e['challenger_version']} {'promoted' if e['promoted'] else 'not promoted'}"
-    lines = [e["gate_reason"]]
-    if e.get("challenger_reference_auprc") is not None:
-        lines.append(f"challenger on the real PaySim rows: AUPRC {show('auprc', e['challenger_reference_auprc'])}")
-    return Card("Registry gate", headline, lines, "good" if e["promoted"] else "neutral")
+        headline = f"challenger v{e.challenger_version} {'promoted' if e.promoted else 'not promoted'}"
+    lines = [e.gate_reason]
+    if e.challenger_reference_auprc is not None:
+        lines.append(f"challenger on the real PaySim rows: AUPRC {formats.shown(e).challenger_reference_auprc}")
+    return Card("Registry gate", headline, lines, "good" if e.promoted else "neutral")
 
 
-def _stream(o: dict) -> Card | None:
-    s = o.get("06_stream")
-    if not s:
+def _stream(steps: dict) -> Card | None:
+    s = steps.get("06_stream")
+    if s is None:
         return None
-    paced = s.get("stream_rate", 0) > 0
+    shown, summary, alerts, paced = (
+        formats.shown(s),
+        formats.shown(s.summary),
+        formats.shown(s.alerts),
+        s.stream_rate > 0,
+    )
+    latency = (
+        f"latency once warm: p99 {summary.warm_latency_p99_ms}; over the whole run p50 {summary.latency_p50_ms}, "
+        f"p99 {summary.latency_p99_ms}"
+        if paced
+        else f"latency p50 {summary.latency_p50_ms}, p99 {summary.latency_p99_ms}: a backlog draining, not "
+        "per-transaction latency"
+    )
     lines = [
-        f"{show('per_s', s['stream_end_to_end_per_s'])} end to end "
-        + (f"at {show('per_s', s['stream_rate'])} offered" if paced else "(replayed as fast as possible)"),
-        f"latency p50 {show('ms', s['stream_latency_p50_ms'])}, p99 {show('ms', s['stream_latency_p99_ms'])}"
-        + ("" if paced else ": a backlog draining, not per-transaction latency"),
-        f"alerts: precision {show('precision', s['stream_alert_precision'])}, recall {show('recall', s['stream_fraud_recall'])}",
+        f"{summary.end_to_end_per_s} end to end "
+        + (f"at {shown.stream_rate} offered" if paced else "(replayed as fast as possible)"),
+        latency,
+        f"alerts: precision {alerts.alert_precision}, recall {alerts.fraud_recall}",
     ]
-    ok = s["stream_dead_letters"] == 0 and s["stream_results"] >= s["stream_transactions"]
-    headline = f"{s['stream_transactions']:,} scored on Kafka, {s['stream_dead_letters']:,} dead letters"
+    ok = s.alerts.dead_letters == 0 and s.summary.results >= s.summary.transactions
+    headline = f"{summary.transactions} scored on Kafka, {alerts.dead_letters} dead letters"
     return Card("Stream", headline, lines, "good" if ok else "bad")
 
 
-def _drift(o: dict) -> Card | None:
-    d = o.get("07_drift_report")
-    if not d:
+def _drift(steps: dict) -> Card | None:
+    d = steps.get("07_drift_report")
+    if d is None:
         return None
-    drifted = ", ".join(d["drifted_features"][:4]) or "none"
-    lines = [f"{len(d['drifted_features'])} of {len(d['drift_scores'])} features drifted ({drifted})",
-             f"share {d['drift_share']:.2f}, limit {d['drift_share_limit']} · current = {d['current']}"]  # fmt: skip
+    drifted = ", ".join(d.drifted_features[:4]) or "none"
+    lines = [f"{len(d.drifted_features)} of {len(d.drift_scores)} features drifted ({drifted})",
+             f"share {d.drift_share:.2f}, limit {d.drift_share_limit} · current = {d.current}"]  # fmt: skip
     return Card(
         "Drift",
-        "drift detected" if d["drift_detected"] else "no drift",
+        "drift detected" if d.drift_detected else "no drift",
         lines,
-        "bad" if d["drift_detected"] else "good",
+        "bad" if d.drift_detected else "good",
     )
 
 
@@ -119,17 +124,21 @@ CANDIDATE_COLUMNS = (
 
 def candidates(outputs: dict) -> tuple[list[str], list[list[str]]]:
     """(header, rows): every candidate 05 judged, with its key metrics and 04's rounds and seconds."""
-    judged, trained = outputs.get("05_evaluate", {}), outputs.get("04_train", {})
-    names = sorted(k.removesuffix("_roc_auc") for k in judged if k.endswith("_roc_auc"))
     header = ["candidate", *(label for _, label in CANDIDATE_COLUMNS), "trees / epochs", "train s"]
+    if "05_evaluate" not in outputs:
+        return header, []
+    judged = records.build(records.Evaluate, outputs["05_evaluate"])
+    trained = records.build(records.Train, outputs["04_train"]) if "04_train" in outputs else None
     rows = []
-    for name in names:
-        row = [name + (" (champion)" if name == judged.get("champion_candidate") else "")]
-        row += [show(key, judged.get(f"{name}_{key}")) for key, _ in CANDIDATE_COLUMNS]
-        best = trained.get(f"{name}_best_iteration")
+    for name, card in sorted(judged.scorecards.items()):
+        shown = formats.shown(card).__dict__
+        row = [name + (" (champion)" if name == judged.champion_candidate else "")]
+        row += [shown[key] for key, _ in CANDIDATE_COLUMNS]
+        fit = trained.candidates.get(name) if trained else None
+        best = fit.best_iteration if fit else None
         row += [
-            show("trees", best + 1 if best is not None else None),
-            show("seconds", trained.get(f"{name}_train_seconds")),
+            formats.show(best + 1 if best is not None else None, Unit.COUNT),
+            formats.show(fit.train_seconds if fit else None, Unit.SECONDS),
         ]
         rows.append(row)
     return header, rows

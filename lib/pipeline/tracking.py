@@ -45,7 +45,7 @@ class PipelineTracker:
             linked = executed.parent / href
             if linked.is_file():
                 self.client.log_artifact(self.mlflow_run_id, str(linked), f"reports/{Path(href).parent.as_posix()}")
-        for key, value in nb_outputs.headline_metrics(outputs).items():
+        for key, (value, _unit) in nb_outputs.figures(name, outputs).items():
             self.client.log_metric(self.mlflow_run_id, f"{name}.{key}", value)
         for key, value in outputs.get("mlflow_tags", {}).items():  # e.g. the DVC data versions
             self.client.set_tag(self.mlflow_run_id, key, str(value))

@@ -1,8 +1,9 @@
 """The FastAPI twin of the Chalice app: the same routes and JSON contract, served by uvicorn on Kubernetes.
 
-Routes are thin: validation is ``lib.contract``, scoring is ``lib.scoring``. The bundle loads in a
-background thread at start-up, so ``/healthz`` answers at once and ``/readyz`` says 503 until the
-model is there. ``python -m lib serve`` runs it for users.
+Routes are thin: validation is ``lib.contract``, scoring is ``lib.serving.scoring``. The model
+(``lib.serving.source.resolve_model``) loads in a background thread at start-up, so ``/healthz``
+answers at once and ``/readyz`` says 503 until the model is there. ``python -m lib serve`` runs it
+for users.
 
 Pointed at a bundle store (``lib.serving.bundles``), the app serves its champion, scores every
 request with the challenger too when the store names one (the shadow result is logged, never
@@ -15,9 +16,9 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -26,50 +27,49 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from lib import contract
+from lib import arrow_batch, contract
 from lib.config import Settings, get_settings
 from lib.errors import PipelineError, ServiceUnavailable
 from lib.redact import redact
 from lib.serving import scoring
 from lib.serving.auth import key_matches
-from lib.serving.bundles import BundleStore, LiveModels, Served
 from lib.serving.metrics import ApiMetrics, multiprocess
+from lib.serving.scoring import Served
+from lib.serving.source import ModelSource, resolve_model, watch
 
 log = logging.getLogger("fraud.api")
 API_KEY_HEADER = "X-API-Key"
 
 
 class ModelHolder:
-    """What the app serves, loaded once in the background from ``locate()`` (a bundle folder, or a
-    bundle store, whose aliases are then watched); ``error`` says why it is not there."""
+    """What the app serves, resolved once in the background by ``resolve()`` and checked for newer versions
+    as the source says; ``error`` says why it is not there."""
 
     def __init__(
-        self, locate: Callable[[], Path], metrics: ApiMetrics, scorer: scoring.Scorer | None = None,
-        reload_interval: float = 5.0,
-    ) -> None:  # fmt: skip
-        self.locate, self.metrics, self.reload_interval = locate, metrics, reload_interval
-        self.models: LiveModels | None = None
-        self.fixed, self.error = (Served(scorer) if scorer is not None else None), None
-        if scorer is not None:
-            metrics.set_model(scorer.info)
+        self, resolve: Callable[[], ModelSource], metrics: ApiMetrics, source: ModelSource | None = None
+    ) -> None:
+        self.resolve, self.metrics = resolve, metrics
+        self.source, self.error = source, ""
+        self._stopping = threading.Event()
+        if source is not None:
+            metrics.set_model(source.current.champion.info)
 
     @property
     def served(self) -> Served | None:
-        return self.models.current if self.models is not None else self.fixed
+        return self.source.current if self.source is not None else None
 
     def load(self) -> None:
         try:
-            folder = self.locate()
-            if BundleStore.holds(folder):
-                self.models = LiveModels(BundleStore(folder), self.reload_interval, on_swap=self._swapped)
-                self.models.watch()
-            else:
-                self.fixed = Served(scoring.Scorer.from_folder(folder))
-            self._swapped(self.served, "model_loaded")
+            source = self.resolve()
         except Exception as exc:  # reported by /readyz; the process stays up for the probes
             self.error = redact(f"{type(exc).__name__}: {exc}")
             log.error("model_load_failed", extra={"fields": {"error": self.error}})
+            return
+        self.source = source
+        self._swapped(source.current, "model_loaded")
+        watch(source, self._swapped, self._stopping)
 
     def _swapped(self, served: Served, event: str = "model_swapped") -> None:
         self.metrics.set_model(served.champion.info)
@@ -84,7 +84,10 @@ class ModelHolder:
 
 
 def shadow(
-    served: Served, records: list[dict] | None = None, columns: dict | None = None, ids: list | None = None
+    served: Served,
+    records: list[dict[str, Any]] | None = None,
+    columns: dict[str, Any] | None = None,
+    ids: list[Any] | None = None,
 ) -> None:
     """Score ``records`` (or ``columns`` with their ``ids``) with the challenger, if one is served, and log
     its results (never returned)."""
@@ -93,11 +96,8 @@ def shadow(
     try:
         if records is not None:
             results = served.challenger.score_records(records)
-            ids, probability, decision = (
-                [r[k] for r in results] for k in ("transaction_id", "fraud_probability", "is_fraud")
-            )
         else:
-            probability, decision = (a.tolist() for a in served.challenger.score_columns(columns))
+            results = served.challenger.score_batch(columns or {}, ids or [])
     except Exception as exc:  # the champion's answer stands whatever the shadow does
         log.error("shadow_failed", extra={"fields": {"error": redact(f"{type(exc).__name__}: {exc}")}})
         return
@@ -105,41 +105,34 @@ def shadow(
         "model_version": served.challenger.info.model_version,
         "champion_version": served.champion.info.model_version,
         "results": [
-            {"transaction_id": i, "fraud_probability": p, "is_fraud": d}
-            for i, p, d in zip(ids, probability, decision, strict=True)
+            {"transaction_id": r.transaction_id, "fraud_probability": r.fraud_probability, "is_fraud": r.is_fraud}
+            for r in results
         ],
     }
     log.info("shadow", extra={"fields": fields})
 
 
-def json_predictions(info: scoring.BundleInfo, ids: list, probability, decision) -> bytes:
-    """The batch route's JSON answer (``contract.BatchPrediction``), the ``Scorer.results`` of ``ids``
-    built as ``contract.PredictionRecord`` structs."""
-    record, threshold, name, version = contract.PredictionRecord, info.threshold, info.model_name, info.model_version
-    return contract.encode_json({"predictions": [
-        record(i, p, d, threshold, name, version)
-        for i, p, d in zip(ids, probability.tolist(), decision.tolist(), strict=True)
-    ]})  # fmt: skip
+def json_predictions(info: scoring.BundleInfo, ids: list[Any], probability: Any, decision: Any) -> bytes:
+    """The batch route's JSON answer (``contract.BatchPrediction``)."""
+    return contract.encode_json({"predictions": contract.predictions(info, ids, probability, decision)})
 
 
-def arrow_predictions(info: scoring.BundleInfo, ids: list, probability, decision) -> bytes:
-    """The batch route's answer as an Arrow IPC stream: the JSON answer's fields as columns."""
+def arrow_predictions(info: scoring.BundleInfo, ids: list[Any], probability: Any, decision: Any) -> bytes:
+    """The batch route's answer as an Arrow IPC stream: the JSON answer's fields as columns (the model's
+    name and version dictionary-encoded: one value each)."""
     import pyarrow as pa
 
-    n = len(ids)
+    columns = contract.prediction_columns(info, ids, probability, decision)
+    kinds = {"transaction_id": pa.string(), "fraud_probability": pa.float64(), "is_fraud": pa.bool_(),
+             "threshold": pa.float64()}  # fmt: skip
+    one_each = pa.array(np.zeros(len(ids), np.int8))  # every row's index into a dictionary of one value
 
-    def constant(value, kind):
-        return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int8)), pa.array([value], kind))
+    def column(name: str, values: list[Any]) -> Any:
+        if name in kinds:
+            return pa.array(values, kinds[name])
+        return pa.DictionaryArray.from_arrays(one_each, pa.array(values[:1], pa.string()))
 
-    table = pa.table({
-        "transaction_id": pa.array(ids, pa.string()),
-        "fraud_probability": pa.array(probability, pa.float64()),
-        "is_fraud": pa.array(decision, pa.bool_()),
-        "threshold": pa.array(np.full(n, info.threshold), pa.float64()),
-        "model_name": constant(info.model_name, pa.string()),
-        "model_version": constant(info.model_version, pa.string()),
-    })  # fmt: skip
-    return contract.arrow_stream(table)
+    return arrow_batch.arrow_stream(pa.table({name: column(name, values) for name, values in columns.items()}))
 
 
 class RequestRoute(APIRoute):
@@ -148,7 +141,7 @@ class RequestRoute(APIRoute):
     of solving its parameters on every request (a custom route class, FastAPI's hook for this; the solving
     was about a third of the app's time for one transaction). Any other endpoint keeps FastAPI's handler."""
 
-    def get_route_handler(self):
+    def get_route_handler(self) -> Callable[[Request], Any]:
         annotations = [p.annotation for p in inspect.signature(self.endpoint).parameters.values()]
         return self.endpoint if annotations == [Request] else super().get_route_handler()
 
@@ -162,10 +155,10 @@ class JsonLogFormatter(logging.Formatter):
 class ObservedMiddleware:
     """Pure ASGI middleware: request id, body-size limit, latency and count metrics, one JSON log line."""
 
-    def __init__(self, app, metrics: ApiMetrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
         self.app, self.metrics = app, metrics
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         began = time.perf_counter()
@@ -173,7 +166,7 @@ class ObservedMiddleware:
         request_id = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or uuid.uuid4().hex
         status = 500
 
-        async def send_with_id(message):
+        async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
@@ -201,22 +194,20 @@ class ObservedMiddleware:
 
 def create_app(
     settings: Settings | None = None,
-    scorer: scoring.Scorer | None = None,
+    source: ModelSource | None = None,
     registry: CollectorRegistry | None = None,
-    locate: Callable[[], Path] | None = None,
-    reload_interval: float = 5.0,
+    resolve: Callable[[], ModelSource] | None = None,
 ) -> FastAPI:
-    """The app. It serves a ``scorer`` handed in as is; otherwise it loads the bundle ``locate()`` returns
-    (default: the folder ``settings.serving_model``; ``python -m lib serve`` hands in a registry lookup),
-    or, when that is a bundle store, its champion and challenger, checking its aliases every
-    ``reload_interval`` seconds."""
+    """The app. It serves a ``source`` handed in (a ``Scorer``: tests); otherwise what ``resolve()`` returns
+    (default: ``resolve_model(settings.serving_model)``; ``python -m lib serve`` hands in one that can also
+    fetch a registry alias from MLflow), loaded in the background and checked for newer versions."""
     settings = settings or get_settings()
     metrics = ApiMetrics(registry or CollectorRegistry(), shared=multiprocess())
-    locate = locate or (lambda: scoring.bundle_path(settings.serving_model))
-    holder = ModelHolder(locate, metrics, scorer, reload_interval)
+    resolve = resolve or (lambda: resolve_model(settings.serving_model, settings))
+    holder = ModelHolder(resolve, metrics, source)
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI):
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if holder.served is None:
             threading.Thread(target=holder.load, name="bundle-loader", daemon=True).start()
         yield
@@ -257,14 +248,14 @@ async def read_body(request: Request, limit: int = contract.MAX_BODY_BYTES) -> b
     return b"".join(chunks)
 
 
-ARROW_BODY = {contract.ARROW_STREAM: {"schema": {"type": "string", "format": "binary"}}}
+ARROW_BODY = {arrow_batch.ARROW_STREAM: {"schema": {"type": "string", "format": "binary"}}}
 
 
-def _body(schema: str, extra: dict, arrow: bool = False) -> dict:
+def _body(schema: str, extra: dict[str, Any], arrow: bool = False) -> dict[str, Any]:
     """OpenAPI for a JSON body validated by ``lib.contract`` (the route reads it itself, after the key),
     with ``extra`` (the security requirement); ``arrow``: the batch route also takes and answers an Arrow
     IPC stream of the same fields as columns."""
-    content = {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}
+    content: dict[str, Any] = {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}
     if arrow:
         content.update(ARROW_BODY)
     return {"openapi_extra": {**extra, "requestBody": {"required": True, "content": content}}}
@@ -276,7 +267,7 @@ def _add_contract_schemas(app: FastAPI) -> None:
 
     base = app.openapi
 
-    def openapi() -> dict:
+    def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             spec = base()
             schemas = spec.setdefault("components", {}).setdefault("schemas", {})
@@ -287,9 +278,9 @@ def _add_contract_schemas(app: FastAPI) -> None:
                 schema = TypeAdapter(kind).json_schema(ref_template="#/components/schemas/{model}")
                 schemas.update(schema.pop("$defs", {}))
                 schemas[name] = schema
-        return app.openapi_schema
+        return app.openapi_schema or {}
 
-    app.openapi = openapi
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to extend its schema
 
 
 def _add_routes(app: FastAPI, holder: ModelHolder, metrics: ApiMetrics, keys: list[str]) -> None:
@@ -301,11 +292,11 @@ def _add_routes(app: FastAPI, holder: ModelHolder, metrics: ApiMetrics, keys: li
         return holder.ready()
 
     # documented as FastAPI documents a Security(APIKeyHeader) dependency; enforced by ready()
-    secured = {"security": [{"APIKeyHeader": []}]}
-    guarded = {"responses": {400: {}, 401: {}, 413: {}, 422: {}, 503: {}}}
+    secured: dict[str, Any] = {"security": [{"APIKeyHeader": []}]}
+    guarded: dict[str, Any] = {"responses": {400: {}, 401: {}, 413: {}, 422: {}, 503: {}}}
 
     def respond(body: object) -> Response:
-        return Response(orjson.dumps(body), media_type="application/json")
+        return Response(contract.encode_json(body), media_type="application/json")
 
     @app.post("/v1/predict", response_model=contract.Prediction, **_body("Transaction", secured), **guarded)
     async def predict(request: Request) -> Response:  # tens of microseconds: no thread hop
@@ -324,14 +315,14 @@ def _add_routes(app: FastAPI, holder: ModelHolder, metrics: ApiMetrics, keys: li
     async def predict_batch(request: Request) -> Response:
         served = ready(request)
         body = await read_body(request)
-        arrow = request.headers.get("content-type", "").split(";")[0].strip() == contract.ARROW_STREAM
-        columns, ids = (contract.parse_arrow_batch if arrow else contract.parse_batch)(body)
+        arrow = request.headers.get("content-type", "").split(";")[0].strip() == arrow_batch.ARROW_STREAM
+        columns, ids = (arrow_batch.parse_arrow_batch if arrow else contract.parse_batch)(body)
         probability, decision = served.champion.score_columns(columns)
         metrics.observe(probability, decision)
         shadow(served, columns=columns, ids=ids)
         if arrow:
             return Response(
-                arrow_predictions(served.champion.info, ids, probability, decision), media_type=contract.ARROW_STREAM
+                arrow_predictions(served.champion.info, ids, probability, decision), media_type=arrow_batch.ARROW_STREAM
             )
         return Response(
             json_predictions(served.champion.info, ids, probability, decision), media_type="application/json"
@@ -339,10 +330,10 @@ def _add_routes(app: FastAPI, holder: ModelHolder, metrics: ApiMetrics, keys: li
 
     @app.get("/v1/model", response_model=scoring.BundleInfo, openapi_extra=secured, **guarded)
     def model(request: Request) -> Response:
-        return respond(ready(request).champion.info.__dict__)
+        return respond(ready(request).champion.info)
 
     @app.get("/healthz")
-    def healthz() -> dict:
+    def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     @app.get("/readyz", responses={503: {}})
@@ -365,8 +356,7 @@ def worker_app() -> FastAPI:
     """One worker of ``serve --workers N`` (uvicorn calls this in each process): the app for the folder the
     command resolved (``FRAUD_SERVING_MODEL``), with its JSON log lines and its share of the metrics."""
     configure_logging()
-    settings = get_settings()
-    return create_app(settings, reload_interval=settings.serving_reload_interval)
+    return create_app(get_settings())
 
 
 def configure_logging(level: str = "INFO") -> None:

@@ -15,13 +15,11 @@ reads either the old pair or the new one, never a mix or a half-loaded model.
 import json
 import logging
 import shutil
-import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 from lib import atomic
 from lib.config import CHALLENGER, CHAMPION
-from lib.serving.scoring import BUNDLE_FILE, BundleError, Scorer
+from lib.serving.scoring import BUNDLE_FILE, BundleError, Scorer, Served
 
 log = logging.getLogger(__name__)
 ALIASES_FILE = "aliases.json"
@@ -84,25 +82,14 @@ class BundleStore:
                 shutil.rmtree(self.bundle(version), ignore_errors=True)
 
 
-@dataclass(frozen=True)
-class Served:
-    """What an app scores with: the champion, and a challenger in shadow (None: no shadow)."""
-
-    champion: Scorer
-    challenger: Scorer | None = None
-
-    @property
-    def versions(self) -> tuple[str, str | None]:
-        return self.champion.info.model_version, self.challenger.info.model_version if self.challenger else None
-
-
 class LiveModels:
-    """The store's champion (and challenger, in shadow), swapped in whole when its aliases move."""
+    """The store's champion (and challenger, in shadow), swapped in whole when its aliases move: a
+    ``lib.serving.source.ModelSource`` that ``check`` reloads every ``reload_interval`` seconds."""
 
-    def __init__(self, store: BundleStore, interval: float = 5.0, shadow: bool = True, on_swap=None) -> None:
-        self.store, self.interval, self.shadow, self.on_swap = store, interval, shadow, on_swap
+    def __init__(self, store: BundleStore, reload_interval: float = 5.0, shadow: bool = True) -> None:
+        self.store, self.shadow = store, shadow
+        self.reload_interval: float | None = reload_interval
         self._aliases: dict[str, str] = {}
-        self._stopping = threading.Event()
         self.swaps = 0
         self.current = self._load(self.store.aliases())
 
@@ -127,20 +114,4 @@ class LiveModels:
         before, self.current = self.current.versions, served
         self.swaps += 1
         log.info("models %s -> %s", before, served.versions)
-        if self.on_swap:
-            self.on_swap(served)
         return True
-
-    def watch(self) -> threading.Thread:
-        """Poll the aliases every ``interval`` s in a daemon thread until ``stop()``."""
-
-        def poll() -> None:
-            while not self._stopping.wait(self.interval):
-                self.check()
-
-        thread = threading.Thread(target=poll, name="bundle-reloader", daemon=True)
-        thread.start()
-        return thread
-
-    def stop(self) -> None:
-        self._stopping.set()

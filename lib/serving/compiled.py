@@ -1,7 +1,7 @@
 """The model compiled to native code by TL2cgen: one transaction scored in microseconds, not hundreds.
 
-XGBoost's ``inplace_predict`` spends ~150 µs per call on one row here (its C API directly, ~140 µs),
-nearly all of it per-call set-up around a few microseconds of tree walking. At bundle export,
+XGBoost's ``inplace_predict`` on one row is nearly all per-call set-up around a few microseconds of tree
+walking (docs/benchmarks.md has the figures). At bundle export,
 Treelite reads the booster, TL2cgen generates C for its trees, and ``gcc`` compiles it into
 ``model.so``, stored in the bundle with its SHA-256. Serving loads it with ``ctypes`` and calls the
 generated ``predict(union Entry* data, int pred_margin, float* result)`` (TL2cgen's ``header.h``)
@@ -14,8 +14,7 @@ score last, so its sums differ from XGBoost's float32 sums (base score first) in
 most rows. Before compiling, the generated source is put in XGBoost's order with float literals
 (``_as_xgboost_sums``), and the library is kept only if it gives the booster's probabilities exactly
 on probe rows, one at a time and as a batch: a single transaction and a batch get the same probability
-and the same decision. A batch costs a fifth of ``inplace_predict``'s time (1.0 vs 5.2 ms for 10,000
-rows here). A library exported before ``predict_rows`` leaves batches to the booster. Where the library
+and the same decision. A batch costs a fifth of ``inplace_predict``'s time. A library exported before ``predict_rows`` leaves batches to the booster. Where the library
 cannot be built (no TL2cgen or compiler, or generated code of a shape this module does not know) or
 cannot be loaded (another platform), the bundle serves with the booster alone and says so; a library
 whose checksum does not match is an error.
@@ -32,11 +31,14 @@ import re
 import shutil
 import struct
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from lib.errors import ServiceUnavailable
+from lib.logs import stderr_to
 
 log = logging.getLogger(__name__)
 
@@ -72,19 +74,42 @@ void predict_rows(union Entry* rows, long n, float* result) {
 """
 
 
-def _as_xgboost_sums(source: str) -> str:
-    """TL2cgen's ``main.c`` summing as XGBoost does: base score first, then each tree's float32 leaf."""
+def _as_xgboost_sums(source: str, base_margin: float | None = None) -> str:
+    """TL2cgen's ``main.c`` summing as XGBoost does: base score first, then each tree's float32 leaf.
+
+    ``base_margin``: the base score as XGBoost computes it (``_base_margin``); TL2cgen's literal otherwise."""
     base = _BASE.search(source)
     if base is None or source.count(_START) != 1:
         raise ValueError("TL2cgen generated code of an unknown shape (one binary target expected)")
-    source = _BASE.sub("\n", source).replace(_START, f"{_START}  result[0] += (float){base.group(1)};\n")
-    source, leaves = _LEAF.subn(r"\1\2f;", source)
+    first = f"{base_margin!r}f" if base_margin is not None else f"(float){base.group(1)}"
+    source = _BASE.sub("\n", source).replace(_START, f"{_START}  result[0] += {first};\n")
+    source, leaves = _LEAF.subn(_as_float_literal, source)
     if not leaves or _LEFT_AS_DOUBLE.search(source):
         raise ValueError("TL2cgen generated leaves this module cannot rewrite")
     return source
 
 
-def _probe_rows(booster, n_features: int, rows: int = 4096) -> np.ndarray:
+def _as_float_literal(leaf: re.Match[str]) -> str:
+    """A leaf's literal as a C float literal: ``0.25`` -> ``0.25f``, ``-0`` -> ``-0.0f`` (``-0f`` is not C)."""
+    literal = leaf.group(2)
+    return f"{leaf.group(1)}{literal}{'' if any(c in literal for c in '.e') else '.0'}f;"
+
+
+def _base_margin(booster: Any) -> float | None:
+    """The base margin XGBoost adds first, computed as XGBoost computes it: in float32, ``-log(1 / base_score -
+    1)`` for ``binary:logistic``. TL2cgen computes it in double; the two differ in the last bit for many base
+    scores (0.3, or the 0.3512 XGBoost estimated for one model), and so the probabilities did on some probe
+    rows, and the bundle served without its compiled trees. None for another objective: TL2cgen's is used."""
+    config = json.loads(booster.save_config())["learner"]
+    base_score = config["learner_model_param"]["base_score"].strip("[]").split(",")
+    if config["objective"]["name"] != "binary:logistic" or len(base_score) != 1:
+        return None
+    one, base = np.float32(1), np.float32(base_score[0])
+    odds = one / base - one  # float32 arithmetic, as XGBoost's; then a correctly rounded log, as glibc's logf
+    return float(-np.float32(np.log(np.float64(odds))))
+
+
+def _probe_rows(booster: Any, n_features: int, rows: int = 4096) -> np.ndarray:
     """Rows that reach every side of every split: each feature drawn from its split values and their
     neighbours (seeded, so an export is reproducible)."""
     trees = json.loads(booster.save_raw("json"))["learner"]["gradient_booster"]["model"]["trees"]
@@ -104,7 +129,7 @@ def _probe_rows(booster, n_features: int, rows: int = 4096) -> np.ndarray:
     return probe
 
 
-def compile_booster(booster, folder: Path) -> dict | None:
+def compile_booster(booster: Any, folder: Path) -> dict[str, Any] | None:
     """Compile ``booster`` into ``folder/model.so``; its description for ``bundle.json``, or None (and why, logged)."""
     try:
         import tl2cgen
@@ -115,10 +140,14 @@ def compile_booster(booster, folder: Path) -> dict | None:
     library = folder / COMPILED_FILE
     try:
         model = treelite.frontend.from_xgboost(booster)
+        # TL2cgen's own Treelite (4.1) reads the model that treelite (4.8: the one that reads XGBoost 3) wrote
+        # and says so on stderr; what it generated is held to the booster below, bit for bit
         with tempfile.TemporaryDirectory() as source, contextlib.redirect_stdout(io.StringIO()):
-            tl2cgen.generate_c_code(model, source, params={})
+            with stderr_to(folder.parent / f".{folder.name}-tl2cgen.log") as native_log:
+                tl2cgen.generate_c_code(model, source, params={})
+            native_log.unlink(missing_ok=True)
             main = Path(source) / "main.c"
-            main.write_text(_as_xgboost_sums(main.read_text()) + _PREDICT_ROWS)
+            main.write_text(_as_xgboost_sums(main.read_text(), _base_margin(booster)) + _PREDICT_ROWS)
             shutil.move(tl2cgen.create_shared("gcc", source), library)
         compiled = CompiledModel(library, int(model.num_feature))
         probe = _probe_rows(booster, int(model.num_feature))
@@ -151,7 +180,7 @@ class CompiledModel:
         self._predict = lib.predict
         self._predict.restype = None
         self._predict.argtypes = (ctypes.c_char_p, ctypes.c_int, ctypes.c_void_p)  # bytes: read only
-        self._rows = getattr(lib, "predict_rows", None)
+        self._rows: Any = getattr(lib, "predict_rows", None)
         if self._rows is not None:
             self._rows.restype = None
             self._rows.argtypes = (ctypes.c_void_p, ctypes.c_long, ctypes.c_void_p)
@@ -163,13 +192,13 @@ class CompiledModel:
         self.n_features = n_features
         self._pack = struct.Struct(f"={n_features}f").pack  # a row as the C floats ``predict`` reads
 
-    def probability(self, row) -> float:
+    def probability(self, row: Sequence[float]) -> float:
         """The model's probability for one row (a sequence of floats, in the bundle's feature order)."""
         result = ctypes.c_float(0.0)  # per call (the API's threads share one model); every leaf is added to it
         self._predict(self._pack(*row), 0, ctypes.byref(result))
         return result.value
 
-    def probabilities(self, matrix) -> np.ndarray:
+    def probabilities(self, matrix: Any) -> np.ndarray:
         """The model's probabilities (float32) for the rows of ``matrix`` (rows x the bundle's features)."""
         rows = np.ascontiguousarray(matrix, dtype=np.float32)
         if rows.ndim != 2 or rows.shape[1] != self.n_features:  # predict_rows would read past the end
@@ -179,7 +208,7 @@ class CompiledModel:
         return result
 
 
-def load(folder: Path, described: dict | None, n_features: int) -> CompiledModel | None:
+def load(folder: Path, described: dict[str, Any] | None, n_features: int) -> CompiledModel | None:
     """The bundle's compiled model, or None where there is none or it was built for another machine."""
     if not described:
         return None

@@ -9,9 +9,10 @@ set before the workers start), and every worker's ``/metrics`` answers with all 
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Histogram, Info
@@ -29,7 +30,14 @@ class BatchHistogram:
     exposition, and multiprocess mode (``serve --workers N``), stay prometheus-client's.
     """
 
-    def __init__(self, name: str, documentation: str, label: tuple[str, str], buckets, registry) -> None:
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        label: tuple[str, str],
+        buckets: Sequence[float],
+        registry: CollectorRegistry | None,
+    ) -> None:
         self.child = Histogram(name, documentation, [label[0]], buckets=buckets, registry=registry).labels(label[1])
         # the histogram's own bounds and values (non-cumulative per bucket, +Inf last), as its observe() uses them
         self.bounds = np.asarray(self.child._upper_bounds[:-1], dtype=np.float64)
@@ -79,11 +87,12 @@ class ScoringMetrics:
     def __init__(self, registry: CollectorRegistry, source: str, shared: bool = False) -> None:
         self.registry = registry
         self.source = source
-        self.values = values = None if shared else registry  # where the counters and histograms register
+        # where the counters and histograms register: None, in multiprocess mode (prometheus-client's rule)
+        self.values = values = None if shared else registry
         if shared:
             from prometheus_client.multiprocess import MultiProcessCollector
 
-            MultiProcessCollector(registry)
+            MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         self.model = Info("fraud_model", "The model being served", registry=registry)
         self.score = BatchHistogram(
             "fraud_prediction_score", "Fraud probability of scored transactions", ("source", source),
@@ -94,7 +103,7 @@ class ScoringMetrics:
         )
         self.frauds, self.genuine = (self.decisions.labels(source, outcome) for outcome in ("fraud", "genuine"))
 
-    def set_model(self, info) -> None:
+    def set_model(self, info: Any) -> None:
         self.model.info(
             {
                 "model_name": info.model_name,
@@ -111,15 +120,15 @@ class ScoringMetrics:
         self.frauds.inc(frauds)
         self.genuine.inc(len(probabilities) - frauds)
 
-    def observe_results(self, results: list[dict]) -> None:
-        """Record the scoring core's answers (``Scorer.score_records``)."""
+    def observe_results(self, results: list[Any]) -> None:
+        """Record the scoring core's answers (``contract.PredictionRecord``s)."""
         if len(results) == 1:
-            self.score.observe_one(results[0]["fraud_probability"])
-            (self.frauds if results[0]["is_fraud"] else self.genuine).inc()
+            self.score.observe_one(results[0].fraud_probability)
+            (self.frauds if results[0].is_fraud else self.genuine).inc()
             return
         self.observe(
-            np.fromiter((r["fraud_probability"] for r in results), np.float64, len(results)),
-            np.fromiter((r["is_fraud"] for r in results), bool, len(results)),
+            np.fromiter((r.fraud_probability for r in results), np.float64, len(results)),
+            np.fromiter((r.is_fraud for r in results), bool, len(results)),
         )
 
 
@@ -136,7 +145,7 @@ class ApiMetrics(ScoringMetrics):
             "fraud_api_request_duration_seconds", "HTTP request latency by route, method and status",
             ["route", "method", "status"], buckets=LATENCY_BUCKETS, registry=self.values,
         )  # fmt: skip
-        self._children: dict[tuple[str, str, str], tuple] = {}  # routes x methods x statuses: a few dozen
+        self._children: dict[tuple[str, str, str], tuple[Any, ...]] = {}  # routes x methods x statuses: a few dozen
 
     def observe_request(self, route: str, method: str, status: str, seconds: float) -> None:
         """Count and time one request (the label lookups, done once per combination, cost more than both)."""

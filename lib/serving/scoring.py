@@ -15,13 +15,12 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import xgboost as xgb
 
-from lib import atomic, features
-from lib.config import PROJECT_ROOT, REGISTRY_ALIASES
+from lib import atomic, contract, features
 from lib.errors import ServiceUnavailable
 from lib.serving import compiled as compiled_model
 
@@ -53,7 +52,7 @@ class BundleInfo:
     candidate: str
     test_auprc: float | None = None
     created: str = ""
-    compiled: dict | None = None  # model.so: its checksum, the machine and compiler it was built with
+    compiled: dict[str, Any] | None = None  # model.so: its checksum, the machine and compiler it was built with
 
 
 def export_bundle(folder: str | Path, booster: xgb.Booster, info: BundleInfo, compile: bool = True) -> Path:
@@ -91,29 +90,49 @@ def load_bundle(folder: str | Path) -> tuple[BundleInfo, xgb.Booster]:
     return info, booster
 
 
-def bundle_path(model: str, base: Path = PROJECT_ROOT) -> Path:
-    """The bundle folder a setting names: absolute, or relative to ``base`` (the project).
+class Model(Protocol):
+    """What scores: a bundle's ``Scorer``, or ``lib.serving.remote.HttpScorer`` (an API's batch route)."""
 
-    Registry aliases are resolved by ``lib.model.registry.bundle_folder``, which needs MLflow; the
-    serving path does not have it, so here an alias is an error that says what to do instead.
-    """
-    if model in REGISTRY_ALIASES:
-        raise BundleError(
-            f"FRAUD_SERVING_MODEL={model!r} is a registry alias, and this app serves a bundle folder: point "
-            "FRAUD_SERVING_MODEL (or --model) at one, e.g. data/bundle; `python -m lib serve` and "
-            "`python -m lib stream score` fetch aliases from MLflow themselves"
-        )
-    return base / Path(model).expanduser()
+    @property
+    def info(self) -> BundleInfo: ...
+
+    def score_columns(self, columns: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def score_batch(self, columns: dict[str, np.ndarray], ids: list[Any]) -> list[Any]: ...
+
+    def score_records(self, records: list[dict[str, Any]]) -> list[Any]: ...
+
+
+@dataclass(frozen=True)
+class Served:
+    """What an app scores with: the champion, and a challenger in shadow (None: no shadow)."""
+
+    champion: Model
+    challenger: Model | None = None
+
+    @property
+    def versions(self) -> tuple[str, str | None]:
+        return self.champion.info.model_version, self.challenger.info.model_version if self.challenger else None
 
 
 class Scorer:
-    """Scores raw transactions (column arrays or dicts), or a feature matrix of the spec, with one bundle."""
+    """Scores raw transactions (column arrays or dicts), or a feature matrix of the spec, with one bundle.
+
+    As a model source (``lib.serving.source.ModelSource``) it serves itself alone: ``current`` never changes.
+    """
+
+    reload_interval: float | None = None  # a bundle folder never changes under a Scorer
 
     def __init__(self, info: BundleInfo, booster: xgb.Booster, compiled: compiled_model.CompiledModel | None = None):
         self.info = info
         self.booster = booster
         self.compiled = compiled
         self.predictor = "tl2cgen" if compiled else "xgboost"  # what scores a single transaction
+        self.current = Served(self)
+
+    def check(self) -> bool:
+        """Nothing to reload: a bundle folder's model is what it is."""
+        return False
 
     @classmethod
     def from_folder(cls, folder: str | Path) -> "Scorer":
@@ -133,7 +152,7 @@ class Scorer:
             probability = self.booster.inplace_predict(rows).astype(np.float64)
         return probability, self.decide(probability)
 
-    def decide(self, probability):
+    def decide(self, probability: Any) -> Any:
         """The decision rule, for one probability (a float) or many (an array): at or above the threshold."""
         return probability >= self.info.threshold
 
@@ -141,27 +160,21 @@ class Scorer:
         """(fraud_probability float64, is_fraud bool) for raw column arrays."""
         return self.score_features(features.compute(columns, self.info.feature_set))
 
-    def score_records(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Validated raw transactions (dicts) -> one result per transaction, in order."""
+    def score_records(self, records: list[dict[str, Any]]) -> list[Any]:
+        """Validated raw transactions (dicts) -> one ``contract.PredictionRecord`` per transaction, in order."""
         if len(records) == 1 and self.compiled:
-            record = records[0]
-            probability = float(self.compiled.probability(features.compute_one(record, self.info.feature_set)))
-            return self._answers([record.get("transaction_id")], [probability], [self.decide(probability)])
+            record, feature_set = records[0], self.info.feature_set
+            probability = float(self.compiled.probability(features.compute_one(record, feature_set)))
+            return contract.predictions(
+                self.info, [record.get("transaction_id")], [probability], [self.decide(probability)]
+            )
         return self.score_batch(features.columns_from_records(records), [r.get("transaction_id") for r in records])
 
-    def score_batch(self, columns: dict[str, np.ndarray], ids: list) -> list[dict[str, Any]]:
-        """Raw column arrays (``features.columns_from_records``) and their transactions' ids -> one result each."""
-        probability, _ = self.score_columns(columns)
-        return self.results(ids, probability)
+    def score_batch(self, columns: dict[str, np.ndarray], ids: list[Any]) -> list[Any]:
+        """Raw column arrays (``features.columns_from_records``) and their transactions' ids -> one answer each."""
+        probability, decision = self.score_columns(columns)
+        return contract.predictions(self.info, ids, probability, decision)
 
-    def results(self, ids: list, probability: np.ndarray) -> list[dict[str, Any]]:
+    def results(self, ids: list[Any], probability: np.ndarray) -> list[Any]:
         """The answers for transactions ``ids`` given their ``probability`` (``score_columns``), in order."""
-        return self._answers(ids, probability.tolist(), self.decide(probability).tolist())
-
-    def _answers(self, ids: list, probability: list[float], decision: list[bool]) -> list[dict[str, Any]]:
-        threshold, name, version = self.info.threshold, self.info.model_name, self.info.model_version
-        return [
-            {"transaction_id": i, "fraud_probability": p, "is_fraud": d, "threshold": threshold, "model_name": name,
-             "model_version": version}
-            for i, p, d in zip(ids, probability, decision, strict=True)
-        ]  # fmt: skip
+        return contract.predictions(self.info, ids, probability, self.decide(probability))

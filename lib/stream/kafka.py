@@ -20,15 +20,12 @@ stay in order within a partition.
 
 import logging
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lib.config import Settings
 from lib.contract import encode_json
 from lib.errors import ParameterError, PipelineError
 
@@ -72,7 +69,7 @@ class Topics:
         return [self.transactions, self.scores, self.alerts, self.dead_letter, self.labels, self.shadow]
 
 
-def client_config(bootstrap: str, **extra: Any) -> dict:
+def client_config(bootstrap: str, **extra: Any) -> dict[str, Any]:
     # librdkafka logs through Python logging instead of printing to stderr. Metadata is refreshed every
     # 10 s (default 5 min): after a broker restart a client can keep a stale broker list ("new leader-1
     # not found in cache", confluentinc/librdkafka#4976) and deliver nothing until the next refresh.
@@ -115,20 +112,6 @@ def ensure_topics(bootstrap: str, topics: Topics, partitions: int = 4) -> None:
                 raise StreamError(f"could not create topic {name} on {bootstrap}: {exc}") from None
 
 
-@contextmanager
-def broker(settings: Settings, data_dir: str | Path | None = None) -> Iterator[str]:
-    """Bootstrap servers: ``KAFKA_BOOTSTRAP_SERVERS`` when set, else an embedded broker for the block."""
-    if settings.kafka_bootstrap_servers:
-        yield settings.kafka_bootstrap_servers
-        return
-    import tempfile
-
-    from lib.stream.local import LocalBroker
-
-    with tempfile.TemporaryDirectory(prefix="kafka-", dir=data_dir) as folder, LocalBroker(Path(folder)) as local:
-        yield local.bootstrap
-
-
 class Producer:
     """An idempotent ``acks=all`` producer that raises if any message it sent was not acknowledged."""
 
@@ -150,7 +133,7 @@ class Producer:
         for topic in topics:  # learn the partition leaders now, not while the first messages wait
             self._producer.list_topics(topic, timeout=30)
 
-    def _delivered(self, err, msg) -> None:
+    def _delivered(self, err: Any, msg: Any) -> None:
         if err is not None:
             self.failures.append(f"{msg.topic()}: {err}")
 
@@ -206,7 +189,7 @@ class ReplayStats:
         return self.messages / self.seconds if self.seconds else float("nan")
 
 
-def encode_transactions(table) -> list[tuple[bytes, bytes]]:
+def encode_transactions(table: Any) -> list[tuple[bytes, bytes]]:
     """(key, value) per row: key ``nameOrig``, value the contract's JSON (labels left out)."""
     columns = [table.column(name).to_pylist() for name in INPUT_FIELDS]
     keys = table.column("nameOrig").to_pylist()
@@ -227,7 +210,7 @@ class DelayedLabels:
     messages: list[tuple[bytes, bytes]]  # (key: the transaction's key, value) in ``due`` order
 
     @classmethod
-    def of(cls, table, topic: str, delay_steps: int, missing_share: float = 0.0, seed: int = 0) -> "DelayedLabels":
+    def of(cls, table: Any, topic: str, delay_steps: int, missing_share: float = 0.0, seed: int = 0) -> "DelayedLabels":
         if delay_steps < 0 or not 0 <= missing_share < 1:
             raise ParameterError(
                 f"--label-delay-steps must be >= 0 (got {delay_steps}) and --label-missing-share in [0, 1) "
@@ -282,7 +265,7 @@ def replay(
 # --- reading results back ---------------------------------------------------------------------------
 
 
-def read_topic(bootstrap: str, topic: str, expect: int = 0, timeout: float = 60.0, idle: float = 3.0) -> list:
+def read_topic(bootstrap: str, topic: str, expect: int = 0, timeout: float = 60.0, idle: float = 3.0) -> list[Any]:
     """Every message of ``topic`` (from the start), as confluent-kafka messages.
 
     Reads by partition assignment (no consumer group, so no rebalance wait). Stops when ``expect``
@@ -293,7 +276,7 @@ def read_topic(bootstrap: str, topic: str, expect: int = 0, timeout: float = 60.
     consumer = Consumer(
         client_config(bootstrap, **{"group.id": "reader", "enable.auto.commit": False, "enable.partition.eof": False})
     )
-    found: list = []
+    found: list[Any] = []
     try:
         partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])

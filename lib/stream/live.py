@@ -20,8 +20,10 @@ A member that restarts starts with an empty store: the labels of results it scor
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 from itertools import islice, repeat
+from typing import Any
 
 import numpy as np
+from prometheus_client import CollectorRegistry
 
 from lib.quality import performance
 
@@ -67,7 +69,7 @@ class LabelJoin:
                 del waiting[transaction]
             self.counts["expired"] += expired
 
-    def _add_one_by_one(self, ids: list[str], versions: tuple[str, ...], probabilities) -> None:
+    def _add_one_by_one(self, ids: list[str], versions: tuple[str, ...], probabilities: Any) -> None:
         waiting, early, labelled = self.waiting, self.early, self.labelled
         for transaction, scores in zip(ids, probabilities, strict=True):
             if transaction in labelled:
@@ -98,9 +100,10 @@ class LabelJoin:
             self.labelled.popitem(last=False)
         self.counts["joined"] += 1
 
-    def evidence(self, versions: list[str]) -> dict:
+    def evidence(self, versions: list[str]) -> dict[str, Any]:
         """The window's results scored by every one of ``versions``: labels and each one's probabilities."""
-        labels, columns = [], {v: [] for v in versions}
+        labels: list[int] = []
+        columns: dict[str, list[float]] = {v: [] for v in versions}
         for joined in self.window:
             if all(v in joined.versions for v in versions):
                 labels.append(joined.label)
@@ -112,7 +115,7 @@ class LabelJoin:
             "thresholds": {v: self.thresholds.get(v) for v in versions},
         }
 
-    def performance(self, version: str) -> dict:
+    def performance(self, version: str) -> dict[str, Any]:
         """Live performance of ``version`` over the window's results it scored."""
         window = self.evidence([version])
         return performance(np.array(window["labels"]), np.array(window["probabilities"][version]),
@@ -123,7 +126,7 @@ class LiveMetrics:
     """The label join and live performance as Prometheus metrics; the version label only ever holds the
     versions being served (at most two), so the series stay bounded as models come and go."""
 
-    def __init__(self, registry) -> None:
+    def __init__(self, registry: CollectorRegistry) -> None:
         from prometheus_client import Counter, Gauge
 
         self.labels = Counter(

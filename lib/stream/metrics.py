@@ -5,6 +5,8 @@ import json
 import threading
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+
 from lib.serving.metrics import LATENCY_BUCKETS, BatchHistogram, ScoringMetrics
 from lib.stream.live import LiveMetrics
 
@@ -15,7 +17,7 @@ E2E_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30
 class StreamMetrics(ScoringMetrics):
     """Scoring metrics plus the stream's: throughput by outcome, batch latency, end-to-end latency, lag."""
 
-    def __init__(self, registry) -> None:
+    def __init__(self, registry: CollectorRegistry) -> None:
         from prometheus_client import Counter, Gauge, Histogram
 
         super().__init__(registry, "stream")
@@ -43,7 +45,7 @@ class StreamMetrics(ScoringMetrics):
         self.live = LiveMetrics(registry)
 
 
-def serve_metrics(host: str, port: int, registry, worker):
+def serve_metrics(host: str, port: int, registry: CollectorRegistry, worker: Any) -> Any:
     """Prometheus metrics on ``/metrics`` and the live evidence on ``/live`` (JSON), in a daemon thread."""
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 

@@ -18,14 +18,12 @@ from ``/live``.
 import gc
 import hashlib
 import logging
-import os
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,7 +32,8 @@ import orjson
 from lib.config import CHALLENGER, CHAMPION
 from lib.contract import RequestError, encode_json, parse_message
 from lib.features import columns_from_records
-from lib.serving.bundles import LiveModels, Served
+from lib.serving.scoring import Served
+from lib.serving.source import ModelSource
 from lib.stream.kafka import Producer, StreamError, Topics, client_config
 from lib.stream.live import LabelJoin
 from lib.stream.metrics import StreamMetrics
@@ -43,10 +42,11 @@ log = logging.getLogger(__name__)
 
 ASSIGNED = "assigned"  # what the scorer prints when the group hands it partitions
 REFUSALS = {400: "not valid JSON", 413: "too large for a transaction", 422: "does not follow the transaction contract"}
+Refused = tuple[Any, str, list[dict[str, Any]]]  # a refused message, why, and the errors its dead letter names
 KEPT_BYTES = 4096  # of a refused message's value (and key) copied into its dead letter: a letter always fits
 
 
-def dead_letter(msg, reason: str, errors: list[dict]) -> bytes:
+def dead_letter(msg: Any, reason: str, errors: list[dict[str, Any]]) -> bytes:
     """The dead letter of a refused message: why, where it was, and its value, cut to ``KEPT_BYTES`` with
     its size and sha256 so that a letter always fits the topic (one too large could stop the stream)."""
     value = msg.value() or b""
@@ -64,10 +64,10 @@ def dead_letter(msg, reason: str, errors: list[dict]) -> bytes:
     return encode_json(letter)
 
 
-def _stamped(results: list[dict], stamps: list[int]) -> list[bytes]:
+def _stamped(results: list[Any], stamps: list[int]) -> list[bytes]:
     """The results as the scores topic carries them: JSON, with their input's produce time."""
     for result, ms in zip(results, stamps, strict=True):
-        result["produced_at_ms"] = ms
+        result.produced_at_ms = ms
     return [encode_json(r) for r in results]
 
 
@@ -81,12 +81,12 @@ def collector_for_batches(young: int) -> Iterator[None]:
     * Its first threshold at ``young`` (``gc.set_threshold``). A micro-batch (the benchmark's 5,000
       messages) allocates a few container objects per message (the client's messages, the results), all
       held until the batch is done: at Python's 700 the collector makes dozens of young passes per batch,
-      and what survives them (the whole batch) is walked again by the older generations' passes. On a full
-      topic (``benchmarks/stream_throughput.py``) the scorer did 47-58k/s at 700, 60-77k/s at 10,000 and
-      72-83k/s with collection off. Cycles are still collected, one young pass per ``young`` objects.
-    * What the process holds when the loop starts (modules, the model, the clients: some 230,000 objects)
-      collected once, then frozen (``gc.freeze``): a full collection no longer walks it. One took 0.15 s,
-      a pause of every message in flight, on a full topic of 400,000 messages; frozen, none was needed.
+      and what survives them (the whole batch) is walked again by the older generations' passes (the
+      throughput at each threshold: docs/benchmarks.md). Cycles are still collected, one young pass per
+      ``young`` objects.
+    * What the process holds when the loop starts (modules, the model, the clients: hundreds of thousands
+      of objects) collected once, then frozen (``gc.freeze``): a full collection no longer walks it, nor
+      pauses every message in flight while it does.
     """
     saved = gc.get_threshold()
     gc.collect()
@@ -104,16 +104,16 @@ class StreamScorer:
     """A consumer-group member: poll micro-batches, validate, score, write results, then commit."""
 
     bootstrap: str
-    # a Scorer or lib.stream.via_http.HttpScorer (anything with score_batch(columns, ids) -> list[dict]), or LiveModels
-    # (a bundle store's champion and shadow challenger, reloaded when its aliases move)
-    scorer: Any
+    # a bundle's Scorer, a bundle store's LiveModels (champion and shadow challenger, reloaded when its aliases
+    # move) or an API's HttpScorer: lib.serving.source.resolve_model
+    models: ModelSource
     topics: Topics = field(default_factory=Topics)
     group_id: str = "fraud-scorer"
     batch_size: int = 2000
     batch_timeout: float = 0.02  # seconds to wait for a micro-batch to fill
     metrics: StreamMetrics | None = None
     live: LabelJoin = field(default_factory=LabelJoin)
-    consumer_settings: dict = field(default_factory=dict)  # librdkafka settings over the defaults below
+    consumer_settings: dict[str, Any] = field(default_factory=dict)  # librdkafka settings over the defaults below
 
     def __post_init__(self) -> None:
         from confluent_kafka import Consumer
@@ -142,13 +142,13 @@ class StreamScorer:
     @property
     def served(self) -> Served:
         """The models this micro-batch is scored with (one read: a swap never splits a batch)."""
-        return self.scorer.current if isinstance(self.scorer, LiveModels) else Served(self.scorer)
+        return self.models.current
 
-    def _assigned(self, _consumer, partitions) -> None:
+    def _assigned(self, _consumer: Any, partitions: list[Any]) -> None:
         self._labels_paused = False  # partitions come assigned unpaused
         print(f"{ASSIGNED} {len(partitions)} partition(s) of {self.topics.transactions}", flush=True)
 
-    def _validate(self, messages) -> tuple[list, list, list[tuple[Any, str, list[dict]]]]:
+    def _validate(self, messages: list[Any]) -> tuple[list[Any], list[Any], list[Refused]]:
         """(valid transactions as ``TransactionRecord``s, their messages, refused messages with why)."""
         valid, sources, invalid = [], [], []
         for msg in messages:
@@ -163,7 +163,7 @@ class StreamScorer:
             sources.append(msg)
         return valid, sources, invalid
 
-    def _labels(self, messages) -> tuple[list[tuple[str, int]], list[tuple[Any, str, list[dict]]]]:
+    def _labels(self, messages: list[Any]) -> tuple[list[tuple[str, int]], list[Refused]]:
         labels, invalid = [], []
         for msg in messages:
             try:
@@ -178,21 +178,21 @@ class StreamScorer:
             labels.append((transaction, value))
         return labels, invalid
 
-    def _remember(self, ids: list[str], results: list[dict], shadow: list[dict] | None) -> None:
+    def _remember(self, ids: list[str], results: list[Any], shadow: list[Any] | None) -> None:
         """Both models' probabilities of this batch, for the label join (by the version each result names)."""
         n = len(results)
-        probabilities = np.fromiter((r["fraud_probability"] for r in results), np.float64, n)
-        challenger = np.fromiter((r["fraud_probability"] for r in shadow), np.float64, n) if shadow else None
-        versions = [r["model_version"] for r in results]
-        for version in dict.fromkeys(versions):  # one, unless the API swapped models within a --via-http batch
+        probabilities = np.fromiter((r.fraud_probability for r in results), np.float64, n)
+        challenger = np.fromiter((r.fraud_probability for r in shadow), np.float64, n) if shadow else None
+        versions = [r.model_version for r in results]
+        for version in dict.fromkeys(versions):  # one, unless the API swapped models within a batch (an HttpScorer)
             rows = np.arange(n) if versions.count(version) == n else np.flatnonzero(np.array(versions) == version)
-            scored = {version: (probabilities[rows], results[versions.index(version)]["threshold"])}
-            if shadow:
-                scored[shadow[0]["model_version"]] = (challenger[rows], shadow[0]["threshold"])
+            scored = {version: (probabilities[rows], results[versions.index(version)].threshold)}
+            if shadow and challenger is not None:
+                scored[shadow[0].model_version] = (challenger[rows], shadow[0].threshold)
             with self.lock:
                 self.live.add_results(ids if len(rows) == n else [ids[i] for i in rows], scored)
 
-    def process(self, messages) -> None:
+    def process(self, messages: list[Any]) -> None:
         """Score one micro-batch and write its outputs; returns once all are acknowledged."""
         transactions = [m for m in messages if m.topic() == self.topics.transactions]
         labels, invalid_labels = self._labels([m for m in messages if m.topic() == self.topics.labels])
@@ -207,7 +207,7 @@ class StreamScorer:
             keys = [i.encode() for i in ids]
             values = _stamped(results, stamps)
             send_all(topics.scores, zip(keys, values, strict=True))
-            send_all(topics.alerts, [(k, v) for k, v, r in zip(keys, values, results, strict=True) if r["is_fraud"]])
+            send_all(topics.alerts, [(k, v) for k, v, r in zip(keys, values, results, strict=True) if r.is_fraud])
             if shadow:
                 send_all(topics.shadow, zip(keys, _stamped(shadow, stamps), strict=True))
             self._remember(ids, results, shadow)
@@ -267,7 +267,7 @@ class StreamScorer:
         except KafkaException as exc:  # refused by the client at once (no answer will come)
             self._committed(exc.args[0], None)
 
-    def _committed(self, error, _partitions) -> None:
+    def _committed(self, error: Any, _partitions: Any) -> None:
         """The broker's answer to a commit (librdkafka's ``on_commit``, served while consuming). A group that
         moved on (broker restart, rebalance) is not fatal: the results are already written; offsets the group
         refused are delivered again after the rejoin and scored again (at-least-once: the duplicates carry
@@ -341,24 +341,19 @@ class StreamScorer:
 
     def _reload(self) -> None:
         """Between micro-batches: a new champion or challenger when the store's aliases moved."""
-        now = time.monotonic()
-        if not isinstance(self.scorer, LiveModels) or now - self._reload_checked < self.scorer.interval:
+        now, interval = time.monotonic(), self.models.reload_interval
+        if interval is None or now - self._reload_checked < interval:
             return
         self._reload_checked = now
-        if self.scorer.check():
+        if self.models.check():
             if self.metrics:
-                self.metrics.set_model(self.scorer.current.champion.info)
-            print(f"serving {describe(self.scorer.current)}", flush=True)
+                self.metrics.set_model(self.models.current.champion.info)
+            print(f"serving {describe(self.models.current)}", flush=True)
 
     def roles(self) -> dict[str, str]:
         """``{version: role}`` of the models served now."""
-        if isinstance(self.scorer, LiveModels):
-            champion, challenger = self.scorer.current.versions
-            return {champion: CHAMPION, **({challenger: CHALLENGER} if challenger else {})}
-        if hasattr(self.scorer, "info"):
-            return {self.scorer.info.model_version: CHAMPION}
-        with self.lock:  # --via-http: the version the API answered with last
-            return dict.fromkeys(list(self.live.thresholds)[-1:], CHAMPION)
+        champion, challenger = self.models.current.versions
+        return {champion: CHAMPION, **({challenger: CHALLENGER} if challenger else {})}
 
     def _show_live(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -369,7 +364,7 @@ class StreamScorer:
         with self.lock:
             self.metrics.live.update(self.live, roles)
 
-    def evidence(self) -> dict:
+    def evidence(self) -> dict[str, Any]:
         """What ``/live`` answers: the served versions and the labelled window they were both scored on."""
         roles = self.roles()
         versions = sorted(roles, key=lambda v: roles[v] != CHAMPION)
@@ -391,59 +386,3 @@ def describe(served: Served) -> str:
     champion, challenger = served.versions
     name = served.champion.info.model_name
     return f"{name} v{champion}" + (f" with v{challenger} in shadow" if challenger else "")
-
-
-def start_scorer_process(
-    bootstrap: str, topics: Topics, model: str | Path, *extra: str, env: dict | None = None, timeout: float = 60.0
-):
-    """``python -m lib stream score`` in its own process (as an operator runs it); returns once the
-    consumer group has assigned it its partitions, so what is produced next is consumed by it.
-
-    Its output (``scoring …``, ``assigned …`` per rebalance, then ``stopped: N scored, M dead letters``)
-    is on ``.stdout``.
-    """
-    import subprocess
-    import sys
-
-    from lib.config import PROJECT_ROOT
-
-    command = [sys.executable, "-m", "lib", "stream", "score", "--bootstrap", bootstrap, "--topic-prefix",
-               topics.prefix, "--model", str(model), *extra]  # fmt: skip
-    process = subprocess.Popen(
-        command, cwd=PROJECT_ROOT, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    seen = _read_until(process, ASSIGNED, timeout)
-    if not seen.splitlines()[-1:] or not seen.splitlines()[-1].startswith(ASSIGNED):
-        process.kill()
-        raise StreamError(f"the stream scorer was not assigned partitions within {timeout:.0f} s:\n{seen[-3000:]}")
-    return process
-
-
-def _read_until(process, prefix: str, timeout: float) -> str:
-    """Lines of ``process.stdout`` up to the first that starts with ``prefix`` (or the timeout, or its exit)."""
-    import selectors
-
-    seen = []
-    deadline = time.monotonic() + timeout
-    with selectors.DefaultSelector() as selector:
-        selector.register(process.stdout, selectors.EVENT_READ)
-        while time.monotonic() < deadline:
-            if not selector.select(timeout=max(deadline - time.monotonic(), 0)):
-                break
-            line = process.stdout.readline()
-            if not line:  # exited
-                break
-            seen.append(line)
-            if line.startswith(prefix):
-                break
-    return "".join(seen)
-
-
-def stop_scorer_process(process, timeout: float = 60.0) -> str:
-    """SIGTERM (finish the batch, commit, leave the group); returns its output, raises if it failed."""
-    process.send_signal(signal.SIGTERM)
-    output, _ = process.communicate(timeout=timeout)
-    if process.returncode != 0:
-        raise StreamError(f"the stream scorer exited with {process.returncode}:\n{output[-3000:]}")
-    return output

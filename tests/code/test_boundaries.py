@@ -11,16 +11,19 @@ import pytest
 from lib.config import PROJECT_ROOT
 
 CORE = "core"
-# part -> the parts it may import (lib/*.py at the top level is the core; lib/__main__.py is the CLI)
+# part -> the parts it may import (lib/*.py at the top level is the core; lib/__main__.py belongs to the CLI).
+# The ops room (local: service starters, the Lambda packager) imports only the core; the scoring path
+# (serving, stream) never imports it nor the CLI; only the CLI imports the CLI.
 ALLOWED = {
     CORE: {CORE},
+    "local": {CORE, "local"},
     "data": {CORE, "data"},
     "serving": {CORE, "serving"},
     "stream": {CORE, "serving", "stream"},
     "model": {CORE, "data", "serving", "model"},
-    "monitoring": {CORE, "data", "serving", "stream", "monitoring"},
-    "pipeline": {CORE, "data", "serving", "stream", "model", "monitoring", "pipeline"},
-    "cli": {CORE, "data", "serving", "stream", "model", "monitoring", "pipeline"},
+    "monitoring": {CORE, "local", "data", "serving", "stream", "monitoring"},
+    "pipeline": {CORE, "local", "data", "serving", "stream", "model", "monitoring", "pipeline"},
+    "cli": {CORE, "local", "data", "serving", "stream", "model", "monitoring", "pipeline", "cli"},
 }
 LIGHT = ("serving", "stream")  # what the Lambda package, the API image and the stream scorer carry
 HEAVY = ("pyspark", "mlflow", "tensorflow", "keras", "pandas", "evidently", "sklearn")
@@ -82,22 +85,32 @@ def test_the_chalice_app_imports_only_the_core_and_serving():
 
 
 def test_the_check_catches_a_forbidden_import(tmp_path):
-    """The checker itself: a core module importing a subpackage, serving importing the pipeline or pandas."""
-    (tmp_path / "lib" / "serving").mkdir(parents=True)
+    """The checker itself: a core module importing a subpackage, serving importing the pipeline, the ops room
+    or pandas, the stream importing the CLI, the ops room importing a pipeline room."""
+    for room in ("serving", "stream", "local"):
+        (tmp_path / "lib" / room).mkdir(parents=True)
     (tmp_path / "lib" / "config.py").write_text("from lib.data import acquire\n")
     (tmp_path / "lib" / "serving" / "api.py").write_text(
         textwrap.dedent("""
             from lib import features
             def route():
                 from lib.pipeline import runner
+                from lib.local import daemons
                 import pandas as pd
         """)
     )
+    (tmp_path / "lib" / "stream" / "scorer.py").write_text("from lib.cli import stream\n")
+    (tmp_path / "lib" / "local" / "kafka.py").write_text(
+        "from lib.config import Settings\nfrom lib.stream import kafka\n"
+    )
     problems = violations(tmp_path)
-    assert len(problems) == 3, problems
+    assert len(problems) == 6, problems
     assert any("lib/config.py:1: core imports lib.data (data)" in p for p in problems)
     assert any("serving imports lib.pipeline (pipeline)" in p for p in problems)
+    assert any("serving imports lib.local (local)" in p for p in problems)
     assert any("serving imports pandas" in p for p in problems)
+    assert any("stream imports lib.cli (cli)" in p for p in problems)
+    assert any("lib/local/kafka.py:2: local imports lib.stream (stream)" in p for p in problems)
 
 
 def test_no_import_cycle_between_lib_modules():
@@ -137,13 +150,15 @@ def test_the_scoring_path_runs_without_the_heavy_libraries(bundle, tmp_path):
         sys.meta_path.insert(0, Absent())
         sys.path.insert(0, {str(PROJECT_ROOT)!r})
         for name in ("lib.serving.scoring", "lib.serving.api", "lib.serving.metrics", "lib.serving.auth",
-                     "lib.stream.kafka", "lib.stream.scorer", "lib.stream.metrics", "lib.contract", "lib.features", "lib.config"):
+                     "lib.serving.source", "lib.serving.remote", "lib.serving.server", "lib.stream.kafka",
+                     "lib.stream.scorer", "lib.stream.metrics", "lib.contract", "lib.arrow_batch", "lib.features",
+                     "lib.config"):
             __import__(name)
         spec = importlib.util.spec_from_file_location("app", {str(PROJECT_ROOT / "chalice_app" / "app.py")!r})
         spec.loader.exec_module(importlib.util.module_from_spec(spec))
         from lib.serving.scoring import Scorer
         result = Scorer.from_folder({str(bundle)!r}).score_records([{transaction!r}])[0]
-        print(0 <= result["fraud_probability"] <= 1, sorted(m for m in sys.modules if m.split(".")[0] in {HEAVY!r}))
+        print(0 <= result.fraud_probability <= 1, sorted(m for m in sys.modules if m.split(".")[0] in {HEAVY!r}))
     """)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert done.returncode == 0, done.stderr

@@ -116,6 +116,12 @@ def test_ruff_is_clean():
         assert out.returncode == 0, out.stdout + out.stderr
 
 
+def test_mypy_is_clean():
+    """``make lint``'s type check (pyproject.toml: strict on the scoring path, the contract and the features)."""
+    out = subprocess.run([sys.executable, "-m", "mypy"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
 def test_lib_modules_stay_small_and_named_for_what_they_serve():
     for path in (PROJECT_ROOT / "lib").rglob("*.py"):
         assert path.stem not in ("utils", "helpers", "shared_functions", "common"), path

@@ -23,8 +23,8 @@ def test_csv_parquet_and_url_give_the_same_rows(tmp_path):
     url = REAL_SAMPLE.as_uri()  # file:// goes through fsspec like hf:// and s3:// do
     assert is_url(url)
     from_url = acquire(url, tmp_path / "c.parquet", rows=0, seed=1)
-    assert from_csv["raw_sha256"] == from_parquet["raw_sha256"] == from_url["raw_sha256"]
-    assert from_csv["rows"] == 19_999
+    assert from_csv.raw_sha256 == from_parquet.raw_sha256 == from_url.raw_sha256
+    assert from_csv.rows == 19_999
 
 
 def test_unreachable_url_and_missing_file_are_named(tmp_path):
@@ -40,11 +40,11 @@ def test_seeded_sample_is_uniform_ordered_and_reproducible(tmp_path):
     a = acquire(str(REAL_SAMPLE), tmp_path / "a.parquet", rows=0, seed=5, sample_size=1000)
     b = acquire(str(REAL_SAMPLE), tmp_path / "b.parquet", rows=0, seed=5, sample_size=1000)
     c = acquire(str(REAL_SAMPLE), tmp_path / "c.parquet", rows=0, seed=6, sample_size=1000)
-    assert a["rows"] == 1000 and a["raw_sha256"] == b["raw_sha256"] != c["raw_sha256"]
+    assert a.rows == 1000 and a.raw_sha256 == b.raw_sha256 != c.raw_sha256
     steps = pq.read_table(tmp_path / "a.parquet", columns=["step"]).column("step").to_numpy()
     assert (np.diff(steps) >= 0).all()  # input order kept
     full = acquire(str(REAL_SAMPLE), tmp_path / "full.parquet", rows=0, seed=5)
-    assert full["rows"] == 19_999 and set(_amounts(tmp_path / "a.parquet")) <= set(_amounts(tmp_path / "full.parquet"))
+    assert full.rows == 19_999 and set(_amounts(tmp_path / "a.parquet")) <= set(_amounts(tmp_path / "full.parquet"))
 
 
 def test_sampling_across_batches_matches_one_batch():

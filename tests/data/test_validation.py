@@ -37,7 +37,7 @@ def test_reference_copy_is_the_shared_sample():
 def test_real_sample_acquires_to_parquet(tmp_path):
     out = tmp_path / "raw.parquet"
     result = acquire(str(REAL_SAMPLE), out, rows=0, seed=1)
-    assert result["rows"] == 19_999 and result["frauds"] == 81
+    assert result.rows == 19_999 and result.frauds == 81
     table = pq.read_table(out)
     assert table.num_rows == 19_999 and table.schema.field("amount").type == pa.float64()
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from lib.daemons import free_port
+from lib.local.daemons import free_port
 from tests.conftest import project_env
 
 

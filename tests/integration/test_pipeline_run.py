@@ -17,10 +17,10 @@ import orjson
 import pytest
 
 from lib.config import PROJECT_ROOT
-from lib.daemons import free_port
 from lib.hashing import content_sha256
+from lib.local.daemons import free_port
 from lib.pipeline.runner import discover
-from tests.conftest import REAL_SAMPLE, copy_project, project_env
+from tests.conftest import REAL_SAMPLE, copy_project, project_env, steps
 from tests.integration.conftest import run_pipeline, wait_for
 
 VENV_BIN = Path(sys.executable).parent
@@ -34,47 +34,55 @@ def pipeline_run(tmp_path_factory):
     """The README's run command on 60,000 rows, in a copy of the checkout (never the checkout's own data)."""
     project = copy_project(tmp_path_factory.mktemp("pipeline"))
     done = run_pipeline(project, "-p", "ROWS=60000", "--force")
-    return (project / "runs" / "latest").resolve(), done.stdout
+    return (project / "runs" / "latest").resolve(), done.stdout + done.stderr
+
+
+NOISE = re.compile(r"ERROR|\bINFO\b|/tmp/tmp|Treelite|KeyboardInterrupt")  # /tmp/tmp…: a tempfile folder
 
 
 def test_run_record_is_complete(pipeline_run):
-    run_dir, stdout = pipeline_run
+    run_dir, terminal = pipeline_run
     assert (
-        "finished" in stdout and "01_acquire: cell 1/" in stdout
+        "finished" in terminal and "01_acquire: cell 1/" in terminal
     )  # plain progress lines (not a TTY) name the notebook
+    # what a user reads in the terminal: progress and the result; no library's INFO line, no error that is
+    # not one, no temporary build folder (MLflow's first database, TL2cgen's Treelite, a kernel's shutdown)
+    assert [line for line in terminal.splitlines() if NOISE.search(line)] == []
     names = [p.stem for p in discover(PROJECT_ROOT / "notebooks")]
     index = (run_dir / "index.html").read_text()
     for name in names:
         assert (run_dir / f"{name}.ipynb").exists() and (run_dir / f"{name}.html").exists()
         assert f'href="{name}.html"' in index
-    acquired = json.loads((run_dir / "outputs.json").read_text())["01_acquire"]
-    assert acquired["rows"] == 60_000 and acquired["signatures_within_5pp"] is True
-    outputs = json.loads((run_dir / "outputs.json").read_text())
-    trained, evaluated = outputs["04_train"], outputs["05_evaluate"]
+    outputs = steps(run_dir)  # every step's typed record (lib.pipeline.records)
+    acquired, trained, evaluated = outputs["01_acquire"], outputs["04_train"], outputs["05_evaluate"]
+    assert acquired.rows == 60_000 and acquired.signatures_within_5pp is True
     for candidate in ("xgboost_full", "xgboost_realtime_safe", "keras_mlp_full", "keras_mlp_realtime_safe"):
-        assert 0 < trained[f"{candidate}_validation_auprc"] <= 1 and 0 < evaluated[f"{candidate}_auprc"] <= 1
-    assert evaluated["promoted"] is True and evaluated["champion_version"] == "1"  # a fresh registry
-    assert evaluated["xgboost_full_auprc"] > 0.8
-    assert trained["xgboost_full_best_iteration"] + 1 >= 5  # early stopping on logloss keeps trees, not one
+        assert (
+            0 < trained.candidates[candidate].validation_auprc <= 1 and 0 < evaluated.scorecards[candidate].auprc <= 1
+        )
+    assert evaluated.promoted is True and evaluated.champion_version == "1"  # a fresh registry
+    assert evaluated.scorecards["xgboost_full"].auprc > 0.8
+    assert trained.candidates["xgboost_full"].best_iteration + 1 >= 5  # early stopping on logloss keeps trees, not one
     project = run_dir.parent.parent
     bundle = json.loads((project / "data" / "bundle" / "bundle.json").read_text())
-    assert bundle["model_version"] == "1" and bundle["training_data_sha256"] == trained["training_data_sha256"]
+    assert bundle["model_version"] == "1" and bundle["training_data_sha256"] == trained.training_data_sha256
     streamed = outputs["06_stream"]  # the whole test window through a real broker, every one scored
     manifest = json.loads((project / "data" / "processed" / "manifest.json").read_text())
-    assert streamed["stream_transactions"] == manifest["splits"]["test"]["rows"] > 0
-    assert streamed["stream_dead_letters"] == 0 and streamed["stream_model_version"] == "1"
+    assert streamed.summary.transactions == manifest["splits"]["test"]["rows"] > 0
+    assert streamed.alerts.dead_letters == 0 and streamed.model_version == "1"
     drifted = outputs["07_drift_report"]  # a stationary simulation: no drift
-    assert drifted["drift_detected"] is False and drifted["current_rows"] == streamed["stream_transactions"]
-    for href in drifted["links"].values():
+    assert drifted.drift_detected is False and drifted.current_rows == streamed.summary.transactions
+    for href in drifted.links.values():
         assert (run_dir / href).is_file() and f'href="{href}"' in index
     versioned = outputs["03_version"]
-    assert set(versioned["dvc_versions"]) == {"data/raw", "data/processed"}
-    assert versioned["dvc_versions"]["data/raw"]["md5"] in index  # the data version is on the run's page
+    assert set(versioned.dvc_versions) == {"data/raw", "data/processed"}
+    assert versioned.dvc_versions["data/raw"]["md5"] in index  # the data version is on the run's page
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     run = client.search_runs(client.search_experiments()[0].experiment_id)[-1]
-    assert run.data.tags["dvc.data/raw"] == versioned["dvc_versions"]["data/raw"]["md5"]
+    assert run.data.tags["dvc.data/raw"] == versioned.dvc_versions["data/raw"]["md5"]
+    assert run.data.metrics["05_evaluate.scorecards.xgboost_full.auprc"] == evaluated.scorecards["xgboost_full"].auprc
     logged = {a.path for a in client.list_artifacts(run.info.run_id, "reports/07_drift_report")}
     assert {"reports/07_drift_report/data_drift.html", "reports/07_drift_report/classification_quality.html"} <= logged
 
@@ -82,13 +90,13 @@ def test_run_record_is_complete(pipeline_run):
 def test_rerun_uses_the_cache_and_data_versions_restore(pipeline_run):
     run_dir, _ = pipeline_run
     home = run_dir.parent.parent
-    first = json.loads((run_dir / "outputs.json").read_text())
+    first = steps(run_dir)
     again = run_pipeline(home, "-p", "ROWS=60000").stdout
     assert "01_acquire: skipped" in again and "02_preprocess: skipped" in again and "03_version done" in again
     assert "04_train: skipped" in again and "05_evaluate done" in again  # same data: no retraining
-    gate = json.loads((home / "runs" / "latest" / "outputs.json").read_text())["05_evaluate"]
-    assert gate["promoted"] is False and gate["challenger_version"] is None and gate["champion_version"] == "1"
-    assert "byte-identical" in gate["gate_reason"]  # the same model is not registered a second time
+    gate = steps(home / "runs" / "latest")["05_evaluate"]
+    assert gate.promoted is False and gate.challenger_version is None and gate.champion_version == "1"
+    assert "byte-identical" in gate.gate_reason  # the same model is not registered a second time
     changed = run_pipeline(home, "-p", "ROWS=60000", "-p", "SEED=43", "--until", "02_preprocess").stdout
     assert "01_acquire: skipped" not in changed and "02_preprocess: skipped" not in changed
     # bring back the first run's data after deleting the copy's working data; 02 recomputes the very same features
@@ -96,13 +104,13 @@ def test_rerun_uses_the_cache_and_data_versions_restore(pipeline_run):
         shutil.rmtree(home / "data" / folder)
     restored = run_pipeline(home, "--data-version", run_dir.name, "--from", "02_preprocess").stdout
     assert "restored" in restored and "02_preprocess done" in restored
-    raw_hash = first["01_acquire"]["data_outputs"]["raw"]["sha256"]
+    raw_hash = first["01_acquire"].data_outputs["raw"]["sha256"]
     assert content_sha256(home / "data" / "raw" / "transactions.parquet") == raw_hash
-    again_outputs = json.loads((home / "runs" / "latest" / "outputs.json").read_text())
-    assert again_outputs["03_version"]["dvc_versions"]["data/raw"] == first["03_version"]["dvc_versions"]["data/raw"]
+    again_outputs = steps(home / "runs" / "latest")
+    assert again_outputs["03_version"].dvc_versions["data/raw"] == first["03_version"].dvc_versions["data/raw"]
     # the recomputed features are the same bytes
-    recomputed = again_outputs["02_preprocess"]["data_outputs"]["processed"]["sha256"]
-    assert recomputed == first["02_preprocess"]["data_outputs"]["processed"]["sha256"]
+    recomputed = again_outputs["02_preprocess"].data_outputs["processed"]["sha256"]
+    assert recomputed == first["02_preprocess"].data_outputs["processed"]["sha256"]
 
 
 def test_drift_scenario_is_flagged_and_pushed_to_a_pushgateway(pipeline_run, tmp_path):
@@ -136,15 +144,15 @@ def test_drift_scenario_is_flagged_and_pushed_to_a_pushgateway(pipeline_run, tmp
             "-p",
             "DRIFT_FRAUD_PATTERN=partial_drain",
         ]
-        steps = ["--only", "01_acquire", "--only", "02_preprocess", "--only", "07_drift_report"]
-        run_pipeline(home, "-p", "ROWS=60000", *drifting, *steps, env={"PUSHGATEWAY_URL": f"127.0.0.1:{port}"})
-        report = json.loads((home / "runs" / "latest" / "outputs.json").read_text())["07_drift_report"]
+        selected = ["--only", "01_acquire", "--only", "02_preprocess", "--only", "07_drift_report"]
+        run_pipeline(home, "-p", "ROWS=60000", *drifting, *selected, env={"PUSHGATEWAY_URL": f"127.0.0.1:{port}"})
+        report = steps(home / "runs" / "latest")["07_drift_report"]
         pushed = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
     finally:
         gateway.terminate()
         gateway.wait()
-    assert report["drift_detected"] is True and "log_amount" in report["drifted_features"], report
-    assert report["quality_recall_delta"] < 0  # the partial drains slip past the model
+    assert report.drift_detected is True and "log_amount" in report.drifted_features, report
+    assert report.quality_current.minus(report.quality_reference).recall < 0  # the partial drains slip past the model
     from prometheus_client.parser import text_string_to_metric_families
 
     values = {
@@ -153,7 +161,7 @@ def test_drift_scenario_is_flagged_and_pushed_to_a_pushgateway(pipeline_run, tmp
         for sample in family.samples
         if sample.labels.get("job") == "fraud_drift_report"
     }
-    assert values["fraud_drift_detected"] == 1 and values["fraud_drift_share"] == pytest.approx(report["drift_share"])
+    assert values["fraud_drift_detected"] == 1 and values["fraud_drift_share"] == pytest.approx(report.drift_share)
 
 
 @pytest.mark.browser
@@ -234,7 +242,7 @@ def test_next_steps_serve_answers_with_the_champion_and_offline_docs(pipeline_ru
     project = pipeline_run[0].parent.parent
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "lib", "serve", "--port", str(port)]  # the champion from the project's registry
+    command = [sys.executable, "-m", "lib", "serve", "--port", str(port)]  # the champion 05 published to the store
     with started(project, command, f"{base}/readyz", "serve", FRAUD_API_KEYS="dev-key"):
         assert get_json(f"{base}/v1/model", "dev-key")["model_version"] == "1"
         docs = urllib.request.urlopen(f"{base}/docs", timeout=10).read().decode()
@@ -264,8 +272,8 @@ def test_next_steps_your_own_file_as_source(tmp_path):
     project = copy_project(tmp_path)
     own_file = project / REAL_SAMPLE.relative_to(PROJECT_ROOT)  # the copy's, as a user's file would be
     run_pipeline(project, "--only=01_acquire", "-p", f"SOURCE={own_file}", "--force")
-    acquired = json.loads((project / "runs" / "latest" / "outputs.json").read_text())["01_acquire"]
-    assert acquired["rows"] == 19_999 and acquired["frauds"] > 0 and str(own_file) in acquired["source"]
+    acquired = steps(project / "runs" / "latest")["01_acquire"]
+    assert acquired.rows == 19_999 and acquired.frauds > 0 and str(own_file) in acquired.source
 
 
 # --- the closed loop, after the run, in the same project (last: it moves the champion) ---------------
@@ -289,10 +297,10 @@ def test_the_closed_loop_end_to_end(pipeline_run, kafka, tmp_path):
     import pyarrow.parquet as pq
 
     from lib.data.acquire import read_window
+    from lib.local.monitoring import LocalMonitoring
     from lib.monitoring import stream_report
-    from lib.monitoring.local import LocalMonitoring
     from lib.stream import kafka as stream
-    from lib.stream import scorer as stream_scorer
+    from lib.stream import process as scorer_process
 
     if not shutil.which("prometheus"):
         pytest.fail("prometheus is missing; .ci/run installs it") if os.environ.get("CI") else pytest.skip("prometheus")
@@ -317,7 +325,7 @@ def test_the_closed_loop_end_to_end(pipeline_run, kafka, tmp_path):
     topics = stream.Topics("loop.")
     stream.ensure_topics(kafka.bootstrap, topics)
     scorer_port, api_port = free_port(), free_port()
-    scorer = stream_scorer.start_scorer_process(
+    scorer = scorer_process.start_scorer_process(
         kafka.bootstrap, topics, store, "--metrics-port", str(scorer_port), "--reload-interval", "1",
         "--label-window", "200000", "--label-capacity", "200000", env=env,
     )  # fmt: skip
@@ -358,8 +366,8 @@ def test_the_closed_loop_end_to_end(pipeline_run, kafka, tmp_path):
         run_pipeline(home, "--only", "07_drift_report", "-p", "CURRENT=stream", "-p", f"RAW_PATH={drift}",
                      "-p", "STREAM_RESULTS_PATH=data/stream/loop.parquet")  # fmt: skip
         outputs = home / "runs" / "latest" / "outputs.json"
-        verdict = json.loads(outputs.read_text())["07_drift_report"]
-        assert verdict["drift_detected"] and verdict["retrain_reasons"], verdict
+        verdict = steps(outputs.parent)["07_drift_report"]
+        assert verdict.drift_detected and verdict.retrain_reasons, verdict
         checked = cli("loop", "check", "--drift", str(outputs), "--prometheus", monitoring.prometheus_url)
         assert checked.returncode == 0 and checked.stdout.startswith("retrain: 07_drift_report: drift"), checked
         timings["drift_detected_s"] = time.monotonic() - began
@@ -370,9 +378,9 @@ def test_the_closed_loop_end_to_end(pipeline_run, kafka, tmp_path):
         retrained = cli("loop", "retrain", "--if-needed", "--drift", str(outputs), "--raw", "data/recent/transactions.parquet",
                         "--validation-steps", "50", "--test-steps", "50", "-p", "TRAIN_MLP=false")  # fmt: skip
         assert retrained.returncode == 0, retrained.stdout[-3000:] + retrained.stderr[-3000:]
-        evaluated = json.loads(outputs.read_text())["05_evaluate"]
-        assert evaluated["challenger_version"] == "2" and evaluated["champion_version"] == "1", evaluated
-        assert "awaiting live evidence" in evaluated["gate_reason"]
+        evaluated = steps(outputs.parent)["05_evaluate"]
+        assert evaluated.challenger_version == "2" and evaluated.champion_version == "1", evaluated
+        assert "awaiting live evidence" in evaluated.gate_reason
         wait_for(lambda: _live(scorer_port)["roles"] == {"1": "champion", "2": "challenger"}, "scorer shadow", 60)
         wait_for(lambda: get_json(f"http://127.0.0.1:{api_port}/readyz").get("shadow_version") == "2", "API shadow", 60)
         timings["challenger_in_shadow_s"] = time.monotonic() - began
@@ -400,7 +408,7 @@ def test_the_closed_loop_end_to_end(pipeline_run, kafka, tmp_path):
         monitoring.stop()
         api.terminate()
         api.wait(timeout=30)
-        output = stream_scorer.stop_scorer_process(scorer)
+        output = scorer_process.stop_scorer_process(scorer)
     statuses = collections.Counter(status for status, _ in answers)
     versions = [version for _, version in answers]
     assert statuses == {200: len(answers)} and versions[0] == "1" and versions[-1] == "2", statuses

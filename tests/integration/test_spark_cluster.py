@@ -1,9 +1,5 @@
 """01, 02 and 04 on a real Spark standalone cluster (2 workers) give what they give on one machine."""
 
-import json
-import subprocess
-import sys
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -11,18 +7,18 @@ import pytest
 from sklearn.metrics import average_precision_score
 
 from lib.config import PROJECT_ROOT
-from lib.daemons import free_port
 from lib.data.preprocess import run_job
 from lib.data.processed import SplitWindows
 from lib.data.simulate import simulate_batches, simulate_table
 from lib.data.simulate_spark import simulate_parquet
-from lib.data.spark import check_master, spark_session
+from lib.data.spark import spark_session
 from lib.errors import ParameterError
 from lib.hashing import content_sha256
+from lib.local.daemons import free_port
 from lib.model import batch, train, train_spark
 from lib.pipeline.runner import declared_parameters, load_profile
 from lib.serving import scoring
-from tests.conftest import REAL_SAMPLE, bundle_info, copy_project
+from tests.conftest import REAL_SAMPLE, bundle_info, copy_project, steps
 from tests.integration.conftest import run_pipeline
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -77,13 +73,13 @@ def test_simulator_on_spark_gives_the_numpy_rows(cluster_spark, default_data, tm
     with the same block size; and the default profile's data (production block size) too."""
     out = tmp_path / "raw.parquet"
     summary = simulate_parquet(cluster_spark, 150_000, 7, None, out, block_rows=20_000)
-    assert summary["engine"].startswith("spark (spark://") and "blocks" in summary["engine"]
+    assert summary.engine.startswith("spark (spark://") and "blocks" in summary.engine
     parts = sorted(p.name for p in out.iterdir())
     assert len(parts) >= 7 and parts[0] == "part-00000.c000.lz4raw.parquet"
     on_spark = pq.read_table(out)
     numpy = pa.Table.from_batches(list(simulate_batches(150_000, 7, block_rows=20_000)))
     assert on_spark.schema.equals(numpy.schema) and on_spark.equals(numpy)
-    assert summary["rows"] == 150_000 and summary["frauds"] == int(numpy.column("isFraud").to_numpy().sum())
+    assert summary.rows == 150_000 and summary.frauds == int(numpy.column("isFraud").to_numpy().sum())
     rows, seed, *_ = default_profile()
     assert pq.read_table(default_data / "raw.parquet").equals(simulate_table(rows, seed))
 
@@ -117,34 +113,6 @@ def test_xgboost_on_spark_matches_the_local_trainer_and_its_bundle_scores_real_r
     assert scored["rows"] == 19_999 and scored["frauds"] == 81 and scored["auprc"] > 0.5
 
 
-def test_spark_local_start_status_stop(tmp_path):
-    env = {
-        "PATH": f"{PROJECT_ROOT / '.venv' / 'bin'}:/usr/bin:/bin",
-        "XDG_CACHE_HOME": str(tmp_path),
-        "HOME": str(tmp_path),
-    }
-
-    def cli(*args):
-        return subprocess.run(
-            [sys.executable, "-m", "lib", "spark-local", *args], cwd=PROJECT_ROOT, env=env,
-            capture_output=True, text=True, timeout=180,
-        )  # fmt: skip
-
-    assert cli("status").returncode == 3
-    started = cli("start", "--workers", "2", "--memory", "1g")
-    assert started.returncode == 0 and "SPARK_MASTER=spark://127.0.0.1:" in started.stdout, started.stderr
-    try:
-        status = cli("status")
-        assert status.returncode == 0 and "ALIVE: 2 workers" in status.stdout
-        master = started.stdout.split("SPARK_MASTER=")[1].split()[0]
-        check_master(master)  # accepts connections
-    finally:
-        stopped = cli("stop")
-    assert stopped.stdout.strip() == "stopped" and cli("status").returncode == 3
-    with pytest.raises(ParameterError, match="no Spark master accepts connections"):
-        check_master(master)
-
-
 @pytest.mark.parametrize(
     ("master", "message"),
     [
@@ -169,10 +137,10 @@ def test_the_pipeline_runs_01_to_05_on_the_cluster(spark_cluster, tmp_path):
         "-p", "TRAINER=spark", "-p", "MLP_EPOCHS=1", "-p", "SPARK_DRIVER_MEMORY=1g",
     )  # fmt: skip
 
-    outputs = json.loads((project / "runs" / "latest" / "outputs.json").read_text())
-    assert outputs["01_acquire"]["engine"].startswith(f"spark ({spark_cluster.master_url}")
-    assert outputs["02_preprocess"]["spark_master"] == spark_cluster.master_url
-    assert outputs["04_train"]["trainer"] == "spark" and outputs["05_evaluate"]["champion_version"] == "1"
+    outputs = steps(project / "runs" / "latest")
+    assert outputs["01_acquire"].engine.startswith(f"spark ({spark_cluster.master_url}")
+    assert outputs["02_preprocess"].spark_master == spark_cluster.master_url
+    assert outputs["04_train"].trainer == "spark" and outputs["05_evaluate"].champion_version == "1"
     assert (project / "data" / "raw" / "transactions.parquet").is_dir()  # written by the executors
     bundle = scoring.Scorer.from_folder(project / "data" / "bundle")
-    assert bundle.info.candidate.startswith("xgboost_") and np.isfinite(outputs["05_evaluate"]["champion_test_auprc"])
+    assert bundle.info.candidate.startswith("xgboost_") and np.isfinite(outputs["05_evaluate"].champion.auprc)

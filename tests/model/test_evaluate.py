@@ -43,13 +43,14 @@ def test_scorecard_on_a_known_window():
     card = evaluate.evaluate(
         p, y, amount, step, flagged, threshold=0.75, review_cost=10.0, target_fpr=0.0, alert_budget=1
     )
-    assert card["auprc"] == pytest.approx((1 + 1 + 3 / 5) / 3)
-    assert card["roc_auc"] == pytest.approx(13 / 15)
-    assert card["recall_at_fpr_0"] == pytest.approx(2 / 3)
-    assert card["precision_at_1_per_day"] == pytest.approx((1 + 0) / 2)  # day 1's top score (0.6) is genuine
-    assert (card["true_positives"], card["false_positives"], card["false_negatives"]) == (2, 0, 1)
-    assert card["cost_no_model"] == 1300 and card["cost"] == 1000 + 2 * 10
-    assert card["cost_flagged_rule"] == 300 + 10 and card["saved_vs_flagged_rule"] == 310 - 1020
+    assert card.auprc == pytest.approx((1 + 1 + 3 / 5) / 3)
+    assert card.roc_auc == pytest.approx(13 / 15)
+    assert card.recall_at_target_fpr == pytest.approx(2 / 3) and card.target_fpr == 0
+    assert card.precision_at_budget == pytest.approx((1 + 0) / 2)  # day 1's top score (0.6) is genuine
+    assert (card.true_positives, card.false_positives, card.false_negatives) == (2, 0, 1)
+    assert card.alerts == 2 and card.alerts_per_day == pytest.approx(2 / (28 / 24))  # steps 1-28
+    assert card.cost_no_model == 1300 and card.cost == 1000 + 2 * 10
+    assert card.cost_flagged_rule == 300 + 10 and card.saved_vs_flagged_rule == 310 - 1020
     with pytest.raises(ParameterError, match="only one class"):
         evaluate.evaluate(
             p, np.zeros(8), amount, step, flagged, threshold=0.5, review_cost=1, target_fpr=0.01, alert_budget=1

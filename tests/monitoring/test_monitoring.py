@@ -19,11 +19,11 @@ import yaml
 
 from lib.config import PROJECT_ROOT
 from lib.data.simulate import simulate_table
+from lib.local.monitoring import LocalMonitoring
 from lib.monitoring import drift
-from lib.monitoring.local import LocalMonitoring
 from lib.serving import scoring
 from lib.stream import kafka as stream
-from lib.stream import scorer as stream_scorer
+from lib.stream import process as scorer_process
 from tests.integration.conftest import free_port, wait_for
 
 MONITORING = PROJECT_ROOT / "monitoring"
@@ -168,7 +168,7 @@ def test_every_panel_query_returns_data_from_a_real_prometheus(tmp_path, kafka, 
     topics = stream.Topics("monitoring.")
     stream.ensure_topics(kafka.bootstrap, topics)
     processes.append(
-        stream_scorer.start_scorer_process(
+        scorer_process.start_scorer_process(
             kafka.bootstrap, topics, bundle, "--metrics-port", str(metrics_port), "--batch-size", "500"
         )
     )
@@ -189,10 +189,10 @@ def test_every_panel_query_returns_data_from_a_real_prometheus(tmp_path, kafka, 
         current = drift.window_frame(raw, (401, 743), "full", 0, 0)
         _, summary = drift.drift_report(reference, current, "full", 0.1, 0.1)
         scorer_core = scoring.Scorer.from_folder(bundle)
-        _, deltas = drift.quality_report(
+        _, before, after = drift.quality_report(
             drift.add_predictions(reference, scorer_core), drift.add_predictions(current, scorer_core)
         )
-        drift.push(monitoring.pushgateway, summary, deltas, "3")
+        drift.push(monitoring.pushgateway, summary, before, after, "3")
 
         with Load(f"http://127.0.0.1:{api_port}", kafka.bootstrap, topics):
             wait_for(lambda: len(query(prometheus, "up == 1")) == 3, "all three targets scraped", timeout=60)
@@ -217,27 +217,3 @@ def test_every_panel_query_returns_data_from_a_real_prometheus(tmp_path, kafka, 
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 process.kill()
-
-
-@pytest.mark.slow
-def test_monitoring_local_start_status_stop(tmp_path):
-    need("prometheus"), need("prometheus-pushgateway")
-    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
-    ports = [str(free_port()), str(free_port())]
-
-    def cli(*args):
-        return subprocess.run(
-            [sys.executable, "-m", "lib", "monitoring-local", *args], cwd=PROJECT_ROOT, env=env,
-            capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
-
-    assert cli("status").returncode == 3
-    started = cli("start", "--port", ports[0], "--pushgateway-port", ports[1], "--api", "127.0.0.1:1")
-    try:
-        assert started.returncode == 0 and f"PUSHGATEWAY_URL=127.0.0.1:{ports[1]}" in started.stdout, started.stderr
-        status = cli("status")
-        assert status.returncode == 0 and f"Prometheus http://127.0.0.1:{ports[0]}" in status.stdout
-        assert urllib.request.urlopen(f"http://127.0.0.1:{ports[0]}/api/v1/rules", timeout=5).status == 200
-    finally:
-        stopped = cli("stop")
-    assert stopped.stdout.strip() == "stopped" and cli("status").returncode == 3

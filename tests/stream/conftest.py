@@ -8,7 +8,7 @@ import pytest
 
 from lib.data.acquire import read_window
 from lib.stream import kafka as stream
-from lib.stream import scorer as stream_scorer
+from lib.stream import process as scorer_process
 
 
 @pytest.fixture
@@ -31,7 +31,7 @@ def window(raw_table, tmp_path_factory):
 
 
 def start_scorer(bootstrap: str, topics: stream.Topics, bundle: Path, *extra: str):
-    return stream_scorer.start_scorer_process(bootstrap, topics, bundle, "--batch-size", "1000", *extra)
+    return scorer_process.start_scorer_process(bootstrap, topics, bundle, "--batch-size", "1000", *extra)
 
 
 def replay_in_background(bootstrap: str, topic: str, messages, rate: float) -> Future:

@@ -1,23 +1,12 @@
-"""The closed loop's parts, in one process: the label join (late, early, missing, duplicated labels) in
-bounded memory, live figures against scikit-learn's, the bundle store's atomic swap, the live promotion
-decision in a real MLflow registry (SQLite store)."""
-
-import json
-import threading
+"""The label join (late, early, missing, duplicated labels) in bounded memory, and the live figures against
+scikit-learn's. (The bundle store's swap: tests/serving/test_bundles.py; live promotion: tests/model.)"""
 
 import numpy as np
 import pytest
-from mlflow.tracking import MlflowClient
 from sklearn.metrics import average_precision_score
 
-from lib.errors import ParameterError
-from lib.model import registry
 from lib.quality import average_precision, performance
-from lib.serving import bundles, scoring
-from lib.serving.scoring import BundleError
 from lib.stream.live import LabelJoin
-from tests.conftest import bundle_info
-from tests.model.test_registry import new_version
 
 
 def scored(probabilities, version="1", threshold=0.5):
@@ -73,77 +62,3 @@ def test_the_store_is_bounded_and_says_what_it_dropped():
     assert len(join.early) <= 100 and len(join.labelled) <= 1_000 and len(join.window) == 300
     assert join.counts["joined"] == 1_000 and join.counts["unmatched"] == 4_000 - len(join.early)
     assert list(join.waiting) == []
-
-
-def test_the_store_swaps_a_whole_pair_and_keeps_serving_when_a_new_one_is_broken(tmp_path, bundle):
-    store = bundles.BundleStore(tmp_path / "bundles")
-    with pytest.raises(BundleError, match="not a bundle store"):
-        store.aliases()
-    store.publish(bundle, 1)
-    with pytest.raises(BundleError, match="no bundle v2"):
-        store.set_aliases(champion=2)
-    store.set_aliases(champion=1)
-    models = bundles.LiveModels(store, interval=0.05)
-    assert models.current.versions == ("3", None)  # the bundle's own metadata names the version it was
-    second = scoring.export_bundle(tmp_path / "b2", scoring.Scorer.from_folder(bundle).booster,
-                                   bundle_info(model_version="4", threshold=0.3))  # fmt: skip
-    store.publish(second, 2)
-    store.set_aliases(challenger=2)
-    assert models.check() and models.current.versions == ("3", "4")  # the challenger joins, in shadow
-    assert not models.check()  # nothing moved
-    (store.folder / "v5").mkdir()  # a half-published bundle named by hand
-    store.folder.joinpath("aliases.json").write_text(json.dumps({"champion": "5"}))
-    assert not models.check() and models.current.versions == ("3", "4")  # still serving what it had
-    store.set_aliases(champion=2, challenger=2)
-    seen, stop = set(), threading.Event()
-
-    def read() -> None:
-        while not stop.is_set():
-            served = models.current
-            seen.add(served.versions)
-            assert served.champion.info.model_version in ("3", "4")
-
-    reader = threading.Thread(target=read)
-    reader.start()
-    assert models.check()
-    stop.set()
-    reader.join()
-    assert models.current.versions == ("4", None) and seen <= {("3", "4"), ("4", None)}
-
-
-def test_live_promotion_needs_enough_frauds_and_a_better_challenger(tmp_path, tracking_uri, bundle):
-    client, name = MlflowClient(tracking_uri), f"live-{tmp_path.name}"
-    registry.gate(client, name, new_version(client, name, tmp_path), 0.9, None)
-    registry.gate(client, name, new_version(client, name, tmp_path), 0.95, 0.9, promotion="live")
-    assert client.get_model_version(name, "2").tags["gate_decision"] == "awaiting_live_evidence"
-    assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
-    store = bundles.BundleStore(tmp_path / "bundles")
-    for version in (1, 2):
-        store.publish(bundle, version)
-    store.set_aliases(champion=1, challenger=2)
-    rng = np.random.default_rng(1)
-    labels = (rng.random(4_000) < 0.01).astype(int)
-    better, worse = labels * 0.6 + rng.random(4_000) * 0.5, labels * 0.2 + rng.random(4_000) * 0.5
-
-    def answer(n, champion=worse, challenger=better, roles=None):
-        window = {"labels": labels[:n].tolist(), "thresholds": {"1": 0.5, "2": 0.5},
-                  "probabilities": {"1": champion[:n].tolist(), "2": challenger[:n].tolist()}}  # fmt: skip
-        return {"roles": roles or {"1": "champion", "2": "challenger"}, "window": window, "labels": {}}
-
-    few = registry.promote_live(client, name, store, {"s:1": answer(500)}, min_frauds=20)
-    assert not few.promoted and few.reason.startswith("no decision") and few.champion_version == "1"
-    assert "live_decision" not in client.get_model_version(name, "2").tags  # nothing written without a decision
-    with pytest.raises(ParameterError, match="serves v1 as champion, v3 as challenger"):
-        registry.promote_live(
-            client, name, store, {"s:1": answer(4_000, roles={"1": "champion", "3": "challenger"})}, 20
-        )
-    kept = registry.promote_live(client, name, store, {"s:1": answer(4_000, better, worse)}, min_frauds=20)
-    assert not kept.promoted and client.get_model_version(name, "2").tags["live_decision"] == "kept_champion"
-    # two members of the group, each with its own partitions: their windows are pooled
-    pooled = {"s:1": answer(2_000), "s:2": answer(4_000)}
-    promoted = registry.promote_live(client, name, store, pooled, min_frauds=20)
-    tags = client.get_model_version(name, "2").tags
-    assert promoted.promoted and promoted.champion_version == "2" and tags["live_decision"] == "promoted"
-    assert float(tags["live_auprc"]) > float(tags["live_champion_auprc"]) and "6000 labelled" in tags["live_window"]
-    assert str(client.get_model_version_by_alias(name, "champion").version) == "2"
-    assert store.aliases()["champion"] == "2"

@@ -14,13 +14,15 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from lib.config import PROJECT_ROOT
+from lib.local.kafka import LocalBroker
 from lib.monitoring import stream_report
 from lib.serving import scoring
+from lib.serving.remote import HttpScorer
+from lib.serving.scoring import Served
 from lib.stream import kafka as stream
+from lib.stream import process as scorer_process
 from lib.stream import scorer as stream_scorer
-from lib.stream.local import LocalBroker
 from lib.stream.metrics import StreamMetrics
-from lib.stream.via_http import HttpScorer
 from tests.stream.conftest import replay_in_background, start_scorer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -84,10 +86,10 @@ def test_every_transaction_scored_alerts_and_dead_letters(kafka, topics, window,
     assert sorted(results.transaction_id) == sorted(transaction_ids(messages))
     # the same answers as the scoring core called directly (the contract every path shares)
     records = [orjson.loads(v) for _, v in messages]
-    expected = {r["transaction_id"]: r for r in scorer.score_records(records)}
+    expected = {r.transaction_id: r for r in scorer.score_records(records)}
     for row in results.itertuples():
-        assert row.fraud_probability == expected[row.transaction_id]["fraud_probability"]
-        assert row.is_fraud == expected[row.transaction_id]["is_fraud"]
+        assert row.fraud_probability == expected[row.transaction_id].fraud_probability
+        assert row.is_fraud == expected[row.transaction_id].is_fraud
     assert (results.latency_ms >= 0).all()
 
     alerts = [orjson.loads(m.value()) for m in stream.read_topic(kafka.bootstrap, topics.alerts, idle=1.0)]
@@ -127,7 +129,7 @@ def test_scorer_killed_mid_stream_loses_nothing(kafka, topics, window, bundle):
         replaying.result(timeout=120)
         counts = scored_ids(kafka.bootstrap, topics.scores, expect=len(ids))
     finally:
-        output = stream_scorer.stop_scorer_process(second)  # SIGTERM: a clean stop, exit code 0
+        output = scorer_process.stop_scorer_process(second)  # SIGTERM: a clean stop, exit code 0
     assert_all_accounted(counts, ids)
     assert "stopped:" in output
 
@@ -137,7 +139,7 @@ def test_broker_restarted_mid_stream_loses_nothing(tmp_path, window, bundle, mon
 
     Its cluster id starts with "-" (1 in 64 random ids do): formatting must not read it as an option.
     """
-    from lib.stream import local as kafka_local
+    from lib.local import kafka as kafka_local
 
     random_id = kafka_local._cluster_id
     monkeypatch.setattr(kafka_local, "_cluster_id", lambda: "-" + random_id()[1:])
@@ -160,15 +162,22 @@ def test_broker_restarted_mid_stream_loses_nothing(tmp_path, window, bundle, mon
                 raise AssertionError(f"{error}\nbroker log (last lines):\n{broker._tail()}") from error
             counts = scored_ids(broker.bootstrap, topics.scores, expect=len(ids), timeout=180)
         finally:
-            stream_scorer.stop_scorer_process(scorer)
+            scorer_process.stop_scorer_process(scorer)
         assert_all_accounted(counts, ids)
 
 
 class SlowFirstBatch:
-    """Scores like the bundle, but its first batch outlasts the group's poll interval (a GC pause, a stall)."""
+    """Scores like the bundle, but its first batch outlasts the group's poll interval (a GC pause, a stall);
+    its own model source (``lib.serving.source.ModelSource``), as a bundle's ``Scorer`` is."""
+
+    reload_interval = None
 
     def __init__(self, scorer, stall: float) -> None:
-        self.scorer, self.stall = scorer, stall
+        self.scorer, self.stall, self.info = scorer, stall, scorer.info
+        self.current = Served(self)
+
+    def check(self) -> bool:
+        return False
 
     def score_batch(self, columns, ids):
         if self.stall:
@@ -257,7 +266,7 @@ def test_two_scorers_share_the_partitions(kafka, topics, window, bundle):
         stream.replay(kafka.bootstrap, topics.transactions, messages)
         counts = scored_ids(kafka.bootstrap, topics.scores, expect=len(messages))
     finally:
-        outputs = [stream_scorer.stop_scorer_process(p) for p in scorers]
+        outputs = [scorer_process.stop_scorer_process(p) for p in scorers]
     assert_all_accounted(counts, transaction_ids(messages))
     shares = [int(out.split("stopped: ")[1].split(" scored")[0].replace(",", "")) for out in outputs]
     assert sum(shares) == len(messages) and min(shares) > 0, outputs
@@ -290,38 +299,8 @@ def test_via_http_scores_through_the_api(kafka, topics, window, bundle, tmp_path
     results = stream_report.results_frame(stream.read_topic(kafka.bootstrap, topics.scores, expect=len(messages)))
     expected = scoring.Scorer.from_folder(bundle).score_records([orjson.loads(v) for _, v in messages])
     assert dict(zip(results.transaction_id, results.fraud_probability, strict=True)) == {
-        r["transaction_id"]: r["fraud_probability"] for r in expected
+        r.transaction_id: r.fraud_probability for r in expected
     }
-
-
-def test_kafka_local_cli(tmp_path):
-    """python -m lib kafka-local start|status|stop, as a user runs it."""
-    from lib.stream import local as kafka_local
-
-    cache = tmp_path / "cache"
-    version_dir = cache / "fraud-mlops" / "kafka" / kafka_local.KAFKA_VERSION
-    version_dir.mkdir(parents=True)
-    (version_dir / "jars").symlink_to(kafka_local.ensure_jars())  # no second download
-    env = {**os.environ, "XDG_CACHE_HOME": str(cache)}
-
-    def cli(*args):
-        return subprocess.run(
-            [sys.executable, "-m", "lib", "kafka-local", *args], cwd=PROJECT_ROOT, env=env, capture_output=True,
-            text=True, timeout=120,
-        )  # fmt: skip
-
-    assert cli("status").returncode == 3
-    started = cli("start", "--data-dir", str(tmp_path / "data"))
-    assert started.returncode == 0, started.stderr
-    bootstrap = started.stdout.split("KAFKA_BOOTSTRAP_SERVERS=")[1].split()[0]
-    try:
-        assert kafka_local.answers(bootstrap)
-        status = cli("status")
-        assert "answering" in status.stdout and bootstrap in status.stdout
-    finally:
-        assert cli("stop").stdout.strip() == "stopped"
-    assert not kafka_local.answers(bootstrap, timeout=1)
-    assert cli("stop").stdout.strip() == "no local broker was running"
 
 
 def test_oversized_messages_are_dead_lettered_and_never_block_the_partition(kafka, window, bundle):

@@ -1,0 +1,142 @@
+"""``stream score|replay|live``: real-time scoring on Kafka and the live window it keeps."""
+
+import argparse
+
+from lib.config import get_settings
+from lib.errors import ParameterError
+
+
+def _bootstrap(args: argparse.Namespace) -> str:
+    """--bootstrap, else KAFKA_BOOTSTRAP_SERVERS, else the broker `kafka-local start` left running."""
+    from lib.local.kafka import BACKGROUND
+
+    if args.bootstrap or get_settings().kafka_bootstrap_servers:
+        return args.bootstrap or get_settings().kafka_bootstrap_servers
+    running = BACKGROUND.running()
+    if not running:
+        raise ParameterError("give --bootstrap, set KAFKA_BOOTSTRAP_SERVERS, or run: python -m lib kafka-local start")
+    return running.bootstrap
+
+
+def _score(args: argparse.Namespace) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from lib.cli.models import model_source
+    from lib.stream import kafka, live, scorer
+    from lib.stream import metrics as stream_metrics
+
+    settings = get_settings()
+    bootstrap = _bootstrap(args)
+    spec = args.via_http or args.model or settings.serving_model
+    models = model_source(spec, settings, shadow=not args.no_shadow, reload_interval=args.reload_interval)
+    registry = CollectorRegistry()
+    metrics = stream_metrics.StreamMetrics(registry)
+    topics = kafka.Topics(args.topic_prefix)
+    kafka.ensure_topics(bootstrap, topics, args.partitions)
+    worker = scorer.StreamScorer(
+        bootstrap, models, topics, args.group, args.batch_size, args.batch_timeout_ms / 1000, metrics,
+        live.LabelJoin(args.label_capacity, args.label_window),
+    )  # fmt: skip
+    metrics.set_model(models.current.champion.info)
+    if args.metrics_port is not None:
+        stream_metrics.serve_metrics(args.metrics_host, args.metrics_port, registry, worker)
+    worker.stop_on_sigterm()
+    print(f"scoring {topics.transactions} on {bootstrap} as group {args.group}", flush=True)
+    print(f"serving {scorer.describe(models.current)}", flush=True)
+    worker.run(idle_timeout=args.idle_timeout)
+    print(f"stopped: {worker.scored:,} scored, {worker.dead_letters:,} dead letters", flush=True)
+
+
+def _replay(args: argparse.Namespace) -> None:
+    from lib.data.acquire import read_window
+    from lib.stream import kafka
+
+    bootstrap = _bootstrap(args)
+    topics = kafka.Topics(args.topic_prefix)
+    kafka.ensure_topics(bootstrap, topics, args.partitions)
+    table = read_window(args.raw, args.first_step, args.last_step, args.limit)
+    labels = None
+    if args.label_delay_steps is not None:
+        labels = kafka.DelayedLabels.of(
+            table, topics.labels, args.label_delay_steps, args.label_missing_share, args.label_seed
+        )
+    stats = kafka.replay(bootstrap, topics.transactions, kafka.encode_transactions(table), args.rate, labels)
+    print(
+        f"replayed {stats.messages:,} transactions to {topics.transactions} in {stats.seconds:.1f} s "
+        f"({stats.rate:,.0f}/s)" + (f"; {stats.labels:,} labels to {topics.labels}" if labels else "")
+    )
+
+
+def live_answers(addresses: list[str]) -> dict[str, dict]:
+    """The ``/live`` answer of each stream scorer (``host:port`` of its --metrics-port)."""
+    import json
+    import urllib.request
+
+    answers = {}
+    for address in addresses:
+        url = f"http://{address}/live"
+        try:
+            with urllib.request.urlopen(url, timeout=30) as response:
+                answers[address] = json.loads(response.read())
+        except (OSError, ValueError) as exc:
+            raise ParameterError(
+                f"no live evidence from {url} ({exc}); start the scorer with --metrics-port, and give that "
+                "host:port to --scorer"
+            ) from None
+    return answers
+
+
+def _live(args: argparse.Namespace) -> None:
+    from lib.monitoring.stream_report import live_table
+
+    for address, answer in live_answers(args.scorer).items():
+        counts = ", ".join(f"{k} {v:,}" for k, v in answer["labels"].items())
+        print(f"{address} (group {answer['group']}): labels {counts}")
+        print(live_table(answer).to_string(float_format="{:.4f}".format))
+
+
+def add_commands(commands) -> None:
+    streaming = commands.add_parser("stream", help="real-time scoring on Kafka")
+    actions = streaming.add_subparsers(dest="action", required=True)
+    score = actions.add_parser(
+        "score", help="consume transactions, score micro-batches, produce scores/alerts/dead letters"
+    )
+    replay = actions.add_parser("replay", help="produce raw transactions of a step window in step order")
+    for sub, handler in ((score, _score), (replay, _replay)):
+        sub.add_argument(
+            "--bootstrap", help="Kafka bootstrap servers (default: KAFKA_BOOTSTRAP_SERVERS or kafka-local)"
+        )
+        sub.add_argument("--topic-prefix", default="paysim.")
+        sub.add_argument("--partitions", type=int, default=4, help="partitions of the topics this creates")
+        sub.set_defaults(handler=handler)
+    score.add_argument("--group", default="fraud-scorer", help="consumer group (add members to scale out)")
+    score.add_argument(
+        "--model", help="'champion' (default, FRAUD_SERVING_MODEL), 'challenger', a bundle store or folder, or an "
+        "API's URL"
+    )  # fmt: skip
+    score.add_argument("--via-http", metavar="URL", help="score through the API's batch route at URL (as --model URL)")
+    score.add_argument("--batch-size", type=int, default=2000)
+    score.add_argument("--batch-timeout-ms", type=float, default=20)
+    score.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    score.add_argument("--metrics-host", default="127.0.0.1")
+    score.add_argument("--idle-timeout", type=float, help="stop after this many seconds without messages")
+    score.add_argument(
+        "--reload-interval", type=float, default=5.0, help="seconds between checks of a bundle store's aliases"
+    )
+    score.add_argument("--no-shadow", action="store_true", help="do not score the store's challenger in shadow")
+    score.add_argument("--label-capacity", type=int, default=100_000, help="results kept waiting for their label")
+    score.add_argument("--label-window", type=int, default=20_000, help="labelled results in the live window")
+    replay.add_argument("--raw", default="data/raw", help="raw Parquet file or folder (01_acquire's output)")
+    replay.add_argument("--first-step", type=int, default=1)
+    replay.add_argument("--last-step", type=int, default=743)
+    replay.add_argument("--limit", type=int, default=0, help="at most this many transactions (0 = all)")
+    replay.add_argument("--rate", type=float, default=0, help="transactions per second (0 = as fast as possible)")
+    replay.add_argument(
+        "--label-delay-steps", type=int, metavar="STEPS",
+        help="also publish each label to the labels topic this many steps (simulated hours) after its transaction",
+    )  # fmt: skip
+    replay.add_argument("--label-missing-share", type=float, default=0.0, help="share of labels that never arrive")
+    replay.add_argument("--label-seed", type=int, default=0, help="seed of which labels go missing")
+    live = actions.add_parser("live", help="live performance per model version, from stream scorers' /live")
+    live.add_argument("--scorer", action="append", required=True, metavar="HOST:PORT", help="a scorer's --metrics-port")
+    live.set_defaults(handler=_live)

@@ -1,0 +1,146 @@
+"""Local services as background processes (the Kafka broker, the Spark cluster, Prometheus): ports,
+process groups, state, and the one ``start|status|stop`` mechanism of ``python -m lib <service>-local``.
+
+Each service process gets its own session (process group), so stopping it stops exactly it and the
+children it started. A service started for a test or a notebook dies with its parent (Linux
+``PR_SET_PDEATHSIG``); one started by ``python -m lib <service>-local start`` is detached and remembered
+in a state file under the project's cache folder (``Background``).
+"""
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from lib import atomic
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def listening(host: str, port: int, timeout: float = 1.0) -> bool:
+    """Whether something accepts TCP connections at ``host:port``."""
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def spawn(command: list[str], log: Path, env: dict | None = None, detach: bool = False) -> int:
+    """Start ``command`` in its own process group, output appended to ``log``; returns its pid."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            command, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, preexec_fn=None if detach else _die_with_parent,
+        )  # fmt: skip
+    return process.pid
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` still runs (our own exited children are reaped on the way)."""
+    try:
+        waited, _ = os.waitpid(pid, os.WNOHANG)
+        if waited == pid:
+            return False
+    except ChildProcessError:  # not our child (a `stop` from another process)
+        pass
+    return atomic.pid_running(pid)
+
+
+def stop(pids: list[int], timeout: float = 30.0, kill: bool = False) -> None:
+    """SIGTERM (or SIGKILL when ``kill``) each process group, last started first; SIGKILL what is left at ``timeout``."""
+    for pid in reversed(pids):
+        _signal_group(pid, signal.SIGKILL if kill else signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in pids:
+        if alive(pid):
+            _signal_group(pid, signal.SIGKILL)
+    while any(alive(pid) for pid in pids):
+        time.sleep(0.05)
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+def _die_with_parent() -> None:
+    import ctypes
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class Service(Protocol):
+    """A local service as ``Background`` runs it: a dataclass whose first field is its ``data_dir``."""
+
+    data_dir: Path
+
+    def start(self, detach: bool = False) -> "Service": ...
+
+    def stop(self) -> None: ...
+
+    def running(self) -> bool: ...
+
+    def started(self) -> str:
+        """What ``start`` prints: where the service answers and how to use it."""
+        ...
+
+    def status(self) -> str:
+        """What ``status`` prints: whether each of its processes answers."""
+        ...
+
+
+@dataclass(frozen=True)
+class Background:
+    """One kind of local service as ``python -m lib <name> start|status|stop`` runs it: started detached,
+    remembered in ``<cache folder>/local.json``, its files in ``<cache folder>/local-data`` by default."""
+
+    name: str  # the command, e.g. "kafka-local"
+    what: str  # for messages, e.g. "local Kafka broker"
+    kind: type
+    cache_folder: Callable[[], Path]  # the service's folder under the project's cache
+
+    @property
+    def state_file(self) -> Path:
+        return self.cache_folder() / "local.json"
+
+    def running(self) -> Any:
+        """The service the state file remembers, if it is still running; else None."""
+        try:
+            state = json.loads(self.state_file.read_text())
+        except (OSError, ValueError):
+            return None
+        service = self.kind(**{**state, "data_dir": Path(state["data_dir"])})
+        return service if service.running() else None
+
+    def start(self, data_dir: Path | None = None, **options: Any) -> Any:
+        """The running service if there is one; else a new one (``options`` for its class) started detached."""
+        running = self.running()
+        if running:
+            return running
+        service = self.kind(data_dir or self.cache_folder() / "local-data", **options).start(detach=True)
+        atomic.write_text(self.state_file, json.dumps({**asdict(service), "data_dir": str(service.data_dir)}, indent=1))
+        return service
+
+    def stop(self) -> bool:
+        """Stop the remembered service and forget it; False if none was running."""
+        service = self.running()
+        self.state_file.unlink(missing_ok=True)
+        if not service:
+            return False
+        service.stop()
+        return True
