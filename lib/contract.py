@@ -135,14 +135,19 @@ def _as_list(values: Any) -> list[Any]:
 
 
 def predictions(model: Answerable, ids: Sequence[Any], probability: Any, decision: Any) -> list[Any]:
-    """One ``PredictionRecord`` per transaction of ``model``'s answers (``prediction_columns``)."""
-    return prediction_records(prediction_columns(model, ids, probability, decision))
+    """The one answer builder: a ``PredictionRecord`` per transaction, every field given by its name."""
+    threshold, name, version = model.threshold, model.model_name, model.model_version
+    return [
+        PredictionRecord(transaction_id=i, fraud_probability=p, is_fraud=d, threshold=threshold, model_name=name,
+                         model_version=version)
+        for i, p, d in zip(ids, _as_list(probability), _as_list(decision), strict=True)
+    ]  # fmt: skip
 
 
 def prediction_records(columns: dict[str, list[Any]]) -> list[Any]:
-    """One ``PredictionRecord`` per row of ``columns`` (``Prediction``'s fields, by name): the one answer builder."""
-    fields = [columns[name] for name in Prediction.model_fields]
-    return [PredictionRecord(*row) for row in zip(*fields, strict=True)]
+    """``PredictionRecord``s of answers read as columns (an API's Arrow answer), each field taken by its name."""
+    names = list(Prediction.model_fields)
+    return [PredictionRecord(**dict(zip(names, row, strict=True))) for row in zip(*(columns[n] for n in names))]
 
 
 class RequestError(PipelineError):
