@@ -46,6 +46,7 @@ from serve_http import KEY, cpu_seconds, free_port, start, stop  # noqa: E402
 
 from lib.config import get_settings  # noqa: E402
 from lib.data.simulate import simulate_table  # noqa: E402
+from lib.local import kafka as kafka_local  # noqa: E402
 from lib.monitoring.stream_report import results_frame, summarize  # noqa: E402
 from lib.serving import bundles, scoring  # noqa: E402
 from lib.stream import kafka as stream  # noqa: E402
@@ -174,7 +175,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ.setdefault("TMPDIR", tmp)
         store = shadow_store(Path(tmp) / "bundles", bundle)
-        with stream.broker(get_settings()) as bootstrap:
+        with kafka_local.broker(get_settings()) as bootstrap:
             print(f"broker {bootstrap}; scorer batch size {args.batch_size}, {BATCH_TIMEOUT_MS} ms to fill", flush=True)
             full = messages(args.rows, seed=1)
             run_ours(bootstrap, bundle, messages(args.rows // 4, seed=4), 0, args.batch_size, "warm-up")
