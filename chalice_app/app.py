@@ -20,8 +20,9 @@ from chalice.app import Request
 from lib import contract
 from lib.config import Settings, comma_list
 from lib.errors import PipelineError
+from lib.redact import redact
 from lib.serving.auth import key_matches
-from lib.serving.scoring import BundleError, Model
+from lib.serving.scoring import Model
 from lib.serving.source import resolve_model
 
 app = Chalice(app_name="paysim-fraud-scoring")
@@ -167,8 +168,9 @@ def healthz() -> dict:
 
 @app.route("/readyz", methods=["GET"])
 def readyz() -> Response:
+    """Ready or not, and why not, without addresses or credentials (it is open to anyone)."""
     try:
         info = get_scorer().info
-    except BundleError as exc:
-        return _json({"status": "failed", "reason": str(exc)}, 503)
+    except PipelineError as exc:  # no bundle, a broken one, a setting it cannot use
+        return _json({"status": "failed", "reason": redact(exc, drop_urls=True)}, 503)
     return _json({"status": "ready", "model_version": info.model_version})

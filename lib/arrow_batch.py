@@ -1,12 +1,24 @@
 """The batch route's Arrow IPC body: a table with the transaction's fields as columns, validated by the
-contract's ``RULES`` (the rules every decoder derives from ``Transaction``), and the Arrow answer's bytes."""
+contract's ``RULES`` (the rules every decoder derives from ``Transaction``), and the Arrow answer's bytes.
 
+A body is read message by message, and nothing is inflated before it is bounded: the schema first (its
+columns' names and types, checked in one pass, before any data), then each record batch's metadata,
+which declares its rows and, for a compressed body (LZ4 or ZSTD, as Arrow compresses buffers), each
+buffer's size once decompressed. Rows beyond ``MAX_BATCH`` or decompressed bytes beyond
+``MAX_DECODED_BYTES`` are refused (413) before a byte is inflated: a 12.5 KB body once declared 400 MB.
+Dictionary-encoded, nested, float16 and big-endian columns are refused (422): the contract's columns
+are strings and numbers, as every client writes them.
+"""
+
+import struct
 from typing import Any
 
 from lib import features
 from lib.contract import MAX_BATCH, MAX_BODY_BYTES, RULES, FieldRule, RequestError
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"  # the media type of the body and the answer
+MAX_DECODED_BYTES = 4 * MAX_BODY_BYTES  # what a body's batches may hold once decompressed: a full batch is ~2 MB
+MAX_MESSAGES = 1_024  # record batches in one body
 
 
 def arrow_stream(table: Any) -> bytes:
@@ -27,6 +39,126 @@ def arrow_schema() -> Any:
     return pa.schema([(r.name, kinds[r.kind]) for r in RULES if r.name not in ("isFraud", "isFlaggedFraud")])
 
 
+# --- the IPC metadata, read without inflating anything (Arrow's Message.fbs, as FlatBuffers lay it out) -----
+
+_SCHEMA, _DICTIONARY_BATCH, _RECORD_BATCH = 1, 2, 3  # MessageHeader's union types
+_BIG_ENDIAN = 1
+
+
+def _field(meta: bytes, table: int, index: int) -> int | None:
+    """Where field ``index`` of the FlatBuffers table at ``table`` is, or None when it is absent."""
+    vtable = table - struct.unpack_from("<i", meta, table)[0]
+    size = struct.unpack_from("<H", meta, vtable)[0]
+    if 4 + 2 * index >= size:
+        return None
+    offset = struct.unpack_from("<H", meta, vtable + 4 + 2 * index)[0]
+    return table + offset if offset else None
+
+
+def _target(meta: bytes, at: int) -> int:
+    """The table or vector an offset field at ``at`` points to."""
+    return at + int(struct.unpack_from("<I", meta, at)[0])
+
+
+def _header(meta: bytes) -> tuple[int, int | None]:
+    """(the message's header type, where its header table is)."""
+    root = _target(meta, 0)
+    kind = _field(meta, root, 1)
+    header = _field(meta, root, 2)
+    return (meta[kind] if kind is not None else 0), (_target(meta, header) if header is not None else None)
+
+
+def _declared(meta: bytes, body: memoryview) -> tuple[int, int, bool]:
+    """A record batch's (rows, bytes once decompressed, compressed) from its metadata and the 8-byte length
+    prefix Arrow writes before each compressed buffer (-1: that buffer was left uncompressed)."""
+    _, batch = _header(meta)
+    if batch is None:
+        raise ValueError("a record batch without its header")
+    rows_at, buffers_at = _field(meta, batch, 0), _field(meta, batch, 2)
+    rows = struct.unpack_from("<q", meta, rows_at)[0] if rows_at is not None else 0
+    compressed = _field(meta, batch, 3) is not None
+    decoded = 0
+    if buffers_at is not None:
+        vector = _target(meta, buffers_at)
+        for i in range(struct.unpack_from("<I", meta, vector)[0]):
+            offset, length = struct.unpack_from("<qq", meta, vector + 4 + 16 * i)
+            if offset < 0 or length < 0 or offset + length > len(body):
+                raise ValueError("a buffer outside the message body")
+            if compressed and length >= 8:
+                inflated = struct.unpack_from("<q", body, offset)[0]
+                decoded += length - 8 if inflated == -1 else inflated
+                if inflated < -1:
+                    raise ValueError("a negative decompressed length")
+            else:
+                decoded += length
+    return rows, decoded, compressed
+
+
+def _refused(status: int, field: str, reason: str) -> RequestError:
+    return RequestError(status, [{"field": field, "reason": reason}])
+
+
+def _schema_problems(schema: Any) -> list[dict[str, str]]:
+    """Names (missing, unknown, repeated: one pass) and types, before any data is read."""
+    import pyarrow as pa
+
+    problems = _structure_problems(schema.names)
+    if problems:
+        return problems
+    for rule in RULES:
+        if rule.name not in schema.names:
+            continue
+        kind = schema.field(rule.name).type
+        text = pa.types.is_string(kind) or pa.types.is_large_string(kind)
+        number = pa.types.is_integer(kind) or pa.types.is_float32(kind) or pa.types.is_float64(kind)
+        if (rule.kind is str and not text) or (rule.kind is not str and not number):
+            wanted = "a valid string" if rule.kind is str else "a valid number"
+            problems.append({"field": rule.name, "reason": f"Input should be {wanted} (the column is {kind})"})
+    return problems
+
+
+def _read_table(body: bytes) -> Any:
+    """The body's table, read message by message: the schema checked before any batch, each batch's rows and
+    decompressed bytes bounded before it is read (see the module's docstring)."""
+    import pyarrow as pa
+
+    reader = pa.ipc.MessageReader.open_stream(pa.py_buffer(body))
+    message = reader.read_next_message()
+    if message.type != "schema":
+        raise _refused(400, "body", f"not an Arrow IPC stream: it starts with a {message.type} message, not the schema")
+    _, header = _header(message.metadata.to_pybytes())
+    endianness = _field(message.metadata.to_pybytes(), header, 0) if header is not None else None
+    if endianness is not None and struct.unpack_from("<h", message.metadata.to_pybytes(), endianness)[0] == _BIG_ENDIAN:
+        raise _refused(422, "body", "a big-endian Arrow stream: send it little-endian, as Arrow writes by default")
+    schema = pa.ipc.read_schema(message)
+    problems = _schema_problems(schema)
+    if problems:
+        raise RequestError(422, problems)
+    batches: list[Any] = []
+    rows = decoded = 0
+    while True:
+        try:
+            message = reader.read_next_message()
+        except StopIteration:
+            break
+        if message.type == "dictionary batch":
+            raise _refused(422, "body", "dictionary-encoded columns: send the values themselves")
+        if message.type != "record batch":
+            raise _refused(400, "body", f"a {message.type} message where record batches were expected")
+        batch_rows, batch_bytes, _ = _declared(message.metadata.to_pybytes(), memoryview(message.body))
+        rows, decoded = rows + batch_rows, decoded + batch_bytes
+        if rows > MAX_BATCH:
+            raise RequestError(413, f"{rows:,} transactions declared in one batch; the limit is {MAX_BATCH:,}")
+        if decoded > MAX_DECODED_BYTES:
+            raise RequestError(
+                413, f"the batch declares {decoded:,} bytes once decompressed; the limit is {MAX_DECODED_BYTES:,}"
+            )
+        if len(batches) >= MAX_MESSAGES:
+            raise RequestError(413, f"more than {MAX_MESSAGES:,} record batches in one body; send fewer, larger ones")
+        batches.append(pa.ipc.read_record_batch(message, schema))
+    return pa.Table.from_batches(batches, schema)
+
+
 def _structure_problems(names: list[str]) -> list[dict[str, str]]:
     """Missing, unknown and repeated columns (in one pass over the names: a body may name thousands)."""
     known = {r.name: r for r in RULES}
@@ -34,8 +166,8 @@ def _structure_problems(names: list[str]) -> list[dict[str, str]]:
     for name in names:
         seen[name] = seen.get(name, 0) + 1
     problems = [{"field": r.name, "reason": "Field required"} for r in RULES if r.required and r.name not in seen]
-    problems += [{"field": n, "reason": "Extra inputs are not permitted"} for n in seen if n not in known]
-    problems += [{"field": n, "reason": "repeated column"} for n, count in sorted(seen.items()) if count > 1]
+    problems += [{"field": n, "reason": "Extra inputs are not permitted"} for n in seen if n not in known][:20]
+    problems += [{"field": n, "reason": "repeated column"} for n, count in sorted(seen.items()) if count > 1][:20]
     return problems
 
 
@@ -80,7 +212,7 @@ def _outside(values: Any, low: float | None, high: float | None) -> Any:
 def parse_arrow_batch(body: bytes) -> tuple[dict[str, Any], list[Any]]:
     """Validate a batch as an Arrow IPC stream (a table with the transaction's fields as columns) by ``RULES``,
     the rules every decoder derives from ``Transaction``; returns (column arrays for ``Scorer.score_columns``,
-    transaction ids). The columns' names first, then their types, then their values.
+    transaction ids). The columns' names and types first, then the declared sizes, then the values.
 
     Errors name the column, and the first row that breaks each rule, as ``transactions.<row>.<column>``.
     """
@@ -91,41 +223,32 @@ def parse_arrow_batch(body: bytes) -> tuple[dict[str, Any], list[Any]]:
     if len(body) > MAX_BODY_BYTES:
         raise RequestError(413, f"request body of {len(body):,} bytes exceeds the limit of {MAX_BODY_BYTES:,}")
     try:
-        table = pa.ipc.open_stream(body).read_all()
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise RequestError(400, [{"field": "body", "reason": f"not a valid Arrow IPC stream: {exc}"}]) from None
-    problems = _structure_problems(table.column_names)
-    if problems:
-        raise RequestError(422, problems)
+        table = _read_table(body)
+    except RequestError:
+        raise
+    except (pa.ArrowException, OSError, ValueError, struct.error, IndexError, StopIteration) as exc:
+        raise _refused(400, "body", f"not a valid Arrow IPC stream: {exc}") from None
     if table.num_rows == 0:
-        raise RequestError(422, [{"field": "transactions", "reason": "needs at least 1 transaction"}])
-    if table.num_rows > MAX_BATCH:
-        raise RequestError(413, f"{table.num_rows:,} transactions in one batch; the limit is {MAX_BATCH:,}")
+        raise _refused(422, "transactions", "needs at least 1 transaction")
     present = [r for r in RULES if r.name in table.column_names]
-    for rule in present:
-        kind = table.column(rule.name).type
-        text = pa.types.is_string(kind) or pa.types.is_large_string(kind)
-        number = pa.types.is_integer(kind) or pa.types.is_floating(kind)
-        if (rule.kind is str and not text) or (rule.kind is not str and not number):
-            wanted = "a valid string" if rule.kind is str else "a valid number"
-            problems.append({"field": rule.name, "reason": f"Input should be {wanted} (the column is {kind})"})
-    if problems:
-        raise RequestError(422, problems)
-    for rule in present:
-        column = table.column(rule.name)
-        bad = [(pc.is_null(column), "Field required (null)")] if not rule.nullable and column.null_count else []
-        for values, reason in bad or _value_checks(rule, column):
-            values = pc.fill_null(values, False)
-            if pc.any(values).as_py():
-                problems.append(
-                    {"field": f"transactions.{pc.index(values, True).as_py()}.{rule.name}", "reason": reason}
-                )
+    problems = []
+    try:
+        for rule in present:
+            column = table.column(rule.name)
+            bad = [(pc.is_null(column), "Field required (null)")] if not rule.nullable and column.null_count else []
+            for values, reason in bad or _value_checks(rule, column):
+                values = pc.fill_null(values, False)
+                if pc.any(values).as_py():
+                    row = pc.index(values, True).as_py()
+                    problems.append({"field": f"transactions.{row}.{rule.name}", "reason": reason})
+    except pa.ArrowException as exc:  # a value Arrow cannot compare or cast: the contract refuses it, never a 500
+        raise _refused(422, "body", f"values Arrow cannot check: {exc}") from None
     if problems:
         raise RequestError(422, problems)
     columns = {
         r.name: table.column(r.name).to_numpy(zero_copy_only=False)
         if r.kind is str
-        else pc.cast(table.column(r.name), pa.float64()).to_numpy()
+        else pc.cast(table.column(r.name), pa.float64(), safe=False).to_numpy()
         for r in present
         if r.name in features.INPUT_COLUMNS
     }

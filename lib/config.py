@@ -7,6 +7,7 @@ the container environment feed it the same variables.
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -71,6 +72,10 @@ class Settings(BaseSettings):
     # serving (FastAPI twin, Chalice app, stream scorer): lib.serving.source says what a model setting may name
     serving_model: str = "champion"  # a registry alias, a bundle store or folder, or an API's URL
     bundle_store: Path = PROJECT_ROOT / "data" / "bundles"  # where 05_evaluate publishes bundles and aliases
+    # which model.so to load (docs/serving.md, "Who may write the bundle store"): "bundle", a library whose SHA-256 is
+    # the one its bundle.json records; "registry", only one whose SHA-256 the registry's version tag records
+    # (kept outside the store; where no registry can be asked, none is loaded); "never": the booster always
+    compiled_models: Literal["bundle", "registry", "never"] = "bundle"
     serving_workers: int = Field(default=1, ge=1)  # `serve`: uvicorn worker processes (one per core)
     serving_reload_interval: float = Field(default=5.0, gt=0)  # `serve`: seconds between checks of a store's aliases
     api_keys: str = ""  # comma-separated; never committed (environment, .env, a Kubernetes Secret)

@@ -147,7 +147,9 @@ def predictions(model: Answerable, ids: Sequence[Any], probability: Any, decisio
 def prediction_records(columns: dict[str, list[Any]]) -> list[Any]:
     """``PredictionRecord``s of answers read as columns (an API's Arrow answer), each field taken by its name."""
     names = list(Prediction.model_fields)
-    return [PredictionRecord(**dict(zip(names, row, strict=True))) for row in zip(*(columns[n] for n in names))]
+    return [
+        PredictionRecord(**dict(zip(names, row, strict=True))) for row in zip(*(columns[n] for n in names), strict=True)
+    ]
 
 
 class RequestError(PipelineError):
@@ -332,3 +334,34 @@ def parse_batch(body: bytes) -> tuple[dict[str, Any], list[Any]]:
         records = _records_of_batch(body)
         return features.columns_from_records(records), [r.get("transaction_id") for r in records]
     return features.columns_from_records(transactions, attributes=True), [t.transaction_id for t in transactions]
+
+
+# A delayed label on the labels topic (``lib.stream.kafka.DelayedLabels``): the id of a scored transaction, as
+# bounded as a transaction's, and 0 or 1 exactly (``true``, ``0.7``, ``"1"`` and a null id are refused, not coerced)
+LabelRecord: Any = msgspec.defstruct(
+    "LabelRecord",
+    [
+        ("transaction_id", Annotated[str, msgspec.Meta(min_length=1, max_length=ID_MAX)]),
+        ("isFraud", Literal[0, 1]),
+        ("step", Annotated[int, msgspec.Meta(ge=1, le=MAX_STEP)] | None, None),
+    ],
+    forbid_unknown_fields=True,
+    gc=False,
+)
+_STRICT_LABEL = msgspec.json.Decoder(LabelRecord)
+MAX_LABEL_BYTES = 1024  # a label is ~80 bytes; a bigger one is refused before it is parsed
+
+
+def parse_label(value: bytes | None) -> Any:
+    """One label message as a ``LabelRecord``; ``RequestError`` 413 beyond ``MAX_LABEL_BYTES``, 422 otherwise
+    (naming the field), so the stream dead-letters it instead of joining a coerced or unbounded value."""
+    if value is not None and len(value) > MAX_LABEL_BYTES:
+        raise RequestError(
+            413, [{"field": "label", "reason": f"{len(value):,} bytes; a label is at most {MAX_LABEL_BYTES:,}"}]
+        )
+    try:
+        return _STRICT_LABEL.decode(value or b"")
+    except msgspec.DecodeError as exc:
+        raise RequestError(
+            422, [{"field": "label", "reason": f"a label is {{transaction_id, isFraud: 0|1, step?}}: {exc}"}]
+        ) from None

@@ -6,10 +6,10 @@ from lib.config import get_settings
 
 
 def _serve(args: argparse.Namespace) -> None:
-    from lib.cli.models import fetcher
+    from lib.cli.models import checksums, fetcher
     from lib.serving.server import serve
 
-    serve(args, fetch=fetcher(get_settings()))
+    serve(args, fetch=fetcher(get_settings()), checksum=checksums(get_settings()))
 
 
 def add_commands(commands) -> None:

@@ -4,6 +4,7 @@ import argparse
 
 from lib.config import get_settings
 from lib.errors import ParameterError
+from lib.redact import redact
 
 
 def _bootstrap(args: argparse.Namespace) -> str:
@@ -21,14 +22,13 @@ def _bootstrap(args: argparse.Namespace) -> str:
 def _score(args: argparse.Namespace) -> None:
     from prometheus_client import CollectorRegistry
 
-    from lib.cli.models import model_source
     from lib.stream import kafka, live, scorer
     from lib.stream import metrics as stream_metrics
 
     settings = get_settings()
     bootstrap = _bootstrap(args)
     spec = args.via_http or args.model or settings.serving_model
-    models = model_source(spec, settings, shadow=not args.no_shadow, reload_interval=args.reload_interval)
+    models = _when_loadable(spec, settings, args)
     registry = CollectorRegistry()
     metrics = stream_metrics.StreamMetrics(registry)
     topics = kafka.Topics(args.topic_prefix)
@@ -45,6 +45,31 @@ def _score(args: argparse.Namespace) -> None:
     print(f"serving {scorer.describe(models.current)}", flush=True)
     worker.run(idle_timeout=args.idle_timeout)
     print(f"stopped: {worker.scored:,} scored, {worker.dead_letters:,} dead letters", flush=True)
+
+
+def _when_loadable(spec: str, settings, args: argparse.Namespace):
+    """The model source ``spec`` names; while a bundle store cannot be loaded (a fault, a half-published
+    version), the scorer waits and tries again every ``--reload-interval`` seconds, saying why once per
+    reason, instead of exiting (a supervisor would restart it into the same fault, again and again)."""
+    import time
+
+    from lib.cli.models import model_source
+    from lib.config import REGISTRY_ALIASES, resolve
+    from lib.serving.bundles import BundleStore
+    from lib.serving.scoring import BundleError
+
+    store = BundleStore.holds(settings.bundle_store if spec in REGISTRY_ALIASES else resolve(spec))
+    said = None
+    while True:
+        try:
+            return model_source(spec, settings, shadow=not args.no_shadow, reload_interval=args.reload_interval)
+        except BundleError as exc:
+            if not store:
+                raise
+            if str(exc) != said:
+                print(f"waiting for a bundle store it can load: {redact(exc)}", flush=True)
+                said = str(exc)
+            time.sleep(args.reload_interval)
 
 
 def _replay(args: argparse.Namespace) -> None:
@@ -67,22 +92,52 @@ def _replay(args: argparse.Namespace) -> None:
     )
 
 
-def live_answers(addresses: list[str]) -> dict[str, dict]:
-    """The ``/live`` answer of each stream scorer (``host:port`` of its --metrics-port)."""
-    import json
-    import urllib.request
+LIVE_TIMEOUT = 60.0  # seconds for every scorer's /live answer together, however slowly each trickles
+LIVE_MAX_BYTES = 64 * 1024 * 1024  # a window of 20,000 labelled results is about 1 MB
 
+
+def live_answers(addresses: list[str], timeout: float = LIVE_TIMEOUT) -> dict[str, dict]:
+    """The ``/live`` answer of each stream scorer (``host:port`` of its --metrics-port), all of them within
+    ``timeout`` seconds in total (a per-read timeout alone lets a trickling endpoint hold on for ever) and
+    ``LIVE_MAX_BYTES`` each; a scorer that does not answer so, or not with JSON, is named."""
+    import http.client
+    import json
+    import time
+
+    deadline = time.monotonic() + timeout
     answers = {}
-    for address in addresses:
+    for address in dict.fromkeys(addresses):
         url = f"http://{address}/live"
+        host, _, port = address.rpartition(":")
         try:
-            with urllib.request.urlopen(url, timeout=30) as response:
-                answers[address] = json.loads(response.read())
-        except (OSError, ValueError) as exc:
+            left = deadline - time.monotonic()
+            if left <= 0 or not port.isdigit():
+                raise TimeoutError(f"no time left of {timeout:.0f} s" if left <= 0 else "not host:port")
+            connection = http.client.HTTPConnection(host, int(port), timeout=left)
+            try:
+                connection.request("GET", "/live")
+                response = connection.getresponse()
+                if response.status != 200:
+                    raise OSError(f"HTTP {response.status}")
+                body = bytearray()
+                while chunk := response.read1(65536):
+                    body += chunk
+                    if len(body) > LIVE_MAX_BYTES:
+                        raise OSError(f"more than {LIVE_MAX_BYTES:,} bytes")
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"still answering after {timeout:.0f} s")
+                    if connection.sock is not None:  # the next read waits no longer than what is left
+                        connection.sock.settimeout(max(deadline - time.monotonic(), 0.001))
+            finally:
+                connection.close()
+            answers[address] = json.loads(body)
+        except (OSError, ValueError, http.client.HTTPException) as exc:
             raise ParameterError(
                 f"no live evidence from {url} ({exc}); start the scorer with --metrics-port, and give that "
                 "host:port to --scorer"
             ) from None
+        if not isinstance(answers[address], dict):
+            raise ParameterError(f"{url} answered {type(answers[address]).__name__}, not a /live answer")
     return answers
 
 

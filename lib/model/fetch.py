@@ -4,8 +4,10 @@
 CLI (``--model champion`` where the bundle store does not hold it) and the tests get it back.
 """
 
+import functools
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from mlflow.exceptions import MlflowException
@@ -47,3 +49,18 @@ def fetch_alias(alias: str, settings: Settings) -> Path:
     """The bundle of ``alias`` (``champion``, ``challenger``) of the registered model, in the bundle cache."""
     dest = settings.bundle_cache / f"{settings.registered_model}-{alias}"
     return fetch_bundle(settings.mlflow_tracking_uri, settings.registered_model, alias, dest)
+
+
+def compiled_checksum(settings: Settings) -> Callable[[str, str], str | None]:
+    """``(model name, version) -> the SHA-256 of that version's model.so`` as the registry's version tag records
+    it (``registry.COMPILED_SHA256_TAG``), or None (no tag, or no answer: the library is then not loaded)."""
+    client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+
+    @functools.cache
+    def checksum(name: str, version: str) -> str | None:
+        try:
+            return client.get_model_version(name, version).tags.get("compiled_sha256")
+        except MlflowException:
+            return None
+
+    return checksum

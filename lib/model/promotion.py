@@ -3,10 +3,12 @@ results that champion and challenger both scored (the stream scorers' ``/live`` 
 frauds are labelled; the decision and its evidence are tags on the challenger's version."""
 
 from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lib.config import CHALLENGER, CHAMPION
 from lib.errors import ParameterError
@@ -30,12 +32,45 @@ class LiveEvidence:
         return int(self.labels.sum())
 
 
-def live_evidence(answers: dict[str, dict], champion: str, challenger: str) -> LiveEvidence:
-    """Pool the ``/live`` answers of stream scorers (``{address: answer}``); each must serve exactly
-    this champion and challenger, or its window compares other models and is refused."""
-    labels, first, second, thresholds = [], [], [], {}
-    for address, answer in answers.items():
-        roles = answer["roles"]
+class Window(BaseModel):
+    """A scorer's labelled live window, as ``/live`` answers it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    labels: list[Literal[0, 1]]  # a label of 7 is not 7 frauds
+    probabilities: dict[str, list[Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]]]  # NaN is no AUPRC 1.0
+    thresholds: dict[str, Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]]
+
+
+class LiveAnswer(BaseModel):
+    """A stream scorer's ``/live`` answer (``lib.stream.scorer.StreamScorer.evidence``)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    scorer: Annotated[str, Field(min_length=1, max_length=256)]  # the member, whatever address reached it
+    roles: dict[str, Literal["champion", "challenger"]]
+    window: Window
+
+
+def live_evidence(answers: dict[str, dict[str, Any]], champion: str, challenger: str) -> LiveEvidence:
+    """Pool the ``/live`` answers of stream scorers (``{address: answer}``): each answer checked (0/1 labels,
+    probabilities in 0..1, one per label), each scorer counted once however many addresses name it; each
+    must serve exactly this champion and challenger, or its window compares other models and is refused."""
+    labels: list[int] = []
+    first: list[float] = []
+    second: list[float] = []
+    thresholds: dict[str, float] = {}
+    members: dict[str, str] = {}
+    for address, raw in answers.items():
+        try:
+            answer = LiveAnswer.model_validate(raw)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:3])
+            raise ParameterError(f"the stream scorer at {address} answered /live with {problems}") from None
+        if answer.scorer in members:  # the same member named twice: its window counts once
+            continue
+        members[answer.scorer] = address
+        roles = answer.roles
         if roles.get(champion) != CHAMPION or roles.get(challenger) != CHALLENGER:
             served = ", ".join(f"v{v} as {r}" for v, r in sorted(roles.items())) or "nothing yet"
             raise ParameterError(
@@ -43,14 +78,21 @@ def live_evidence(answers: dict[str, dict], champion: str, challenger: str) -> L
                 f"its challenger v{challenger}: wait for it to reload the bundle store (--reload-interval), or "
                 "check that it serves the store 05_evaluate publishes (--model data/bundles)"
             )
-        window = answer["window"]
-        labels += window["labels"]
-        first += window["probabilities"][champion]
-        second += window["probabilities"][challenger]
-        thresholds.update(window["thresholds"])
+        window = answer.window
+        for version in (champion, challenger):
+            scored = window.probabilities.get(version, [])
+            if len(scored) != len(window.labels) or version not in window.thresholds:
+                raise ParameterError(
+                    f"the stream scorer at {address}: v{version} has {len(scored)} probabilities for "
+                    f"{len(window.labels)} labels{'' if version in window.thresholds else ' and no threshold'}"
+                )
+        labels += window.labels
+        first += window.probabilities[champion]
+        second += window.probabilities[challenger]
+        thresholds.update(window.thresholds)
     as_array = lambda values: np.asarray(values, dtype=np.float64)  # noqa: E731
     return LiveEvidence(np.asarray(labels, dtype=np.int64), as_array(first), as_array(second), thresholds,
-                        sorted(answers))  # fmt: skip
+                        sorted(members.values()))  # fmt: skip
 
 
 def promote_live(

@@ -30,6 +30,7 @@ from lib.serving import scoring
 from lib.serving.bundles import BundleStore
 
 PROMOTIONS = ("offline", "live")
+COMPILED_SHA256_TAG = "compiled_sha256"  # a version's model.so, as exported
 
 
 @dataclass(frozen=True)
@@ -183,6 +184,11 @@ def submit(
         test_auprc=card.auprc,
     )  # fmt: skip
     challenger = scoring.export_bundle(bundle_path.with_name(f"{bundle_path.name}.challenger"), candidate.model, info)
+    compiled = scoring.read_info(challenger / scoring.BUNDLE_FILE).compiled
+    if (
+        compiled is not None
+    ):  # kept outside the bundle store: what FRAUD_COMPILED_MODELS=registry checks model.so against
+        client.set_model_version_tag(name, version.version, COMPILED_SHA256_TAG, compiled.sha256)
     client.log_artifacts(record["mlflow_run_id"], str(challenger), scoring.bundle_artifact_path(version.version))
     rescored, note = champion_auprc(client, name, str(processed), window.split, str(champion_dir))
     decision = gate(client, name, version, card.auprc, rescored, note, promotion)

@@ -44,15 +44,18 @@ API_KEY_HEADER = "X-API-Key"
 
 
 class ModelHolder:
-    """What the app serves, resolved once in the background by ``resolve()`` and checked for newer versions
-    as the source says; ``error`` says why it is not there."""
+    """What the app serves: resolved in the background by ``resolve()`` (again every ``retry`` seconds while
+    that fails, so a store that becomes valid is picked up) and then checked for newer versions as the source
+    says; ``error`` says why nothing is served, ``source.failure`` why the newest version is not."""
 
     def __init__(
-        self, resolve: Callable[[], ModelSource], metrics: ApiMetrics, source: ModelSource | None = None
-    ) -> None:
-        self.resolve, self.metrics = resolve, metrics
+        self, resolve: Callable[[], ModelSource], metrics: ApiMetrics, source: ModelSource | None = None,
+        retry: float = 5.0,
+    ) -> None:  # fmt: skip
+        self.resolve, self.metrics, self.retry = resolve, metrics, retry
         self.source, self.error = source, ""
         self._stopping = threading.Event()
+        self._failure: str | None = None
         if source is not None:
             metrics.set_model(source.current.champion.info)
 
@@ -60,27 +63,53 @@ class ModelHolder:
     def served(self) -> Served | None:
         return self.source.current if self.source is not None else None
 
+    @property
+    def failure(self) -> str | None:
+        return self.source.failure if self.source is not None else None
+
     def load(self) -> None:
-        try:
-            source = self.resolve()
-        except Exception as exc:  # reported by /readyz; the process stays up for the probes
-            self.error = redact(f"{type(exc).__name__}: {exc}")
-            log.error("model_load_failed", extra={"fields": {"error": self.error}})
-            return
-        self.source = source
+        while not self._stopping.is_set():
+            try:
+                source = self.resolve()
+                break
+            except Exception as exc:  # reported by /readyz; the process stays up for the probes, and tries again
+                error = redact(f"{type(exc).__name__}: {exc}")
+                if error != self.error:
+                    log.error("model_load_failed", extra={"fields": {"error": error}})
+                self.error = error
+            if self._stopping.wait(self.retry):
+                return
+        self.source, self.error = source, ""
         self._swapped(source.current, "model_loaded")
-        watch(source, self._swapped, self._stopping)
+        watch(source, self._checked, self._stopping)
+
+    def _checked(self, swapped: bool) -> None:
+        assert self.source is not None
+        if swapped:
+            self._swapped(self.source.current)
+        failure = self.source.failure
+        self.metrics.reload_checked(failure)
+        if failure and failure != self._failure:
+            champion = self.source.current.versions[0]
+            log.error("model_reload_failed", extra={"fields": {"error": failure, "model_version": champion}})
+        self._failure = failure
 
     def _swapped(self, served: Served, event: str = "model_swapped") -> None:
         self.metrics.set_model(served.champion.info)
         champion, challenger = served.versions
         log.info(event, extra={"fields": {"model_version": champion, "shadow_version": challenger}})
 
+    def stop(self) -> None:
+        self._stopping.set()
+
     def ready(self) -> Served:
         served = self.served
         if served is None:
             raise ServiceUnavailable(self.error or "model is loading")
         return served
+
+
+SHADOW_SAMPLE = 20  # results a shadow log line lists; a batch's line says its counts (10,000 results were 838 KB)
 
 
 def shadow(
@@ -90,23 +119,30 @@ def shadow(
     ids: list[Any] | None = None,
 ) -> None:
     """Score ``records`` (or ``columns`` with their ``ids``) with the challenger, if one is served, and log
-    its results (never returned)."""
+    what it decided (never returned): the counts, and the first ``SHADOW_SAMPLE`` results."""
     if served.challenger is None:
         return
     try:
         if records is not None:
+            ids = [r.get("transaction_id") for r in records]
             results = served.challenger.score_records(records)
+            probability = np.array([r.fraud_probability for r in results])
+            decision = np.array([r.is_fraud for r in results])
         else:
-            results = served.challenger.score_batch(columns or {}, ids or [])
+            probability, decision = served.challenger.score_columns(columns or {})
     except Exception as exc:  # the champion's answer stands whatever the shadow does
         log.error("shadow_failed", extra={"fields": {"error": redact(f"{type(exc).__name__}: {exc}")}})
         return
+    sample = contract.predictions(served.challenger.info, (ids or [])[:SHADOW_SAMPLE], probability[:SHADOW_SAMPLE],
+                                  decision[:SHADOW_SAMPLE])  # fmt: skip
     fields = {
         "model_version": served.challenger.info.model_version,
         "champion_version": served.champion.info.model_version,
+        "transactions": len(probability),
+        "alerts": int(np.count_nonzero(decision)),
         "results": [
             {"transaction_id": r.transaction_id, "fraud_probability": r.fraud_probability, "is_fraud": r.is_fraud}
-            for r in results
+            for r in sample
         ],
     }
     log.info("shadow", extra={"fields": fields})
@@ -177,19 +213,29 @@ class ObservedMiddleware:
             length = int(headers.get(b"content-length", b"0") or 0)
         except ValueError:
             length = 0
-        if length > contract.MAX_BODY_BYTES:
-            response = JSONResponse(
-                {"detail": f"request body of {length:,} bytes exceeds the limit of {contract.MAX_BODY_BYTES:,}"}, 413
+        failure = None
+        try:
+            if length > contract.MAX_BODY_BYTES:
+                response = JSONResponse(
+                    {"detail": f"request body of {length:,} bytes exceeds the limit of {contract.MAX_BODY_BYTES:,}"},
+                    413,
+                )
+                await response(scope, receive, send_with_id)
+            else:
+                await self.app(scope, receive, send_with_id)
+        except Exception as exc:  # answered 500 by Starlette; counted and logged here first, so a 5xx alert fires
+            failure = redact(f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            seconds = time.perf_counter() - began
+            route = scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            self.metrics.observe_request(path, scope["method"], str(status), seconds)
+            entry = {"request_id": request_id, "method": scope["method"], "path": scope["path"], "route": path}
+            fields = {**entry, "status": status, "duration_ms": round(seconds * 1000, 3)}
+            (log.error if failure else log.info)(
+                "request", extra={"fields": {**fields, **({"error": failure} if failure else {})}}
             )
-            await response(scope, receive, send_with_id)
-        else:
-            await self.app(scope, receive, send_with_id)
-        seconds = time.perf_counter() - began
-        route = scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        self.metrics.observe_request(path, scope["method"], str(status), seconds)
-        entry = {"request_id": request_id, "method": scope["method"], "path": scope["path"], "route": path}
-        log.info("request", extra={"fields": {**entry, "status": status, "duration_ms": round(seconds * 1000, 3)}})
 
 
 def create_app(
@@ -204,13 +250,14 @@ def create_app(
     settings = settings or get_settings()
     metrics = ApiMetrics(registry or CollectorRegistry(), shared=multiprocess())
     resolve = resolve or (lambda: resolve_model(settings.serving_model, settings))
-    holder = ModelHolder(resolve, metrics, source)
+    holder = ModelHolder(resolve, metrics, source, settings.serving_reload_interval)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if holder.served is None:
             threading.Thread(target=holder.load, name="bundle-loader", daemon=True).start()
         yield
+        holder.stop()
 
     app = FastAPIOffline(  # /docs and /redoc with their own Swagger UI and ReDoc files: they work offline
         title="PaySim fraud scoring",
@@ -345,7 +392,9 @@ def _add_routes(app: FastAPI, holder: ModelHolder, metrics: ApiMetrics, keys: li
             return JSONResponse({"status": "failed" if holder.error else "loading", "reason": reason}, 503)
         champion, challenger = served.versions
         shadowed = {"shadow_version": challenger} if challenger else {}  # only a bundle store has a challenger
-        return JSONResponse({"status": "ready", "model_version": champion, **shadowed})
+        # still ready (it serves), but a new version it was asked to serve could not be loaded: say so, and why
+        failing = {"reload_failed": redact(holder.failure, drop_urls=True)} if holder.failure else {}
+        return JSONResponse({"status": "ready", "model_version": champion, **shadowed, **failing})
 
     @app.get("/metrics", include_in_schema=False)
     def prometheus() -> Response:

@@ -32,10 +32,12 @@ import shutil
 import struct
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+from pydantic import Field
 
 from lib.errors import ServiceUnavailable
 from lib.logs import stderr_to
@@ -47,6 +49,19 @@ COMPILED_FILE = "model.so"
 
 class CompiledModelError(ServiceUnavailable):
     """A bundle's compiled library is missing, altered, or made for another model."""
+
+
+@dataclass(frozen=True)
+class CompiledInfo:
+    """``compiled`` in ``bundle.json``: the library's file (a bare name in the bundle's folder), its SHA-256, and
+    the machine and compiler it was built with."""
+
+    file: Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$", max_length=128)]  # no path, no ..
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    machine: str
+    compiler: str = ""
+    features: int = 0
+    equal_to_booster_on: int = 0
 
 
 def machine() -> str:
@@ -129,7 +144,7 @@ def _probe_rows(booster: Any, n_features: int, rows: int = 4096) -> np.ndarray:
     return probe
 
 
-def compile_booster(booster: Any, folder: Path) -> dict[str, Any] | None:
+def compile_booster(booster: Any, folder: Path) -> CompiledInfo | None:
     """Compile ``booster`` into ``folder/model.so``; its description for ``bundle.json``, or None (and why, logged)."""
     try:
         import tl2cgen
@@ -161,14 +176,14 @@ def compile_booster(booster: Any, folder: Path) -> dict[str, Any] | None:
         library.unlink(missing_ok=True)
         log.warning("bundle without a compiled model (TL2cgen: %s): it serves with the XGBoost booster", exc)
         return None
-    return {
-        "file": COMPILED_FILE,
-        "sha256": sha256(library),
-        "machine": machine(),
-        "compiler": f"tl2cgen {tl2cgen.__version__}, treelite {treelite.__version__}",
-        "features": int(model.num_feature),
-        "equal_to_booster_on": len(probe),
-    }
+    return CompiledInfo(
+        file=COMPILED_FILE,
+        sha256=sha256(library),
+        machine=machine(),
+        compiler=f"tl2cgen {tl2cgen.__version__}, treelite {treelite.__version__}",
+        features=int(model.num_feature),
+        equal_to_booster_on=len(probe),
+    )
 
 
 class CompiledModel:
@@ -208,19 +223,23 @@ class CompiledModel:
         return result
 
 
-def load(folder: Path, described: dict[str, Any] | None, n_features: int) -> CompiledModel | None:
-    """The bundle's compiled model, or None where there is none or it was built for another machine."""
-    if not described:
+def load(folder: Path, described: CompiledInfo | None, n_features: int, trusted: bool = True) -> CompiledModel | None:
+    """The bundle's compiled model, or None where there is none, it was built for another machine, or the
+    library is not ``trusted`` (``lib.serving.scoring.CompiledPolicy``: the booster serves then)."""
+    if not described or not trusted:
         return None
-    library = folder / described["file"]
-    if not library.is_file() or sha256(library) != described["sha256"]:
+    library = folder / described.file
+    if library.parent != folder or not library.is_file() or sha256(library) != described.sha256:
         raise CompiledModelError(
-            f"{library}: missing, or its SHA-256 is not the {described['sha256'][:12]}… that bundle.json records; "
+            f"{library}: missing, or its SHA-256 is not the {described.sha256[:12]}… that bundle.json records; "
             're-export the bundle (05_evaluate), or delete the "compiled" entry from bundle.json to serve with '
             "the booster"
         )
-    if described["machine"] != machine():
+    if described.machine != machine():
         log.warning("%s was compiled for %s, this is %s: serving with the XGBoost booster", library,
-                    described["machine"], machine())  # fmt: skip
+                    described.machine, machine())  # fmt: skip
         return None
-    return CompiledModel(library, n_features)
+    try:
+        return CompiledModel(library, n_features)
+    except (OSError, AttributeError) as exc:  # not a library for this machine, or not one TL2cgen made
+        raise CompiledModelError(f"{library} could not be loaded: {exc}") from None

@@ -22,6 +22,7 @@ class HttpScorer:
 
         self.base = url.rstrip("/")
         self.reload_interval: float | None = reload_interval
+        self.failure: str | None = None
         self.schema = arrow_schema()
         headers = {"X-API-Key": api_key}
         self.client = httpx.Client(headers=headers, timeout=timeout)
@@ -35,9 +36,14 @@ class HttpScorer:
         return BundleInfo(**response.json())
 
     def check(self) -> bool:
-        """Ask the API which model it serves now; True when that changed."""
-        info = self._model()
-        changed, self.info = info.model_version != self.info.model_version, info
+        """Ask the API which model it serves now; True when that changed. Never raises: an API that does not
+        answer is ``failure`` (its batch route's answers name their version all the same)."""
+        try:
+            info = self._model()
+        except Exception as exc:
+            self.failure = f"{type(exc).__name__}: {exc}"
+            return False
+        changed, self.info, self.failure = info.model_version != self.info.model_version, info, None
         return changed
 
     def _answer(self, columns: dict[str, Any], ids: list[Any]) -> dict[str, list[Any]]:

@@ -13,16 +13,19 @@ on 100,000 rows).
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
 import numpy as np
 import xgboost as xgb
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 
 from lib import atomic, contract, features
 from lib.errors import ServiceUnavailable
 from lib.serving import compiled as compiled_model
+from lib.serving.compiled import CompiledInfo
 
 BUNDLE_FILE = "bundle.json"
 MODEL_FILE = "model.ubj"
@@ -40,19 +43,43 @@ class BundleError(ServiceUnavailable):
 
 @dataclass(frozen=True)
 class BundleInfo:
-    """What a bundle says about its model (the ``bundle.json`` contract)."""
+    """What a bundle says about its model (the ``bundle.json`` contract). Read by ``read_info``, which checks
+    every field's type and bounds and ignores a field it does not know (a newer exporter may add one)."""
+
+    __pydantic_config__ = ConfigDict(extra="ignore")
 
     model_name: str
-    model_version: str
+    model_version: Annotated[str, Field(pattern=r"^[0-9]+$")]
     feature_set: str
     feature_spec_version: str
     features: list[str]
-    threshold: float
+    threshold: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
     training_data_sha256: str
     candidate: str
     test_auprc: float | None = None
     created: str = ""
-    compiled: dict[str, Any] | None = None  # model.so: its checksum, the machine and compiler it was built with
+    compiled: CompiledInfo | None = None  # model.so: its checksum, the machine and compiler it was built with
+
+
+_INFO = TypeAdapter(BundleInfo)
+CompiledPolicy = Callable[[BundleInfo], bool]  # whether to load a bundle's model.so (lib.serving.source)
+
+
+def trust_bundle(info: BundleInfo) -> bool:
+    """The default policy: a library whose SHA-256 is the one its bundle.json records is loaded (which proves it
+    is the library exported with that bundle.json, not who wrote the folder: docs/serving.md)."""
+    return True
+
+
+def read_info(path: Path) -> BundleInfo:
+    """``bundle.json`` as a ``BundleInfo``, or a ``BundleError`` that names the file and what is wrong."""
+    try:
+        return _INFO.validate_json(path.read_bytes())
+    except OSError as exc:
+        raise BundleError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'the file'}: {e['msg']}" for e in exc.errors()[:5])
+        raise BundleError(f"{path}: not a valid bundle.json ({problems}); re-export the bundle (05_evaluate)") from None
 
 
 def export_bundle(folder: str | Path, booster: xgb.Booster, info: BundleInfo, compile: bool = True) -> Path:
@@ -64,7 +91,8 @@ def export_bundle(folder: str | Path, booster: xgb.Booster, info: BundleInfo, co
     with atomic.staged_dir(folder) as tmp:
         tmp.mkdir(parents=True)
         booster.save_model(tmp / MODEL_FILE)
-        stamped["compiled"] = compiled_model.compile_booster(booster, tmp) if compile else None
+        compiled = compiled_model.compile_booster(booster, tmp) if compile else None
+        stamped["compiled"] = asdict(compiled) if compiled else None
         (tmp / BUNDLE_FILE).write_text(json.dumps(stamped, indent=2))
     return folder
 
@@ -78,14 +106,23 @@ def load_bundle(folder: str | Path) -> tuple[BundleInfo, xgb.Booster]:
             f"{folder}: not a serving bundle (needs {BUNDLE_FILE} and {MODEL_FILE}); run the pipeline through "
             "05_evaluate to export one (data/bundle), then point FRAUD_SERVING_MODEL (or --model) at its folder"
         )
-    info = BundleInfo(**json.loads(meta.read_text()))
+    info = read_info(meta)
     if info.feature_spec_version != features.FEATURE_SPEC_VERSION:
         raise BundleError(
             f"{folder}: bundle was trained with feature spec {info.feature_spec_version}, this code computes "
             f"{features.FEATURE_SPEC_VERSION}; retrain (run_pipeline.py --from 02_preprocess) or check out the "
             "code that trained it"
         )
-    booster = xgb.Booster(model_file=str(model))
+    if list(info.features) != list(features.feature_names(info.feature_set)):
+        raise BundleError(f"{meta}: features {info.features} are not the {info.feature_set!r} set of this spec")
+    try:
+        booster = xgb.Booster(model_file=str(model))
+    except xgb.core.XGBoostError as exc:
+        raise BundleError(f"{model}: not a model XGBoost can load ({str(exc).splitlines()[0][:200]})") from None
+    if booster.num_features() != len(info.features):
+        raise BundleError(
+            f"{model}: a model of {booster.num_features()} features, bundle.json names {len(info.features)}"
+        )
     booster.set_param({"nthread": 1})  # per-request predictions: no thread-pool start-up per call
     return info, booster
 
@@ -122,6 +159,7 @@ class Scorer:
     """
 
     reload_interval: float | None = None  # a bundle folder never changes under a Scorer
+    failure: str | None = None
 
     def __init__(self, info: BundleInfo, booster: xgb.Booster, compiled: compiled_model.CompiledModel | None = None):
         self.info = info
@@ -135,10 +173,11 @@ class Scorer:
         return False
 
     @classmethod
-    def from_folder(cls, folder: str | Path) -> "Scorer":
+    def from_folder(cls, folder: str | Path, trusted: CompiledPolicy = trust_bundle) -> "Scorer":
+        """The bundle in ``folder``; its model.so is loaded when ``trusted(info)`` says so (else the booster)."""
         info, booster = load_bundle(folder)
         try:
-            compiled = compiled_model.load(Path(folder), info.compiled, len(info.features))
+            compiled = compiled_model.load(Path(folder), info.compiled, len(info.features), bool(trusted(info)))
         except compiled_model.CompiledModelError as exc:
             raise BundleError(str(exc)) from None
         return cls(info, booster, compiled)

@@ -30,8 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
-def serve(args: argparse.Namespace, fetch: Callable[[str], Path] | None = None) -> None:
-    """Run the API until Ctrl-C; ``fetch`` gets a registry alias the bundle store does not hold."""
+def serve(
+    args: argparse.Namespace, fetch: Callable[[str], Path] | None = None,
+    checksum: Callable[[str, str], str | None] | None = None,
+) -> None:  # fmt: skip
+    """Run the API until Ctrl-C; ``fetch`` gets a registry alias the bundle store does not hold, ``checksum``
+    a version's model.so checksum from the registry (``FRAUD_COMPILED_MODELS=registry``; one worker only)."""
     import uvicorn
 
     from lib.serving.source import resolve_model
@@ -51,7 +55,8 @@ def serve(args: argparse.Namespace, fetch: Callable[[str], Path] | None = None) 
 
         configure_logging()
         app = create_app(
-            settings, resolve=lambda: resolve_model(model, settings, reload_interval=interval, fetch=fetch)
+            settings,
+            resolve=lambda: resolve_model(model, settings, reload_interval=interval, fetch=fetch, checksum=checksum),
         )
         print(f"{served}; Ctrl-C stops", flush=True)
         uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_config=None)

@@ -17,6 +17,7 @@ Relative folders are taken from ``base`` (the project; the Chalice app gives its
 """
 
 import logging
+import re
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -24,8 +25,9 @@ from typing import Protocol
 
 from lib.config import CHAMPION, PROJECT_ROOT, REGISTRY_ALIASES, Settings
 from lib.errors import ParameterError
+from lib.redact import redact
 from lib.serving.bundles import BundleStore, LiveModels
-from lib.serving.scoring import BundleError, Scorer, Served
+from lib.serving.scoring import BundleError, CompiledPolicy, Scorer, Served, trust_bundle
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,7 @@ class ModelSource(Protocol):
     """Where an app's models come from: a ``Scorer``, a ``LiveModels`` store or an ``HttpScorer``."""
 
     reload_interval: float | None  # seconds between ``check`` calls; None: ``current`` never changes
+    failure: str | None  # why the newest version is not served (the last check failed), else None
 
     @property
     def current(self) -> Served:
@@ -53,10 +56,18 @@ def resolve_model(
     shadow: bool = True,
     reload_interval: float | None = None,
     fetch: Callable[[str], Path] | None = None,
+    checksum: Callable[[str, str], str | None] | None = None,
 ) -> ModelSource:
     """The model source ``spec`` names (the module's docstring says how); ``reload_interval`` defaults to
-    ``FRAUD_SERVING_RELOAD_INTERVAL``."""
+    ``FRAUD_SERVING_RELOAD_INTERVAL``. ``checksum(model_name, version)``: the SHA-256 of a version's
+    model.so as the registry records it (the CLI hands in MLflow's), for ``FRAUD_COMPILED_MODELS=registry``."""
     interval = reload_interval or settings.serving_reload_interval
+    trusted = compiled_policy(settings.compiled_models, checksum)
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", spec) and not spec.startswith(("http://", "https://")):
+        raise ParameterError(
+            f"the model {redact(spec)!r}: an address the apps do not read; give champion, challenger, a bundle "
+            "store or folder on this machine, or an http(s) URL of an API"
+        )
     if spec.startswith(("http://", "https://")):
         from lib.serving.remote import HttpScorer
 
@@ -67,24 +78,37 @@ def resolve_model(
         store = BundleStore(settings.bundle_store)
         aliases = store.aliases() if store.holds(store.folder) else {}
         if spec == CHAMPION and CHAMPION in aliases:
-            return LiveModels(store, interval, shadow)
+            return LiveModels(store, interval, shadow, trusted)
         if spec in aliases:
-            return Scorer.from_folder(store.bundle(aliases[spec]))
+            return Scorer.from_folder(store.bundle(aliases[spec]), trusted)
         if fetch is None:
             raise BundleError(
                 f"the bundle store {store.folder} holds no {spec!r} (05_evaluate publishes it there): run the pipeline "
                 f"through 05_evaluate, set FRAUD_BUNDLE_STORE to the store, or point FRAUD_SERVING_MODEL at a bundle folder"
             )
-        return Scorer.from_folder(fetch(spec))
+        return Scorer.from_folder(fetch(spec), trusted)
     folder = base / Path(spec).expanduser()
     if BundleStore.holds(folder):
-        return LiveModels(BundleStore(folder), interval, shadow)
-    return Scorer.from_folder(folder)
+        return LiveModels(BundleStore(folder), interval, shadow, trusted)
+    return Scorer.from_folder(folder, trusted)
 
 
-def watch(source: ModelSource, on_swap: Callable[[Served], None], stopping: threading.Event) -> threading.Thread | None:
+def compiled_policy(mode: str, checksum: Callable[[str, str], str | None] | None) -> CompiledPolicy:
+    """Which bundle's model.so to load (``FRAUD_COMPILED_MODELS``; docs/serving.md says who may write the store)."""
+    if mode == "bundle":
+        return trust_bundle
+    if mode == "registry" and checksum is not None:
+        return lambda info: (
+            info.compiled is not None and checksum(info.model_name, info.model_version) == info.compiled.sha256
+        )
+    if mode == "registry":
+        log.warning("FRAUD_COMPILED_MODELS=registry and no registry to ask: no model.so is loaded (the booster serves)")
+    return lambda info: False
+
+
+def watch(source: ModelSource, on_check: Callable[[bool], None], stopping: threading.Event) -> threading.Thread | None:
     """Check ``source`` every ``reload_interval`` seconds in a daemon thread until ``stopping`` is set, calling
-    ``on_swap`` with each new pair; None when the source never changes."""
+    ``on_check(swapped)`` after each check; None when the source never changes."""
     interval = source.reload_interval
     if interval is None:
         return None
@@ -92,10 +116,11 @@ def watch(source: ModelSource, on_swap: Callable[[Served], None], stopping: thre
     def poll() -> None:
         while not stopping.wait(interval):
             try:
-                if source.check():
-                    on_swap(source.current)
+                swapped = source.check()
             except Exception as exc:  # the reloader survives anything: what is loaded keeps serving
-                log.error("model check failed, still serving v%s: %s", source.current.versions[0], exc)
+                source.failure = redact(f"{type(exc).__name__}: {exc}")
+                swapped = False
+            on_check(swapped)
 
     thread = threading.Thread(target=poll, name="model-reloader", daemon=True)
     thread.start()

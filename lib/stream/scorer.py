@@ -18,19 +18,21 @@ from ``/live``.
 import gc
 import hashlib
 import logging
+import os
 import signal
+import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import orjson
 
 from lib.config import CHALLENGER, CHAMPION
-from lib.contract import RequestError, encode_json, parse_message
+from lib.contract import RequestError, encode_json, parse_label, parse_message
 from lib.features import columns_from_records
 from lib.serving.scoring import Served
 from lib.serving.source import ModelSource
@@ -136,7 +138,10 @@ class StreamScorer:
         self.consumer.subscribe([topics.transactions, topics.labels], on_assign=self._assigned)
         self.scored = 0
         self.dead_letters = 0
+        # who this member is: a promotion counts each member's window once, however many addresses name it
+        self.identity = f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:12]}"
         self._lag_checked = self._live_shown = self._reload_checked = 0.0
+        self._reload_failure: str | None = None
         self.lock = threading.Lock()  # the label join, between the consumer loop and /live
 
     @property
@@ -167,14 +172,11 @@ class StreamScorer:
         labels, invalid = [], []
         for msg in messages:
             try:
-                label = orjson.loads(msg.value() or b"")
-                transaction, value = str(label["transaction_id"]), int(label["isFraud"])
-                if value not in (0, 1):
-                    raise ValueError(f"isFraud is {value}, not 0 or 1")
-            except (ValueError, TypeError, KeyError) as exc:
-                error = {"field": "label", "message": f"a label is {{'transaction_id': str, 'isFraud': 0|1}}: {exc!r}"}
-                invalid.append((msg, "does not follow the label contract", [error]))
+                label = parse_label(msg.value())
+            except RequestError as exc:  # validated like a transaction: dead-lettered, never coerced
+                invalid.append((msg, "does not follow the label contract", exc.detail))
                 continue
+            transaction, value = label.transaction_id, label.isFraud
             labels.append((transaction, value))
         return labels, invalid
 
@@ -340,15 +342,26 @@ class StreamScorer:
             self.consumer.close()  # leaves the group at once, so partitions move to the other members
 
     def _reload(self) -> None:
-        """Between micro-batches: a new champion or challenger when the store's aliases moved."""
+        """Between micro-batches: a new champion or challenger when the store's aliases moved. A new version
+        that cannot be loaded leaves the loaded pair scoring (``failure``, said once, and a metric)."""
         now, interval = time.monotonic(), self.models.reload_interval
         if interval is None or now - self._reload_checked < interval:
             return
         self._reload_checked = now
-        if self.models.check():
+        try:
+            swapped = self.models.check()
+        except Exception as exc:  # a source that raises is a failed check, never a stopped scorer
+            self.models.failure, swapped = f"{type(exc).__name__}: {exc}", False
+        if swapped:
             if self.metrics:
                 self.metrics.set_model(self.models.current.champion.info)
             print(f"serving {describe(self.models.current)}", flush=True)
+        failure = self.models.failure
+        if self.metrics:
+            self.metrics.reload_checked(failure)
+        if failure and failure != self._reload_failure:
+            print(f"still serving {describe(self.models.current)}: {failure}", flush=True)
+        self._reload_failure = failure
 
     def roles(self) -> dict[str, str]:
         """``{version: role}`` of the models served now."""
@@ -372,7 +385,8 @@ class StreamScorer:
             window = self.live.evidence(versions)
             counts = {**self.live.counts, "waiting_for_result": len(self.live.early)}
             waiting = len(self.live.waiting)
-        return {"roles": roles, "window": window, "labels": counts, "results_waiting": waiting, "group": self.group_id}
+        return {"roles": roles, "window": window, "labels": counts, "results_waiting": waiting, "group": self.group_id,
+                "scorer": self.identity}  # fmt: skip
 
     def stop(self, *_: Any) -> None:
         self.stopping.set()

@@ -22,12 +22,17 @@ def test_live_promotion_needs_enough_frauds_and_a_better_challenger(tmp_path, tr
     store.set_aliases(champion=1, challenger=2)
     rng = np.random.default_rng(1)
     labels = (rng.random(4_000) < 0.01).astype(int)
-    better, worse = labels * 0.6 + rng.random(4_000) * 0.5, labels * 0.2 + rng.random(4_000) * 0.5
+    better, worse = labels * 0.5 + rng.random(4_000) * 0.5, labels * 0.2 + rng.random(4_000) * 0.5
 
-    def answer(n, champion=worse, challenger=better, roles=None):
+    def answer(n, champion=worse, challenger=better, roles=None, scorer="host/1/a"):
         window = {"labels": labels[:n].tolist(), "thresholds": {"1": 0.5, "2": 0.5},
                   "probabilities": {"1": champion[:n].tolist(), "2": challenger[:n].tolist()}}  # fmt: skip
-        return {"roles": roles or {"1": "champion", "2": "challenger"}, "window": window, "labels": {}}
+        return {
+            "roles": roles or {"1": "champion", "2": "challenger"},
+            "window": window,
+            "labels": {},
+            "scorer": scorer,
+        }
 
     few = promotion.promote_live(client, name, store, {"s:1": answer(500)}, min_frauds=20)
     assert not few.promoted and few.reason.startswith("no decision") and few.champion_version == "1"
@@ -39,7 +44,7 @@ def test_live_promotion_needs_enough_frauds_and_a_better_challenger(tmp_path, tr
     kept = promotion.promote_live(client, name, store, {"s:1": answer(4_000, better, worse)}, min_frauds=20)
     assert not kept.promoted and client.get_model_version(name, "2").tags["live_decision"] == "kept_champion"
     # two members of the group, each with its own partitions: their windows are pooled
-    pooled = {"s:1": answer(2_000), "s:2": answer(4_000)}
+    pooled = {"s:1": answer(2_000), "s:2": answer(4_000, scorer="host/2/b")}
     promoted = promotion.promote_live(client, name, store, pooled, min_frauds=20)
     tags = client.get_model_version(name, "2").tags
     assert promoted.promoted and promoted.champion_version == "2" and tags["live_decision"] == "promoted"

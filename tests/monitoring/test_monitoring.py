@@ -206,7 +206,10 @@ def test_every_panel_query_returns_data_from_a_real_prometheus(tmp_path, kafka, 
 
         rules = json.loads(urllib.request.urlopen(f"{prometheus}/api/v1/rules").read())["data"]["groups"]
         unhealthy = [(r["name"], r.get("lastError")) for g in rules for r in g["rules"] if r["health"] != "ok"]
-        assert not unhealthy and sum(len(g["rules"]) for g in rules) == 14, unhealthy
+        written = yaml.safe_load((PROMETHEUS / "rules" / "fraud.yml").read_text())["groups"]
+        assert not unhealthy and sum(len(g["rules"]) for g in rules) == sum(len(g["rules"]) for g in written), unhealthy
+        reloads = {r["metric"]["source"]: r["value"][1] for r in query(prometheus, "fraud_model_reload_failing")}
+        assert reloads == {"api": "0", "stream": "0"}, reloads  # FraudModelReloadFailing's series, from both
         assert query(prometheus, "fraud_drift_share")[0]["value"][1] == f"{summary.share:g}"
     finally:
         monitoring.stop()

@@ -199,6 +199,6 @@ def test_trees_compile_bit_for_bit_whatever_the_base_score(tmp_path, base_score)
     params = {"objective": "binary:logistic", "max_depth": 6, "base_score": base_score}
     booster = xgb.train(params, xgb.DMatrix(X, label=y), 50)
     described = compiled.compile_booster(booster, tmp_path)
-    assert described is not None and described["equal_to_booster_on"] == 4096
+    assert described is not None and described.equal_to_booster_on == 4096
     library = compiled.CompiledModel(tmp_path / "model.so", 21)
     assert np.array_equal(library.probabilities(X[:1000]), booster.inplace_predict(X[:1000]))
