@@ -22,7 +22,7 @@ from lib.config import Settings, comma_list
 from lib.errors import PipelineError
 from lib.redact import redact
 from lib.serving.auth import key_matches
-from lib.serving.scoring import Model
+from lib.serving.scoring import Explain, Model
 from lib.serving.source import resolve_model
 
 app = Chalice(app_name="paysim-fraud-scoring")
@@ -116,6 +116,12 @@ def _body() -> bytes:
     return raw.encode() if isinstance(raw, str) else raw
 
 
+def _explain() -> Explain:
+    """``?explain=true``: every decision of the request with its reasons; otherwise the alerts' alone."""
+    asked = _request().query_params
+    return "all" if contract.parse_explain(asked.get("explain") if asked else None) else "alerts"
+
+
 def _guarded(route: str, handler) -> Response:
     """API key check, contract errors as 4xx, and the request log line, around one handler."""
     began = time.perf_counter()
@@ -140,7 +146,8 @@ def _logged(results: list) -> dict:
 @app.route("/v1/predict", methods=["POST"], content_types=["application/json"], **PROTECTED)
 def predict() -> Response:
     def handle():
-        results = get_scorer().score_records([contract.parse_transaction(_body())])
+        explain = _explain()
+        results = get_scorer().score_records([contract.parse_transaction(_body())], explain)
         return results[0], _logged(results)
 
     return _guarded("/v1/predict", handle)
@@ -149,8 +156,9 @@ def predict() -> Response:
 @app.route("/v1/predict/batch", methods=["POST"], content_types=["application/json"], **PROTECTED)
 def predict_batch() -> Response:
     def handle():
+        explain = _explain()
         columns, ids = contract.parse_batch(_body())
-        results = get_scorer().score_batch(columns, ids)
+        results = get_scorer().score_batch(columns, ids, explain)
         return {"predictions": results}, _logged(results)
 
     return _guarded("/v1/predict/batch", handle)

@@ -79,6 +79,20 @@ class BatchRequest(TypedDict):
     transactions: Annotated[list[Transaction], Field(min_length=1, max_length=MAX_BATCH)]
 
 
+TOP_REASONS = 3  # reasons an explained decision carries at most
+
+
+class Reason(TypedDict):
+    """Why a decision leaned toward fraud: one feature among the ``TOP_REASONS`` whose TreeSHAP contributions
+    (``pred_contribs`` of the booster, on the row that was scored) pushed it most toward fraud."""
+
+    code: str  # stable: the feature's words for this value (lib.features.Says), listed in docs/serving.md
+    feature: str
+    text: str  # the value in words, e.g. "amount equals the sender's whole balance"
+    value: float  # the feature's value as the model saw it
+    contribution: float  # toward fraud, in log-odds (the margin); > 0
+
+
 class Prediction(BaseModel):
     transaction_id: str | None
     fraud_probability: float
@@ -86,6 +100,12 @@ class Prediction(BaseModel):
     threshold: float
     model_name: str
     model_version: str
+    reasons: list[Reason] = Field(
+        default_factory=list,
+        max_length=TOP_REASONS,
+        description=f"for an alert (is_fraud), or any decision asked with ?explain=true: up to {TOP_REASONS} "
+        "features that pushed it most toward fraud, the strongest first; empty otherwise",
+    )
 
 
 class BatchPrediction(BaseModel):
@@ -119,13 +139,18 @@ PredictionRecord: Any = msgspec.defstruct(
 encode_json = msgspec.json.Encoder().encode
 
 
-def prediction_columns(model: Answerable, ids: Sequence[Any], probability: Any, decision: Any) -> dict[str, list[Any]]:
+Explained = dict[int, list[Reason]]  # the reasons of the explained answers of a batch, by row (the others have none)
+
+
+def prediction_columns(
+    model: Answerable, ids: Sequence[Any], probability: Any, decision: Any, reasons: Explained | None = None
+) -> dict[str, list[Any]]:
     """The answers for ``ids`` as columns, keyed by ``Prediction``'s field names: what every answer is built from."""
-    n = len(ids)
+    n, explained = len(ids), reasons or {}
     return {
         "transaction_id": _as_list(ids), "fraud_probability": _as_list(probability), "is_fraud": _as_list(decision),
         "threshold": [model.threshold] * n, "model_name": [model.model_name] * n,
-        "model_version": [model.model_version] * n,
+        "model_version": [model.model_version] * n, "reasons": [explained.get(i, []) for i in range(n)],
     }  # fmt: skip
 
 
@@ -134,13 +159,17 @@ def _as_list(values: Any) -> list[Any]:
     return list(values.tolist() if hasattr(values, "tolist") else values)
 
 
-def predictions(model: Answerable, ids: Sequence[Any], probability: Any, decision: Any) -> list[Any]:
-    """The one answer builder: a ``PredictionRecord`` per transaction, every field given by its name."""
+def predictions(
+    model: Answerable, ids: Sequence[Any], probability: Any, decision: Any, reasons: Explained | None = None
+) -> list[Any]:
+    """The one answer builder: a ``PredictionRecord`` per transaction, every field given by its name; the
+    ``reasons`` of the rows explained (``lib.serving.scoring.Scorer.explain``), none for the others."""
     threshold, name, version = model.threshold, model.model_name, model.model_version
+    explained = reasons or {}
     return [
         PredictionRecord(transaction_id=i, fraud_probability=p, is_fraud=d, threshold=threshold, model_name=name,
-                         model_version=version)
-        for i, p, d in zip(ids, _as_list(probability), _as_list(decision), strict=True)
+                         model_version=version, reasons=explained.get(row) or [])
+        for row, (i, p, d) in enumerate(zip(ids, _as_list(probability), _as_list(decision), strict=True))
     ]  # fmt: skip
 
 
@@ -334,6 +363,15 @@ def parse_batch(body: bytes) -> tuple[dict[str, Any], list[Any]]:
         records = _records_of_batch(body)
         return features.columns_from_records(records), [r.get("transaction_id") for r in records]
     return features.columns_from_records(transactions, attributes=True), [t.transaction_id for t in transactions]
+
+
+def parse_explain(value: str | None) -> bool:
+    """The ``explain`` query parameter of the predict routes: absent, ``false`` or ``0``; ``true`` or ``1``."""
+    if value is None or value in ("false", "0"):
+        return False
+    if value in ("true", "1"):
+        return True
+    raise RequestError(422, [{"field": "explain", "reason": f"expected true or false, got {value[:40]!r}"}])
 
 
 # A delayed label on the labels topic (``lib.stream.kafka.DelayedLabels``): the id of a scored transaction, as

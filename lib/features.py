@@ -7,6 +7,7 @@ expression. Arithmetic and comparisons are the operators both already share, so 
 formula and two evaluators, and ``tests/data/test_features.py`` proves they give the same matrix.
 """
 
+import functools
 import hashlib
 import json
 import operator
@@ -36,37 +37,79 @@ NUMERIC_INPUTS: tuple[str, ...] = (
 
 
 @dataclass(frozen=True)
+class Says:
+    """What a feature's value means in words, for an alert's reasons: a stable ``code`` and a ``text`` whose
+    ``{}`` takes the value as ``shown`` gives it (``expm1`` of a log: the amount itself)."""
+
+    code: str
+    text: str
+    shown: Callable[[float], float] | None = None
+
+    def sentence(self, value: float) -> str:
+        return self.text.format(self.shown(value) if self.shown else value)
+
+
+def _money(log_value: float) -> float:
+    return float(np.expm1(log_value))
+
+
+@dataclass(frozen=True)
 class Feature:
-    """One model input: its name, dtype, formula (as text and as code) and whether it is known before settlement."""
+    """One model input: its name, dtype, formula (as text and as code), what its value says in an alert's
+    reasons, and whether it is known before settlement.
+
+    ``says`` is required, so a feature cannot ship without its words: one ``Says`` for a number, two for a
+    flag (what 0 says, then what 1 says). The words are not part of ``FEATURE_SPEC_VERSION``: rewording a
+    reason never invalidates a trained model.
+    """
 
     name: str
     dtype: str  # "double" or "int8"
     formula: str
     compute: Callable[[Any], Any]
+    says: tuple[Says, ...]
     after_the_fact: bool = False  # uses the post-transaction balances newbalanceOrig / newbalanceDest
+
+    def says_for(self, value: float) -> Says:
+        """The words for ``value``: a flag's own for 0 and 1, a number's one for any value."""
+        return self.says[int(value != 0)] if len(self.says) == 2 else self.says[0]
+
+    def words(self, value: float) -> tuple[str, str]:
+        """(code, sentence) for ``value``: what an alert's reason says (a flag's, made once: no formatting)."""
+        if len(self.says) == 2:
+            return self._flag_words[value != 0]
+        return self.says[0].code, self.says[0].sentence(value)
+
+    @functools.cached_property
+    def _flag_words(self) -> tuple[tuple[str, str], ...]:
+        return tuple((s.code, s.text) for s in self.says)
+
+
+def _flag(name: str, formula: str, compute: Callable[[Any], Any], no: Says, yes: Says, **kw: Any) -> Feature:
+    return Feature(name, "int8", formula, compute, (no, yes), **kw)
 
 
 def _type_flag(t: str) -> Feature:
-    return Feature(f"type_{t}", "int8", f"type == '{t}'", lambda x: x.flag(x.type == t))
+    return _flag(
+        f"type_{t}", f"type == '{t}'", lambda x: x.flag(x.type == t),
+        Says(f"NOT_{t}", f"not a {t}"), Says(t, f"a {t}"),
+    )  # fmt: skip
+
+
+def _log_balance(name: str, column: str, code: str, words: str, **kw: Any) -> Feature:
+    return Feature(name, "double", f"log1p({column})", lambda x: x.log1p(getattr(x, column)),
+                   (Says(code, words + " {:,.2f}", _money),), **kw)  # fmt: skip
 
 
 FEATURES: tuple[Feature, ...] = (
-    Feature("log_amount", "double", "log1p(amount)", lambda x: x.log1p(x.amount)),
-    Feature("log_oldbalance_orig", "double", "log1p(oldbalanceOrg)", lambda x: x.log1p(x.oldbalanceOrg)),
-    Feature("log_oldbalance_dest", "double", "log1p(oldbalanceDest)", lambda x: x.log1p(x.oldbalanceDest)),
-    Feature(
-        "log_newbalance_orig",
-        "double",
-        "log1p(newbalanceOrig)",
-        lambda x: x.log1p(x.newbalanceOrig),
-        after_the_fact=True,
+    _log_balance("log_amount", "amount", "AMOUNT", "amount of"),
+    _log_balance("log_oldbalance_orig", "oldbalanceOrg", "ORIG_BALANCE_BEFORE", "sender's balance before:"),
+    _log_balance("log_oldbalance_dest", "oldbalanceDest", "DEST_BALANCE_BEFORE", "recipient's balance before:"),
+    _log_balance(
+        "log_newbalance_orig", "newbalanceOrig", "ORIG_BALANCE_AFTER", "sender's balance after:", after_the_fact=True
     ),
-    Feature(
-        "log_newbalance_dest",
-        "double",
-        "log1p(newbalanceDest)",
-        lambda x: x.log1p(x.newbalanceDest),
-        after_the_fact=True,
+    _log_balance(
+        "log_newbalance_dest", "newbalanceDest", "DEST_BALANCE_AFTER", "recipient's balance after:", after_the_fact=True
     ),
     *(_type_flag(t) for t in TRANSACTION_TYPES),
     Feature(
@@ -74,6 +117,7 @@ FEATURES: tuple[Feature, ...] = (
         "double",
         "newbalanceOrig + amount - oldbalanceOrg",
         lambda x: x.newbalanceOrig + x.amount - x.oldbalanceOrg,
+        (Says("ORIG_BALANCE_ERROR", "sender's balance error of {:,.2f} (after + amount - before)"),),
         after_the_fact=True,
     ),
     Feature(
@@ -81,32 +125,68 @@ FEATURES: tuple[Feature, ...] = (
         "double",
         "oldbalanceDest + amount - newbalanceDest",
         lambda x: x.oldbalanceDest + x.amount - x.newbalanceDest,
+        (Says("DEST_BALANCE_ERROR", "recipient's balance error of {:,.2f} (before + amount - after)"),),
         after_the_fact=True,
     ),
-    Feature("orig_zero_before", "int8", "oldbalanceOrg == 0", lambda x: x.flag(x.oldbalanceOrg == 0)),
-    Feature("dest_zero_before", "int8", "oldbalanceDest == 0", lambda x: x.flag(x.oldbalanceDest == 0)),
-    Feature(
-        "orig_zero_after", "int8", "newbalanceOrig == 0", lambda x: x.flag(x.newbalanceOrig == 0), after_the_fact=True
+    _flag(
+        "orig_zero_before",
+        "oldbalanceOrg == 0",
+        lambda x: x.flag(x.oldbalanceOrg == 0),
+        Says("ORIG_FUNDED", "sender's account held money before"),
+        Says("ORIG_EMPTY", "sender's account was empty before"),
     ),
-    Feature(
+    _flag(
+        "dest_zero_before",
+        "oldbalanceDest == 0",
+        lambda x: x.flag(x.oldbalanceDest == 0),
+        Says("DEST_FUNDED", "recipient's account held money before"),
+        Says("DEST_EMPTY", "recipient's account was empty before"),
+    ),
+    _flag(
+        "orig_zero_after",
+        "newbalanceOrig == 0",
+        lambda x: x.flag(x.newbalanceOrig == 0),
+        Says("ORIG_NOT_EMPTIED", "sender's account not left empty"),
+        Says("ORIG_EMPTIED", "sender's account left empty"),
+        after_the_fact=True,
+    ),
+    _flag(
         "dest_unchanged_zero",
-        "int8",
         "oldbalanceDest == 0 and newbalanceDest == 0",
         lambda x: x.flag((x.oldbalanceDest == 0) & (x.newbalanceDest == 0)),
+        Says("DEST_BALANCE_MOVED", "recipient's balance not zero before and after"),
+        Says("DEST_STAYED_ZERO", "recipient's balance zero before and after, though money was sent"),
         after_the_fact=True,
     ),
-    Feature(
+    _flag(
         "amount_is_whole_balance",
-        "int8",
         "|amount - oldbalanceOrg| < 0.005",
         lambda x: x.flag(x.abs(x.amount - x.oldbalanceOrg) < CENT),
+        Says("PART_OF_BALANCE", "amount is not the sender's whole balance"),
+        Says("WHOLE_BALANCE", "amount equals the sender's whole balance"),
     ),
     Feature(
-        "amount_to_balance", "double", "amount / (oldbalanceOrg + 1)", lambda x: x.amount / (x.oldbalanceOrg + 1.0)
+        "amount_to_balance",
+        "double",
+        "amount / (oldbalanceOrg + 1)",
+        lambda x: x.amount / (x.oldbalanceOrg + 1.0),
+        (Says("AMOUNT_TO_BALANCE", "amount is {:,.2f} times the sender's balance (+1)"),),
     ),
-    Feature("merchant_dest", "int8", "nameDest starts with 'M'", lambda x: x.flag(x.starts_with(x.nameDest, "M"))),
-    Feature("hour_of_day", "int8", "step % 24", lambda x: x.step % 24),
-    Feature("day", "int8", "(step - 1) // 24", lambda x: x.floor_div(x.step - 1, 24)),
+    _flag(
+        "merchant_dest",
+        "nameDest starts with 'M'",
+        lambda x: x.flag(x.starts_with(x.nameDest, "M")),
+        Says("NOT_MERCHANT", "recipient is not a merchant"),
+        Says("MERCHANT", "recipient is a merchant"),
+    ),
+    Feature("hour_of_day", "int8", "step % 24", lambda x: x.step % 24, (Says("HOUR", "at hour {:.0f} of the day"),)),
+    Feature(
+        "day",
+        "int8",
+        "(step - 1) // 24",
+        lambda x: x.floor_div(x.step - 1, 24),
+        (Says("DAY", "on day {:.0f} of the month", lambda day: day + 1),),
+    ),
 )
 
 FEATURE_SETS: dict[str, tuple[str, ...]] = {
@@ -130,13 +210,20 @@ def feature_names(feature_set: str = "full") -> tuple[str, ...]:
         ) from None
 
 
-_FORMULAS = {name: tuple(f.compute for f in FEATURES if f.name in set(names)) for name, names in FEATURE_SETS.items()}
+_SPECS = {name: tuple(f for f in FEATURES if f.name in set(names)) for name, names in FEATURE_SETS.items()}
+_FORMULAS = {name: tuple(f.compute for f in spec) for name, spec in _SPECS.items()}
+
+
+def spec(feature_set: str = "full") -> tuple[Feature, ...]:
+    """The feature set's ``Feature``s, in its order; an unknown set is refused as ``feature_names`` refuses it."""
+    if feature_set not in _SPECS:
+        feature_names(feature_set)
+    return _SPECS[feature_set]
 
 
 def _formulas(feature_set: str) -> tuple[Callable[[Any], Any], ...]:
-    """The feature set's formulas, in its order; an unknown set is refused as ``feature_names`` refuses it."""
-    if feature_set not in _FORMULAS:
-        feature_names(feature_set)
+    """The feature set's formulas, in its order."""
+    spec(feature_set)
     return _FORMULAS[feature_set]
 
 

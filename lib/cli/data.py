@@ -32,7 +32,7 @@ def _score(args: argparse.Namespace) -> None:
 
     scorer = model_source(args.model, get_settings(), shadow=False).current.champion
     began = time.perf_counter()
-    summary = score_file(scorer, args.input, args.output)
+    summary = score_file(scorer, args.input, args.output, args.reasons)
     seconds = time.perf_counter() - began
     line = (
         f"scored {summary['rows']:,} rows with {summary['model']} v{summary['model_version']} "
@@ -63,5 +63,9 @@ def add_commands(commands) -> None:
     score.add_argument(
         "--model", default="champion", help="'champion' or 'challenger' (the bundle store's, else the registry's: "
         "MLFLOW_TRACKING_URI), a bundle store or a bundle folder",
+    )  # fmt: skip
+    score.add_argument(
+        "--reasons", action="store_true",
+        help="add a column 'reasons': each alert's reason codes, strongest first, ';'-separated (docs/serving.md)",
     )  # fmt: skip
     score.set_defaults(handler=_score)

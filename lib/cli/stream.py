@@ -35,7 +35,7 @@ def _score(args: argparse.Namespace) -> None:
     kafka.ensure_topics(bootstrap, topics, args.partitions)
     worker = scorer.StreamScorer(
         bootstrap, models, topics, args.group, args.batch_size, args.batch_timeout_ms / 1000, metrics,
-        live.LabelJoin(args.label_capacity, args.label_window),
+        live.LabelJoin(args.label_capacity, args.label_window), reasons="none" if args.no_reasons else "alerts",
     )  # fmt: skip
     metrics.set_model(models.current.champion.info)
     if args.metrics_port is not None:
@@ -177,6 +177,9 @@ def add_commands(commands) -> None:
     score.add_argument("--idle-timeout", type=float, help="stop after this many seconds without messages")
     score.add_argument(
         "--reload-interval", type=float, default=5.0, help="seconds between checks of a bundle store's aliases"
+    )
+    score.add_argument(
+        "--no-reasons", action="store_true", help="alerts without their reasons (each costs ~30 us of TreeSHAP)"
     )
     score.add_argument("--no-shadow", action="store_true", help="do not score the store's challenger in shadow")
     score.add_argument("--label-capacity", type=int, default=100_000, help="results kept waiting for their label")

@@ -21,13 +21,14 @@ def _columns(batch: pa.RecordBatch) -> dict[str, np.ndarray]:
     return {name: batch.column(name).to_numpy(zero_copy_only=False) for name in batch.schema.names}
 
 
-def score_file(scorer: Model, source: str, output: str | Path) -> dict[str, Any]:
+def score_file(scorer: Model, source: str, output: str | Path, reasons: bool = False) -> dict[str, Any]:
     """Score a PaySim CSV/Parquet file batch by batch into a CSV, written atomically.
 
     Every value is checked with the file contract (``lib.data.validate``, the bounds the APIs use too);
     a bad value stops the command with the column, the row and the value, and no output. The output
     keeps the identifying columns, adds ``fraud_probability`` and ``is_fraud``, and the file's labels
-    when it has them; the summary includes AUPRC when labels are present. It is renamed into place
+    when it has them, and with ``reasons`` each alert's reason codes (``contract.Reason``), strongest first,
+    ``;``-separated (empty for the others); the summary includes AUPRC when labels are present. It is renamed into place
     only once everything, the summary included, has succeeded.
     """
     output = Path(output)
@@ -39,10 +40,13 @@ def score_file(scorer: Model, source: str, output: str | Path) -> dict[str, Any]
         with atomic.staged_file(output) as tmp:
             writer = None
             for batch in validate_batches(read_batches(source, required=features.INPUT_COLUMNS), source, checked):
-                probability, decision = scorer.score_columns(_columns(batch))
+                probability, decision, explained = scorer.assess(_columns(batch), "alerts" if reasons else "none")
                 out = {name: batch.column(name) for name in KEPT}
                 out["fraud_probability"] = pa.array(probability)
                 out["is_fraud"] = pa.array(decision.astype(np.int8))
+                if reasons:
+                    codes = [";".join(r["code"] for r in explained.get(row, ())) for row in range(len(probability))]
+                    out["reasons"] = pa.array(codes, pa.string())
                 if "isFraud" in batch.schema.names:
                     out["isFraud"] = batch.column("isFraud")
                     labels.append(batch.column("isFraud").to_numpy())

@@ -186,6 +186,35 @@ def plot_scores(summary: DriftSummary):
     return ax.figure
 
 
+def attribution(scorer: Scorer, reference: pd.DataFrame, current: pd.DataFrame) -> pd.DataFrame:
+    """Attribution drift: per feature, the mean absolute TreeSHAP contribution (log-odds) of the bundle over
+    each window's rows, and its share of all features' (what the model leans on); ``share change`` in
+    percentage points, the largest shift first. Data drift says the inputs moved; this says whether the
+    model's reasons moved with them (a feature can drift where the model never looks)."""
+    names = list(scorer.info.features)
+    means = {
+        window: np.abs(scorer.contributions(frame[names].to_numpy())).mean(axis=0)
+        for window, frame in (("reference", reference), ("current", current))
+    }
+    table = pd.DataFrame(means, index=pd.Index(names, name="feature"))
+    for window in ("reference", "current"):
+        table[f"{window} share"] = table[window] / table[window].sum()
+    table["share change"] = (table["current share"] - table["reference share"]) * 100
+    table = table.reindex(table["share change"].abs().sort_values(ascending=False).index)
+    table.attrs["units"] = {"reference": Unit.SCORE, "current": Unit.SCORE, "reference share": Unit.RATE,
+                            "current share": Unit.RATE, "share change": Unit.PP}  # fmt: skip
+    return table
+
+
+def plot_attribution(table: pd.DataFrame, top: int = 12):
+    """Mean |contribution| per feature, reference beside current (the ``top`` features by either)."""
+    shown = table.loc[table[["reference", "current"]].max(axis=1).nlargest(top).index, ["reference", "current"]]
+    ax = shown.plot.barh(figsize=(8, 6), color=["#4472c4", "#ed7d31"])
+    ax.invert_yaxis()
+    ax.set(xlabel="mean |TreeSHAP contribution| (log-odds)", title="What the model leans on, by window")
+    return ax.figure
+
+
 def add_predictions(frame: pd.DataFrame, scorer: Scorer) -> pd.DataFrame:
     """``fraud_probability`` and ``prediction`` of the serving bundle (its features and threshold)."""
     probability, decision = scorer.score_features(frame[list(scorer.info.features)].to_numpy())
@@ -241,7 +270,7 @@ def quality_report(reference: pd.DataFrame, current: pd.DataFrame):
 
 def push(
     gateway: str, summary: DriftSummary, reference: Quality, current: Quality, model_version: str,
-    job: str = "fraud_drift_report",
+    attributions: pd.DataFrame | None = None, job: str = "fraud_drift_report",
 ) -> None:  # fmt: skip
     """Push the drift summary to a Prometheus Pushgateway (replacing the job's previous push)."""
     from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
@@ -262,6 +291,12 @@ def push(
         for name, value in asdict(values).items():
             if np.isfinite(value):
                 metric.labels(window, name).set(value)
+    if attributions is not None:
+        mean = Gauge("fraud_attribution_mean_abs", "Mean |TreeSHAP contribution| per feature by window (log-odds)",
+                     ["window", "feature"], registry=registry)  # fmt: skip
+        for feature, row in attributions.iterrows():
+            for window in ("reference", "current"):
+                mean.labels(window, str(feature)).set(float(row[window]))
     Gauge("fraud_drift_model_version", "Model version the report judged", ["model_version"], registry=registry).labels(
         model_version
     ).set(1)

@@ -3,12 +3,14 @@
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
 import pandas as pd
 
 from lib import atomic
+from lib.contract import TOP_REASONS
 from lib.data.acquire import read_window
 from lib.local.daemons import free_port
 from lib.quality import performance
@@ -73,6 +75,7 @@ def save_results(results: pd.DataFrame, path: str | Path) -> Path:
         "is_fraud",
         "threshold",
         "model_version",
+        "reasons",
         "produced_at_ms",
         "appended_ms",
         "latency_ms",
@@ -210,6 +213,22 @@ def live_alerts(bootstrap: str, topics: Topics, results: pd.DataFrame, labels: p
         frauds_in_window=frauds,
         dead_letters=len(read_topic(bootstrap, topics.dead_letter, idle=1.0)),
     )
+
+
+def top_alerts(results: pd.DataFrame, window: Any, count: int = 10) -> pd.DataFrame:
+    """The ``count`` highest-scored alerts as an analyst reads them: the transaction, its score, its label (known
+    here after the fact) and its reasons in words, each with its contribution toward fraud (log-odds)."""
+    alerts = results[results.is_fraud].drop_duplicates("transaction_id").nlargest(count, "fraud_probability")
+    raw = window.select(["transaction_id", "type", "amount", "nameOrig", "nameDest", "isFraud"]).to_pandas()
+    table = alerts[["transaction_id", "fraud_probability", "reasons"]].merge(raw, on="transaction_id", how="left")
+    for rank in range(TOP_REASONS):
+        table[f"reason {rank + 1}"] = [
+            f"{r[rank]['text']} (+{r[rank]['contribution']:.2f})" if len(r) > rank else "" for r in table.reasons
+        ]
+    table = table.drop(columns="reasons").set_index("transaction_id")
+    table = table.rename(columns={"isFraud": "label (known later)"})
+    table.attrs["units"] = {"fraud_probability": Unit.SCORE, "amount": Unit.MONEY}
+    return table
 
 
 def plot_latency(results: pd.DataFrame):

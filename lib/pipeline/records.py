@@ -128,6 +128,8 @@ class DriftReport(StepRecord):
     drift_scores: dict[str, float]
     quality_reference: Quality
     quality_current: Quality
+    attribution_reference: dict[str, float]  # mean |TreeSHAP contribution| per feature (log-odds)
+    attribution_current: dict[str, float]
     retrain_reasons: list[str]
     pushed_to: str | None
     report_dir: str

@@ -125,7 +125,7 @@ def shadow(
     try:
         if records is not None:
             ids = [r.get("transaction_id") for r in records]
-            results = served.challenger.score_records(records)
+            results = served.challenger.score_records(records, "none")
             probability = np.array([r.fraud_probability for r in results])
             decision = np.array([r.is_fraud for r in results])
         else:
@@ -148,14 +148,18 @@ def shadow(
     log.info("shadow", extra={"fields": fields})
 
 
-def json_predictions(info: scoring.BundleInfo, ids: list[Any], probability: Any, decision: Any) -> bytes:
+def json_predictions(
+    info: scoring.BundleInfo, ids: list[Any], probability: Any, decision: Any, reasons: contract.Explained
+) -> bytes:
     """The batch route's JSON answer (``contract.BatchPrediction``)."""
-    return contract.encode_json({"predictions": contract.predictions(info, ids, probability, decision)})
+    return contract.encode_json({"predictions": contract.predictions(info, ids, probability, decision, reasons)})
 
 
-def arrow_predictions(info: scoring.BundleInfo, ids: list[Any], probability: Any, decision: Any) -> bytes:
+def arrow_predictions(
+    info: scoring.BundleInfo, ids: list[Any], probability: Any, decision: Any, reasons: contract.Explained
+) -> bytes:
     """The batch route's answer as an Arrow IPC stream: the JSON answer's fields as columns (the model's
-    name and version dictionary-encoded: one value each)."""
+    name and version dictionary-encoded: one value each; ``reasons`` a list of structs per row)."""
     import pyarrow as pa
 
     columns = contract.prediction_columns(info, ids, probability, decision)
@@ -164,11 +168,18 @@ def arrow_predictions(info: scoring.BundleInfo, ids: list[Any], probability: Any
     one_each = pa.array(np.zeros(len(ids), np.int8))  # every row's index into a dictionary of one value
 
     def column(name: str, values: list[Any]) -> Any:
+        if name == "reasons":
+            return arrow_batch.reasons_array(len(ids), reasons)
         if name in kinds:
             return pa.array(values, kinds[name])
         return pa.DictionaryArray.from_arrays(one_each, pa.array(values[:1], pa.string()))
 
     return arrow_batch.arrow_stream(pa.table({name: column(name, values) for name, values in columns.items()}))
+
+
+def explain_asked(request: Request) -> scoring.Explain:
+    """``?explain=true``: every decision of the request with its reasons; otherwise the alerts' alone."""
+    return "all" if contract.parse_explain(request.query_params.get("explain")) else "alerts"
 
 
 class RequestRoute(APIRoute):
@@ -295,6 +306,10 @@ async def read_body(request: Request, limit: int = contract.MAX_BODY_BYTES) -> b
     return b"".join(chunks)
 
 
+EXPLAIN_PARAMETER = {
+    "name": "explain", "in": "query", "required": False, "schema": {"type": "boolean", "default": False},
+    "description": "true: every decision with its reasons (by default only alerts carry them)",
+}  # fmt: skip
 ARROW_BODY = {arrow_batch.ARROW_STREAM: {"schema": {"type": "string", "format": "binary"}}}
 
 
@@ -305,7 +320,8 @@ def _body(schema: str, extra: dict[str, Any], arrow: bool = False) -> dict[str, 
     content: dict[str, Any] = {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}
     if arrow:
         content.update(ARROW_BODY)
-    return {"openapi_extra": {**extra, "requestBody": {"required": True, "content": content}}}
+    body = {"requestBody": {"required": True, "content": content}, "parameters": [EXPLAIN_PARAMETER]}
+    return {"openapi_extra": {**extra, **body}}
 
 
 def _add_contract_schemas(app: FastAPI) -> None:
@@ -348,8 +364,9 @@ def _add_routes(app: FastAPI, holder: ModelHolder, metrics: ApiMetrics, keys: li
     @app.post("/v1/predict", response_model=contract.Prediction, **_body("Transaction", secured), **guarded)
     async def predict(request: Request) -> Response:  # tens of microseconds: no thread hop
         served = ready(request)
+        explain = explain_asked(request)
         records = [contract.parse_transaction(await read_body(request))]
-        result = served.champion.score_records(records)
+        result = served.champion.score_records(records, explain)
         metrics.observe_results(result)
         shadow(served, records)
         return respond(result[0])
@@ -361,19 +378,17 @@ def _add_routes(app: FastAPI, holder: ModelHolder, metrics: ApiMetrics, keys: li
               **batch)  # fmt: skip
     async def predict_batch(request: Request) -> Response:
         served = ready(request)
+        explain = explain_asked(request)
         body = await read_body(request)
         arrow = request.headers.get("content-type", "").split(";")[0].strip() == arrow_batch.ARROW_STREAM
         columns, ids = (arrow_batch.parse_arrow_batch if arrow else contract.parse_batch)(body)
-        probability, decision = served.champion.score_columns(columns)
-        metrics.observe(probability, decision)
+        probability, decision, reasons = served.champion.assess(columns, explain)
+        metrics.observe(probability, decision, reasons)
         shadow(served, columns=columns, ids=ids)
-        if arrow:
-            return Response(
-                arrow_predictions(served.champion.info, ids, probability, decision), media_type=arrow_batch.ARROW_STREAM
-            )
-        return Response(
-            json_predictions(served.champion.info, ids, probability, decision), media_type="application/json"
+        answer, media = (
+            (arrow_predictions, arrow_batch.ARROW_STREAM) if arrow else (json_predictions, "application/json")
         )
+        return Response(answer(served.champion.info, ids, probability, decision, reasons), media_type=media)
 
     @app.get("/v1/model", response_model=scoring.BundleInfo, openapi_extra=secured, **guarded)
     def model(request: Request) -> Response:

@@ -6,10 +6,11 @@ the API's values live in prometheus-client's multiprocess files instead (``PROME
 set before the workers start), and every worker's ``/metrics`` answers with all workers' sums.
 """
 
+import collections
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from lib.atomic import pid_running
+from lib.contract import Explained, Reason
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 SCORE_BUCKETS = (0.001, 0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
@@ -150,6 +152,10 @@ class ScoringMetrics:
             "fraud_decisions", "Scored transactions by decision", ["source", "outcome"], registry=values
         )
         self.frauds, self.genuine = (self.decisions.labels(source, outcome) for outcome in ("fraud", "genuine"))
+        self.reasons = Counter(
+            "fraud_alert_reasons", "Reasons given with alerts, by code (lib.features.Says)", ["source", "code"],
+            registry=values,
+        )  # fmt: skip
         # a new version that cannot be loaded: the previous one keeps serving (lib.serving.bundles.LiveModels)
         self.reload_failing = Gauge(
             "fraud_model_reload_failing", "1 while the newest model version cannot be loaded (the previous serves)",
@@ -176,23 +182,31 @@ class ScoringMetrics:
             }
         )
 
-    def observe(self, probabilities: np.ndarray, decisions: np.ndarray) -> None:
-        """Record the scores and decisions of a batch."""
+    def observe(self, probabilities: np.ndarray, decisions: np.ndarray, reasons: Explained | None = None) -> None:
+        """Record the scores and decisions of a batch, and the reasons its alerts were given."""
         self.score.observe(np.asarray(probabilities, dtype=np.float64))
         frauds = int(np.count_nonzero(decisions))
         self.frauds.inc(frauds)
         self.genuine.inc(len(probabilities) - frauds)
+        if reasons:
+            self._count_reasons(given for row, given in reasons.items() if decisions[row])
+
+    def _count_reasons(self, alerts: Iterable[list[Reason]]) -> None:
+        for code, times in collections.Counter(r["code"] for given in alerts for r in given).items():
+            self.reasons.labels(self.source, code).inc(times)
 
     def observe_results(self, results: list[Any]) -> None:
         """Record the scoring core's answers (``contract.PredictionRecord``s)."""
         if len(results) == 1:
-            self.score.observe_one(results[0].fraud_probability)
-            (self.frauds if results[0].is_fraud else self.genuine).inc()
+            result = results[0]
+            self.score.observe_one(result.fraud_probability)
+            (self.frauds if result.is_fraud else self.genuine).inc()
+            if result.is_fraud and result.reasons:
+                self._count_reasons([result.reasons])
             return
-        self.observe(
-            np.fromiter((r.fraud_probability for r in results), np.float64, len(results)),
-            np.fromiter((r.is_fraud for r in results), bool, len(results)),
-        )
+        decisions = np.fromiter((r.is_fraud for r in results), bool, len(results))
+        self.observe(np.fromiter((r.fraud_probability for r in results), np.float64, len(results)), decisions)
+        self._count_reasons(r.reasons for r in results if r.is_fraud)
 
 
 class ApiMetrics(ScoringMetrics):

@@ -11,7 +11,7 @@ from lib import contract
 from lib.arrow_batch import ARROW_STREAM, arrow_schema, arrow_stream
 from lib.contract import MAX_BATCH
 from lib.errors import ServiceUnavailable
-from lib.serving.scoring import BundleInfo, Served
+from lib.serving.scoring import BundleInfo, Explain, Served
 
 
 class HttpScorer:
@@ -46,15 +46,17 @@ class HttpScorer:
         changed, self.info, self.failure = info.model_version != self.info.model_version, info, None
         return changed
 
-    def _answer(self, columns: dict[str, Any], ids: list[Any]) -> dict[str, list[Any]]:
-        """The API's answers to ``ids`` (column arrays as ``features.columns_from_records`` gives), as columns."""
+    def _answer(self, columns: dict[str, Any], ids: list[Any], explain: Explain) -> dict[str, list[Any]]:
+        """The API's answers to ``ids`` (column arrays as ``features.columns_from_records`` gives), as columns; the
+        API gives an alert its reasons, ``explain="all"`` asks them for every answer (``"none"``: dropped here)."""
         import pyarrow as pa
 
         table = pa.table({"transaction_id": ids, **columns}, schema=self.schema)
         answers: dict[str, list[Any]] = {name: [] for name in contract.Prediction.model_fields}
+        route = f"{self.base}/v1/predict/batch" + ("?explain=true" if explain == "all" else "")
         for start in range(0, len(ids), MAX_BATCH):
             response = self.client.post(
-                f"{self.base}/v1/predict/batch", content=arrow_stream(table.slice(start, MAX_BATCH)),
+                route, content=arrow_stream(table.slice(start, MAX_BATCH)),
                 headers={"Content-Type": ARROW_STREAM, "Accept": ARROW_STREAM},
             )  # fmt: skip
             if response.status_code != 200:
@@ -62,18 +64,27 @@ class HttpScorer:
             answered = pa.ipc.open_stream(response.content).read_all()
             for name, values in answers.items():
                 values.extend(answered.column(name).to_pylist())
+        if explain == "none":
+            answers["reasons"] = [[] for _ in ids]
         if any(version != self.info.model_version for version in answers["model_version"]):
             self.check()  # the API swapped models: name the one it serves now
         return answers
 
-    def score_batch(self, columns: dict[str, Any], ids: list[Any]) -> list[Any]:
-        return contract.prediction_records(self._answer(columns, ids))
+    def score_batch(self, columns: dict[str, Any], ids: list[Any], explain: Explain = "alerts") -> list[Any]:
+        return contract.prediction_records(self._answer(columns, ids, explain))
+
+    def assess(
+        self, columns: dict[str, Any], explain: Explain = "alerts"
+    ) -> tuple[np.ndarray, np.ndarray, contract.Explained]:
+        answers = self._answer(columns, [None] * len(columns["step"]), explain)
+        reasons = {row: given for row, given in enumerate(answers["reasons"]) if given}
+        return np.array(answers["fraud_probability"], np.float64), np.array(answers["is_fraud"], bool), reasons
 
     def score_columns(self, columns: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-        answers = self._answer(columns, [None] * len(columns["step"]))
-        return np.array(answers["fraud_probability"], np.float64), np.array(answers["is_fraud"], bool)
+        probability, decision, _ = self.assess(columns, "none")
+        return probability, decision
 
-    def score_records(self, records: list[dict[str, Any]]) -> list[Any]:
+    def score_records(self, records: list[dict[str, Any]], explain: Explain = "alerts") -> list[Any]:
         from lib.features import columns_from_records
 
-        return self.score_batch(columns_from_records(records), [r.get("transaction_id") for r in records])
+        return self.score_batch(columns_from_records(records), [r.get("transaction_id") for r in records], explain)

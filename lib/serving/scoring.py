@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
 import numpy as np
 import xgboost as xgb
@@ -127,6 +127,11 @@ def load_bundle(folder: str | Path) -> tuple[BundleInfo, xgb.Booster]:
     return info, booster
 
 
+# Which decisions carry reasons: the alerts (the default everywhere), every one (``?explain=true``), or none
+# (the challenger in shadow: nobody reads its reasons)
+Explain = Literal["alerts", "all", "none"]
+
+
 class Model(Protocol):
     """What scores: a bundle's ``Scorer``, or ``lib.serving.remote.HttpScorer`` (an API's batch route)."""
 
@@ -135,9 +140,13 @@ class Model(Protocol):
 
     def score_columns(self, columns: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]: ...
 
-    def score_batch(self, columns: dict[str, np.ndarray], ids: list[Any]) -> list[Any]: ...
+    def assess(
+        self, columns: dict[str, np.ndarray], explain: Explain = "alerts"
+    ) -> tuple[np.ndarray, np.ndarray, contract.Explained]: ...
 
-    def score_records(self, records: list[dict[str, Any]]) -> list[Any]: ...
+    def score_batch(self, columns: dict[str, np.ndarray], ids: list[Any], explain: Explain = "alerts") -> list[Any]: ...
+
+    def score_records(self, records: list[dict[str, Any]], explain: Explain = "alerts") -> list[Any]: ...
 
 
 @dataclass(frozen=True)
@@ -199,21 +208,65 @@ class Scorer:
         """(fraud_probability float64, is_fraud bool) for raw column arrays."""
         return self.score_features(features.compute(columns, self.info.feature_set))
 
-    def score_records(self, records: list[dict[str, Any]]) -> list[Any]:
+    def assess(
+        self, columns: dict[str, np.ndarray], explain: Explain = "alerts"
+    ) -> tuple[np.ndarray, np.ndarray, contract.Explained]:
+        """(fraud_probability, is_fraud, the reasons of the rows ``explain`` names) for raw column arrays."""
+        matrix = features.compute(columns, self.info.feature_set)
+        probability, decision = self.score_features(matrix)
+        return probability, decision, self.explain(matrix, _explained_rows(decision, explain))
+
+    def explain(self, matrix: np.ndarray, rows: np.ndarray) -> contract.Explained:
+        """The reasons of ``rows`` of a feature matrix (the one that was scored): per row, up to
+        ``contract.TOP_REASONS`` features by TreeSHAP contribution toward fraud (the booster's ``pred_contribs``,
+        which sum with the bias to the margin), the strongest first; a feature that pushed toward genuine is
+        never a reason. The compiled trees score, the booster explains: both are the same trees."""
+        if not len(rows):
+            return {}
+        explained = np.asarray(matrix, dtype=np.float64)[rows]
+        contributions = self.contributions(explained)
+        top = np.argsort(-contributions, axis=1, kind="stable")[:, : contract.TOP_REASONS]
+        each = np.arange(len(top))[:, None]
+        pushed, values = contributions[each, top].tolist(), explained[each, top].tolist()
+        spec = features.spec(self.info.feature_set)
+        return {
+            row: [_reason(spec[j], v, c) for j, c, v in zip(order, pushes, shown, strict=True) if c > 0]
+            for row, order, pushes, shown in zip(rows.tolist(), top.tolist(), pushed, values, strict=True)
+        }
+
+    def contributions(self, matrix: np.ndarray) -> np.ndarray:
+        """Each feature's TreeSHAP contribution (log-odds) to each row's margin, the bias left out (rows x features)."""
+        data = xgb.DMatrix(np.asarray(matrix, dtype=np.float32), nthread=1)
+        return np.asarray(self.booster.predict(data, pred_contribs=True, validate_features=False))[:, :-1]
+
+    def score_records(self, records: list[dict[str, Any]], explain: Explain = "alerts") -> list[Any]:
         """Validated raw transactions (dicts) -> one ``contract.PredictionRecord`` per transaction, in order."""
         if len(records) == 1 and self.compiled:
             record, feature_set = records[0], self.info.feature_set
-            probability = float(self.compiled.probability(features.compute_one(record, feature_set)))
-            return contract.predictions(
-                self.info, [record.get("transaction_id")], [probability], [self.decide(probability)]
-            )
-        return self.score_batch(features.columns_from_records(records), [r.get("transaction_id") for r in records])
+            row = features.compute_one(record, feature_set)
+            probability = float(self.compiled.probability(row))
+            decision = self.decide(probability)
+            reasons = None
+            if explain == "all" or (decision and explain == "alerts"):
+                reasons = self.explain(np.array([row], dtype=np.float64), np.zeros(1, np.intp))
+            return contract.predictions(self.info, [record.get("transaction_id")], [probability], [decision], reasons)
+        return self.score_batch(
+            features.columns_from_records(records), [r.get("transaction_id") for r in records], explain
+        )
 
-    def score_batch(self, columns: dict[str, np.ndarray], ids: list[Any]) -> list[Any]:
+    def score_batch(self, columns: dict[str, np.ndarray], ids: list[Any], explain: Explain = "alerts") -> list[Any]:
         """Raw column arrays (``features.columns_from_records``) and their transactions' ids -> one answer each."""
-        probability, decision = self.score_columns(columns)
-        return contract.predictions(self.info, ids, probability, decision)
+        probability, decision, reasons = self.assess(columns, explain)
+        return contract.predictions(self.info, ids, probability, decision, reasons)
 
-    def results(self, ids: list[Any], probability: np.ndarray) -> list[Any]:
-        """The answers for transactions ``ids`` given their ``probability`` (``score_columns``), in order."""
-        return contract.predictions(self.info, ids, probability, self.decide(probability))
+
+def _explained_rows(decision: np.ndarray, explain: Explain) -> np.ndarray:
+    """The rows whose decisions carry reasons."""
+    if explain == "all":
+        return np.arange(len(decision))
+    return np.flatnonzero(decision) if explain == "alerts" else np.zeros(0, np.intp)
+
+
+def _reason(feature: features.Feature, value: float, contribution: float) -> contract.Reason:
+    code, text = feature.words(value)
+    return {"code": code, "feature": feature.name, "text": text, "value": value, "contribution": contribution}

@@ -34,7 +34,7 @@ import numpy as np
 from lib.config import CHALLENGER, CHAMPION
 from lib.contract import RequestError, encode_json, parse_label, parse_message
 from lib.features import columns_from_records
-from lib.serving.scoring import Served
+from lib.serving.scoring import Explain, Served
 from lib.serving.source import ModelSource
 from lib.stream.kafka import Producer, StreamError, Topics, client_config
 from lib.stream.live import LabelJoin
@@ -116,6 +116,7 @@ class StreamScorer:
     metrics: StreamMetrics | None = None
     live: LabelJoin = field(default_factory=LabelJoin)
     consumer_settings: dict[str, Any] = field(default_factory=dict)  # librdkafka settings over the defaults below
+    reasons: Explain = "alerts"  # which results carry their reasons ("none": --no-reasons)
 
     def __post_init__(self) -> None:
         from confluent_kafka import Consumer
@@ -203,8 +204,8 @@ class StreamScorer:
         topics, send_all, served = self.topics, self.producer.send_all, self.served
         if valid:  # the columns once, for the champion and the challenger
             columns, ids = columns_from_records(valid, attributes=True), [r.transaction_id for r in valid]
-            results = served.champion.score_batch(columns, ids)
-            shadow = served.challenger.score_batch(columns, ids) if served.challenger else None
+            results = served.champion.score_batch(columns, ids, self.reasons)
+            shadow = served.challenger.score_batch(columns, ids, "none") if served.challenger else None
             stamps = [m.timestamp()[1] for m in sources]
             keys = [i.encode() for i in ids]
             values = _stamped(results, stamps)

@@ -69,3 +69,20 @@ def test_empty_window_is_refused(tmp_path):
     pq.write_table(simulate_table(2_000, seed=1), path)
     with pytest.raises(ParameterError, match="no transactions in steps 800-900"):
         drift.window_frame(path, (800, 900), "full", 0, 0)
+
+
+def test_attribution_drift_is_the_models_mean_absolute_contribution_per_window(tmp_path, bundle):
+    """07's attribution drift: per feature, the mean |TreeSHAP contribution| of the bundle in each window (the
+    numbers alerts' reasons are cut from), its share, and the change of share, the largest first."""
+    scorer = scoring.Scorer.from_folder(bundle)
+    reference, current = frames(tmp_path, 42, DriftScenario(CURRENT[0], 3.0, "partial_drain"))
+    table = drift.attribution(scorer, reference, current)
+    names = list(scorer.info.features)
+    assert sorted(table.index) == sorted(names)
+    for window, frame in (("reference", reference), ("current", current)):
+        expected = np.abs(scorer.contributions(frame[names].to_numpy())).mean(axis=0)
+        np.testing.assert_allclose(table.loc[names, window], expected, rtol=1e-6)
+        np.testing.assert_allclose(table[f"{window} share"].sum(), 1.0)
+    change = (table["current share"] - table["reference share"]) * 100
+    np.testing.assert_allclose(table["share change"], change)
+    assert list(table["share change"].abs()) == sorted(table["share change"].abs(), reverse=True)

@@ -192,7 +192,9 @@ def test_every_panel_query_returns_data_from_a_real_prometheus(tmp_path, kafka, 
         _, before, after = drift.quality_report(
             drift.add_predictions(reference, scorer_core), drift.add_predictions(current, scorer_core)
         )
-        drift.push(monitoring.pushgateway, summary, before, after, "3")
+        drift.push(
+            monitoring.pushgateway, summary, before, after, "3", drift.attribution(scorer_core, reference, current)
+        )
 
         with Load(f"http://127.0.0.1:{api_port}", kafka.bootstrap, topics):
             wait_for(lambda: len(query(prometheus, "up == 1")) == 3, "all three targets scraped", timeout=60)

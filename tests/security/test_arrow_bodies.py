@@ -172,10 +172,10 @@ class Broken:
     def check(self) -> bool:
         return False
 
-    def score_columns(self, columns):
+    def score_columns(self, columns, *explain_and_ids):
         raise RuntimeError("the scoring core failed")
 
-    score_batch = score_records = score_columns
+    assess = score_batch = score_records = score_columns
 
 
 def test_a_500_is_counted_and_logged_like_any_answer(bundle, transactions, caplog):

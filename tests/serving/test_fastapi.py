@@ -20,7 +20,8 @@ def test_predict_one_and_a_batch_in_order(api, transactions):
     one = api.post("/v1/predict", json=transactions[0], headers=HEADERS)
     assert one.status_code == 200
     body = one.json()
-    assert set(body) == {"transaction_id", "fraud_probability", "is_fraud", "threshold", "model_name", "model_version"}
+    assert set(body) == {"transaction_id", "fraud_probability", "is_fraud", "threshold", "model_name", "model_version",
+                         "reasons"}  # fmt: skip
     assert body["transaction_id"] == "tx-0000" and body["model_version"] == "3" and 0 <= body["fraud_probability"] <= 1
     batch = api.post("/v1/predict/batch", json={"transactions": transactions[:300]}, headers=HEADERS)
     assert batch.status_code == 200

@@ -90,11 +90,13 @@ def test_every_transaction_scored_alerts_and_dead_letters(kafka, topics, window,
     for row in results.itertuples():
         assert row.fraud_probability == expected[row.transaction_id].fraud_probability
         assert row.is_fraud == expected[row.transaction_id].is_fraud
+        assert row.reasons == expected[row.transaction_id].reasons  # an alert's reasons, as every path gives them
     assert (results.latency_ms >= 0).all()
 
     alerts = [orjson.loads(m.value()) for m in stream.read_topic(kafka.bootstrap, topics.alerts, idle=1.0)]
     assert sorted(a["transaction_id"] for a in alerts) == sorted(results.transaction_id[results.is_fraud])
     assert alerts, "the test window has frauds above the threshold"
+    assert all(a["reasons"] == expected[a["transaction_id"]].reasons and a["reasons"] for a in alerts)
 
     letters = [orjson.loads(m.value()) for m in stream.read_topic(kafka.bootstrap, topics.dead_letter, expect=bad)]
     assert len(letters) == bad
@@ -179,11 +181,11 @@ class SlowFirstBatch:
     def check(self) -> bool:
         return False
 
-    def score_batch(self, columns, ids):
+    def score_batch(self, columns, ids, explain="alerts"):
         if self.stall:
             time.sleep(self.stall)
             self.stall = 0
-        return self.scorer.score_batch(columns, ids)
+        return self.scorer.score_batch(columns, ids, explain)
 
 
 def test_a_commit_the_group_refused_is_scored_again_not_fatal(kafka, topics, window, bundle):
@@ -301,6 +303,11 @@ def test_via_http_scores_through_the_api(kafka, topics, window, bundle, tmp_path
     assert dict(zip(results.transaction_id, results.fraud_probability, strict=True)) == {
         r.transaction_id: r.fraud_probability for r in expected
     }
+    # the API's reasons, through its Arrow answer, are the core's
+    assert dict(zip(results.transaction_id, results.reasons, strict=True)) == {
+        r.transaction_id: r.reasons for r in expected
+    }
+    assert any(r.reasons for r in expected)
 
 
 def test_oversized_messages_are_dead_lettered_and_never_block_the_partition(kafka, window, bundle):
