@@ -7,6 +7,7 @@ import pytest
 from sklearn.metrics import average_precision_score
 
 from lib.config import PROJECT_ROOT
+from lib.data.entity import entity_features
 from lib.data.preprocess import run_job
 from lib.data.processed import SplitWindows
 from lib.data.simulate import simulate_batches, simulate_table
@@ -86,6 +87,25 @@ def test_simulator_on_spark_gives_the_numpy_rows(cluster_spark, default_data, tm
 
 def test_preprocess_on_the_cluster_gives_the_local_bytes(default_data):
     assert content_sha256(default_data / "processed-local") == content_sha256(default_data / "processed-cluster")
+
+
+def test_entity_features_on_the_cluster_are_the_local_ones(spark_cluster, default_data):
+    """Per-account windows over the default data: the same values, bit for bit, on 2 workers as on local[*]."""
+    raw, keys = str(default_data / "raw.parquet"), ("step", "nameOrig", "nameDest", "amount")
+    computed = {}
+    for name, master in (("cluster", spark_cluster.master_url), ("local", "local[*]")):
+        spark = spark_session(master, "1g", f"tests-{name}", "1500m")
+        try:
+            computed[name] = entity_features(spark.read.parquet(raw), 2, keys=keys).toPandas()
+        finally:
+            spark.stop()
+    here, on_cluster = computed["local"], computed["cluster"]
+    assert len(here) == len(on_cluster) > 0 and here["dest_count_168"].sum() > 0
+
+    def ordered(frame):
+        return frame.sort_values(list(frame.columns)).reset_index(drop=True)
+
+    assert ordered(here).equals(ordered(on_cluster))
 
 
 def test_xgboost_on_spark_matches_the_local_trainer_and_its_bundle_scores_real_rows(

@@ -1,0 +1,132 @@
+"""Per-account features in Spark equal a brute-force reference that states the point-in-time rule on its
+own (plain Python over every pair of transactions), and mutants of the rule are caught."""
+
+import math
+from collections import defaultdict
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pytest
+
+from lib.data import entity
+from lib.data.entity import ENTITY_FEATURES, NEVER_SEEN, SINCE_CAP, entity_features
+from lib.data.spark import spark_session
+from tests.conftest import REAL_SAMPLE
+
+pytestmark = pytest.mark.slow
+
+DELAY = 3
+COLUMNS = ("transaction_id", "step", "amount", "nameOrig", "nameDest", "isFraud")
+
+
+@pytest.fixture(scope="module")
+def spark():
+    session = spark_session("local[2]", driver_memory="2g", app_name="tests")
+    yield session
+    session.stop()
+
+
+def recurring(rows: int = 4_000, seed: int = 7) -> list[dict]:
+    """Few accounts over many steps: every window, the cap of 'steps since first' and the label delay
+    all see history (PaySim's own senders almost never recur)."""
+    rng = np.random.default_rng(seed)
+    steps = np.sort(rng.integers(1, 744, rows))
+    return [
+        {"transaction_id": f"r{i}", "step": int(steps[i]), "amount": round(float(rng.gamma(2, 900)), 2),
+         "nameOrig": f"C{rng.integers(40)}", "nameDest": f"C{rng.integers(60) + 100}", "isFraud": int(rng.random() < 0.08)}
+        for i in range(rows)
+    ]  # fmt: skip
+
+
+def real(rows: int = 4_000) -> list[dict]:
+    """The first real PaySim rows (steps 1 and 2): destinations recur there within hours."""
+    table = pacsv.read_csv(REAL_SAMPLE).slice(0, rows)
+    return [{**{c: r[c] for c in COLUMNS[1:]}, "transaction_id": f"p{i}"} for i, r in enumerate(table.to_pylist())]
+
+
+def reference(rows: list[dict], delay: int) -> dict[str, dict[str, float]]:
+    """Each feature by its definition: for a transaction at step s, the account's transactions at steps
+    t < s within the window (s - t <= window), and for labels only those with t + delay <= s."""
+    by_account = defaultdict(list)
+    for row in rows:
+        by_account["nameDest", row["nameDest"]].append(row)
+        by_account["nameOrig", row["nameOrig"]].append(row)
+    out = {}
+    for row in rows:
+        s, values = row["step"], {}
+        for f in ENTITY_FEATURES:
+            seen = [
+                o for o in by_account[f.entity, row[f.entity]]
+                if o["step"] < s and (f.window is None or s - o["step"] <= f.window)
+                and (not f.needs_labels or o["step"] + delay <= s)
+            ]  # fmt: skip
+            amounts = [o["amount"] for o in seen]
+            values[f.name] = {
+                "count": len(seen),
+                "sum": sum(amounts),
+                "mean": sum(amounts) / len(amounts) if amounts else 0.0,
+                "frauds": sum(o["isFraud"] for o in seen),
+                "distinct_senders": len({o["nameOrig"] for o in seen}),
+                "steps_since_first": min(s - min(o["step"] for o in seen), SINCE_CAP) if seen else NEVER_SEEN,
+            }[f.aggregation]
+        out[row["transaction_id"]] = values
+    return out
+
+
+def computed(spark, rows: list[dict], delay: int) -> dict[str, dict[str, float]]:
+    frame = spark.createDataFrame(pa.Table.from_pylist(rows).select(list(COLUMNS)).to_pandas())
+    return {r["transaction_id"]: r.asDict() for r in entity_features(frame, delay).collect()}
+
+
+def differences(expected: dict, got: dict) -> list[tuple[str, str, float, float]]:
+    assert expected.keys() == got.keys()
+    return [
+        (tid, name, want, got[tid][name])
+        for tid, values in expected.items()
+        for name, want in values.items()
+        if not math.isclose(want, got[tid][name], rel_tol=1e-12, abs_tol=1e-9)
+    ]
+
+
+@pytest.mark.parametrize("rows", [recurring, real], ids=["recurring", "real"])
+def test_spark_equals_the_brute_force_reference(spark, rows):
+    data = rows()
+    assert differences(reference(data, DELAY), computed(spark, data, DELAY)) == []
+
+
+def test_the_windows_see_history_in_the_test_data(spark):
+    """The reference test proves something only if the features are not all zero."""
+    data = recurring()
+    expected = reference(data, DELAY)
+    for f in ENTITY_FEATURES:
+        values = [v[f.name] for v in expected.values()]
+        assert len(set(values)) > 2, f.name
+    assert any(v["dest_steps_since_first"] == SINCE_CAP for v in expected.values())
+
+
+MUTANTS = {
+    "its own step included": lambda f, d: (None if f.window is None else -f.window, 0),
+    "the window shifted by one step": lambda f, d: (None if f.window is None else -f.window - 1, -2),
+    "labels without their delay": lambda f, d: (None if f.window is None else -f.window, -1),
+}
+
+
+@pytest.mark.parametrize("mutant", MUTANTS, ids=list(MUTANTS))
+def test_a_mutant_of_the_rule_is_caught(spark, monkeypatch, mutant):
+    data = recurring(1_500)
+    monkeypatch.setattr(entity, "history", MUTANTS[mutant])
+    wrong = differences(reference(data, DELAY), computed(spark, data, DELAY))
+    assert wrong, f"{mutant}: Spark's features still equal the reference"
+
+
+def test_a_label_is_counted_from_its_visibility_step_on(spark):
+    rows = [
+        {"transaction_id": "fraud", "step": 10, "amount": 5.0, "nameOrig": "C1", "nameDest": "C9", "isFraud": 1},
+        *({"transaction_id": f"at{s}", "step": s, "amount": 1.0, "nameOrig": "C2", "nameDest": "C9", "isFraud": 0}
+          for s in (10, 11, 12, 13, 14)),
+    ]  # fmt: skip
+    got = computed(spark, rows, DELAY)
+    assert [got[f"at{s}"]["dest_frauds_168"] for s in (10, 11, 12, 13, 14)] == [0, 0, 0, 1, 1]
+    assert [got[f"at{s}"]["dest_count_1"] for s in (10, 11, 12, 13, 14)] == [0, 2, 1, 1, 1]
+    assert got["fraud"]["dest_steps_since_first"] == NEVER_SEEN and got["at14"]["dest_steps_since_first"] == 4
