@@ -84,9 +84,9 @@ def _header(meta: bytes) -> tuple[int, int | None]:
     return (meta[kind] if kind is not None else 0), (_target(meta, header) if header is not None else None)
 
 
-def _declared(meta: bytes, body: memoryview) -> tuple[int, int, bool]:
-    """A record batch's (rows, bytes once decompressed, compressed) from its metadata and the 8-byte length
-    prefix Arrow writes before each compressed buffer (-1: that buffer was left uncompressed)."""
+def _declared(meta: bytes, body: memoryview) -> tuple[int, int]:
+    """A record batch's (rows, bytes once decompressed) from its metadata and the 8-byte length prefix Arrow
+    writes before each compressed buffer (-1: that buffer was left uncompressed)."""
     _, batch = _header(meta)
     if batch is None:
         raise ValueError("a record batch without its header")
@@ -107,7 +107,7 @@ def _declared(meta: bytes, body: memoryview) -> tuple[int, int, bool]:
                     raise ValueError("a negative decompressed length")
             else:
                 decoded += length
-    return rows, decoded, compressed
+    return rows, decoded
 
 
 def _refused(status: int, field: str, reason: str) -> RequestError:
@@ -142,9 +142,10 @@ def _read_table(body: bytes) -> Any:
     message = reader.read_next_message()
     if message.type != "schema":
         raise _refused(400, "body", f"not an Arrow IPC stream: it starts with a {message.type} message, not the schema")
-    _, header = _header(message.metadata.to_pybytes())
-    endianness = _field(message.metadata.to_pybytes(), header, 0) if header is not None else None
-    if endianness is not None and struct.unpack_from("<h", message.metadata.to_pybytes(), endianness)[0] == _BIG_ENDIAN:
+    meta = message.metadata.to_pybytes()
+    _, header = _header(meta)
+    endianness = _field(meta, header, 0) if header is not None else None
+    if endianness is not None and struct.unpack_from("<h", meta, endianness)[0] == _BIG_ENDIAN:
         raise _refused(422, "body", "a big-endian Arrow stream: send it little-endian, as Arrow writes by default")
     schema = pa.ipc.read_schema(message)
     problems = _schema_problems(schema)
@@ -161,7 +162,7 @@ def _read_table(body: bytes) -> Any:
             raise _refused(422, "body", "dictionary-encoded columns: send the values themselves")
         if message.type != "record batch":
             raise _refused(400, "body", f"a {message.type} message where record batches were expected")
-        batch_rows, batch_bytes, _ = _declared(message.metadata.to_pybytes(), memoryview(message.body))
+        batch_rows, batch_bytes = _declared(message.metadata.to_pybytes(), memoryview(message.body))
         rows, decoded = rows + batch_rows, decoded + batch_bytes
         if rows > MAX_BATCH:
             raise RequestError(413, f"{rows:,} transactions declared in one batch; the limit is {MAX_BATCH:,}")

@@ -7,7 +7,6 @@ expression. Arithmetic and comparisons are the operators both already share, so 
 formula and two evaluators, and ``tests/data/test_features.py`` proves they give the same matrix.
 """
 
-import functools
 import hashlib
 import json
 import operator
@@ -73,16 +72,6 @@ class Feature:
     def says_for(self, value: float) -> Says:
         """The words for ``value``: a flag's own for 0 and 1, a number's one for any value."""
         return self.says[int(value != 0)] if len(self.says) == 2 else self.says[0]
-
-    def words(self, value: float) -> tuple[str, str]:
-        """(code, sentence) for ``value``: what an alert's reason says (a flag's, made once: no formatting)."""
-        if len(self.says) == 2:
-            return self._flag_words[value != 0]
-        return self.says[0].code, self.says[0].sentence(value)
-
-    @functools.cached_property
-    def _flag_words(self) -> tuple[tuple[str, str], ...]:
-        return tuple((s.code, s.text) for s in self.says)
 
 
 def _flag(name: str, formula: str, compute: Callable[[Any], Any], no: Says, yes: Says, **kw: Any) -> Feature:

@@ -76,16 +76,18 @@ def entity_features(
         features = [f for f in spec if f.entity == entity]
         if not features:
             continue
+        senders = [F.collect_set("nameOrig").alias("senders")] if any(
+            f.aggregation == "distinct_senders" for f in features
+        ) else []  # fmt: skip
         buckets = frame.groupBy(entity, "step").agg(
             F.count(F.lit(1)).alias("n"),
             F.sum(F.col("amount").cast(EXACT)).alias("amount"),
             F.sum(F.col("isFraud").cast("long")).alias("frauds"),
-            F.collect_set("nameOrig").alias("senders"),
+            *senders,
         )
-        columns = [F.col(entity), F.col("step")]
+        columns, window = [F.col(entity), F.col("step")], Window.partitionBy(entity).orderBy("step")
         for feature in features:
             first, last = history(feature, label_delay)
-            window = Window.partitionBy(entity).orderBy("step")
             seen = window.rangeBetween(Window.unboundedPreceding if first is None else first, last)
             columns.append(_aggregate(feature, seen, first, last).alias(feature.name))
         result = result.join(buckets.select(*columns), [entity, "step"], "left")

@@ -246,9 +246,7 @@ class Scorer:
             row = features.compute_one(record, feature_set)
             probability = float(self.compiled.probability(row))
             decision = self.decide(probability)
-            reasons = None
-            if explain == "all" or (decision and explain == "alerts"):
-                reasons = self.explain(np.array([row], dtype=np.float64), np.zeros(1, np.intp))
+            reasons = self.explain(np.array([row], dtype=np.float64), _explained_rows(np.array([decision]), explain))
             return contract.predictions(self.info, [record.get("transaction_id")], [probability], [decision], reasons)
         return self.score_batch(
             features.columns_from_records(records), [r.get("transaction_id") for r in records], explain
@@ -268,5 +266,6 @@ def _explained_rows(decision: np.ndarray, explain: Explain) -> np.ndarray:
 
 
 def _reason(feature: features.Feature, value: float, contribution: float) -> contract.Reason:
-    code, text = feature.words(value)
-    return {"code": code, "feature": feature.name, "text": text, "value": value, "contribution": contribution}
+    says = feature.says_for(value)
+    return {"code": says.code, "feature": feature.name, "text": says.sentence(value), "value": value,
+            "contribution": contribution}  # fmt: skip
