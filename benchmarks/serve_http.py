@@ -15,7 +15,8 @@ Then ours alone: latency at 1,000 requests/s paced evenly (one request every mil
 next free one of 12 connections: the schedule of ``wrk2 -R``, kept in wrk's Lua), and in bursts (12
 connections, 10 ms between requests each: they fire in phase, 12 at once every ~10 ms, so the last of
 each burst waits for 11; the only pacing of earlier runs, printed for comparison), the batch route
-(10,000 transactions per request) with a JSON body and with an Arrow IPC stream, then ``serve --workers 2``
+(10,000 transactions per request, 482 of them alerts) with a JSON body and with an Arrow IPC stream, with
+the alerts' reasons (the default) and with ``?explain=false`` (none), then ``serve --workers 2``
 (the pod's configuration) against one worker, alternately three times each (medians), with the cores the
 server and the load generator used (they share this machine's cores): with single requests, where wrk's
 syscalls take about 0.4 of a core, so 2 workers cannot reach 2x here, and with JSON batches, where
@@ -240,6 +241,9 @@ def main() -> None:
         batch_url = f"http://127.0.0.1:{ports['ours']}/v1/predict/batch"
         batched = wrk(batch_url, batch, args.seconds, 2)
         arrowed = wrk(batch_url, arrow_body, args.seconds, 2, content_type="application/vnd.apache.arrow.stream")
+        quiet_url = f"{batch_url}?explain=false"  # a batch client that reads no reasons: no TreeSHAP for its alerts
+        batched_quiet = wrk(quiet_url, batch, args.seconds, 2)
+        arrowed_quiet = wrk(quiet_url, arrow_body, args.seconds, 2, content_type="application/vnd.apache.arrow.stream")
         for name in ("mlflow", "baseline"):  # their cores are needed now
             stop(servers.pop(name))
         servers["workers"] = start(
@@ -291,6 +295,8 @@ def main() -> None:
     }
     for name, answer, target, workers in (
         ("JSON", batched, TARGET_JSON_BATCH, 1), ("Arrow IPC", arrowed, TARGET_ARROW_BATCH, 1),
+        ("JSON, ?explain=false", batched_quiet, TARGET_JSON_BATCH, 1),
+        ("Arrow IPC, ?explain=false", arrowed_quiet, TARGET_ARROW_BATCH, 1),
         ("JSON", batched_two, TARGET_JSON_BATCH, 2), ("Arrow IPC", arrowed_two, TARGET_ARROW_BATCH, 2),
     ):  # fmt: skip
         per_s = answer["rps"] * 10_000

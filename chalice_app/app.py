@@ -117,9 +117,9 @@ def _body() -> bytes:
 
 
 def _explain() -> Explain:
-    """``?explain=true``: every decision of the request with its reasons; otherwise the alerts' alone."""
+    """``?explain=true``: every decision of the request with its reasons; ``false``: none; absent: the alerts'."""
     asked = _request().query_params
-    return "all" if contract.parse_explain(asked.get("explain") if asked else None) else "alerts"
+    return contract.parse_explain(asked.get("explain") if asked else None)
 
 
 def _guarded(route: str, handler) -> Response:

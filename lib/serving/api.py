@@ -178,8 +178,8 @@ def arrow_predictions(
 
 
 def explain_asked(request: Request) -> scoring.Explain:
-    """``?explain=true``: every decision of the request with its reasons; otherwise the alerts' alone."""
-    return "all" if contract.parse_explain(request.query_params.get("explain")) else "alerts"
+    """``?explain=true``: every decision of the request with its reasons; ``false``: none; absent: the alerts'."""
+    return contract.parse_explain(request.query_params.get("explain"))
 
 
 class RequestRoute(APIRoute):
@@ -307,8 +307,8 @@ async def read_body(request: Request, limit: int = contract.MAX_BODY_BYTES) -> b
 
 
 EXPLAIN_PARAMETER = {
-    "name": "explain", "in": "query", "required": False, "schema": {"type": "boolean", "default": False},
-    "description": "true: every decision with its reasons (by default only alerts carry them)",
+    "name": "explain", "in": "query", "required": False, "schema": {"type": "boolean"},
+    "description": "true: every decision with its reasons; false: none (absent: only alerts carry them)",
 }  # fmt: skip
 ARROW_BODY = {arrow_batch.ARROW_STREAM: {"schema": {"type": "string", "format": "binary"}}}
 

@@ -48,12 +48,13 @@ class HttpScorer:
 
     def _answer(self, columns: dict[str, Any], ids: list[Any], explain: Explain) -> dict[str, list[Any]]:
         """The API's answers to ``ids`` (column arrays as ``features.columns_from_records`` gives), as columns; the
-        API gives an alert its reasons, ``explain="all"`` asks them for every answer (``"none"``: dropped here)."""
+        API gives an alert its reasons, ``explain`` passes on as the route's ``?explain``."""
         import pyarrow as pa
 
         table = pa.table({"transaction_id": ids, **columns}, schema=self.schema)
         answers: dict[str, list[Any]] = {name: [] for name in contract.Prediction.model_fields}
-        route = f"{self.base}/v1/predict/batch" + ("?explain=true" if explain == "all" else "")
+        asked = {"alerts": "", "all": "?explain=true", "none": "?explain=false"}[explain]
+        route = f"{self.base}/v1/predict/batch{asked}"
         for start in range(0, len(ids), MAX_BATCH):
             response = self.client.post(
                 route, content=arrow_stream(table.slice(start, MAX_BATCH)),
@@ -64,8 +65,6 @@ class HttpScorer:
             answered = pa.ipc.open_stream(response.content).read_all()
             for name, values in answers.items():
                 values.extend(answered.column(name).to_pylist())
-        if explain == "none":
-            answers["reasons"] = [[] for _ in ids]
         if any(version != self.info.model_version for version in answers["model_version"]):
             self.check()  # the API swapped models: name the one it serves now
         return answers

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Protocol
 
 import numpy as np
 import xgboost as xgb
@@ -127,9 +127,7 @@ def load_bundle(folder: str | Path) -> tuple[BundleInfo, xgb.Booster]:
     return info, booster
 
 
-# Which decisions carry reasons: the alerts (the default everywhere), every one (``?explain=true``), or none
-# (the challenger in shadow: nobody reads its reasons)
-Explain = Literal["alerts", "all", "none"]
+Explain = contract.Explain
 
 
 class Model(Protocol):

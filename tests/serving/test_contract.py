@@ -79,7 +79,8 @@ def test_core_fastapi_chalice_and_cli_agree(bundle, api, chalice, transactions, 
 
 
 def test_explained_on_request_everywhere(api, chalice, transactions, core_answers):
-    """``?explain=true``: every decision carries its reasons (non-alerts too), the same on both apps; anything
+    """``?explain=true``: every decision carries its reasons (non-alerts too), the same on both apps;
+    ``?explain=false``: none, alerts included (a batch client that reads no reasons pays no TreeSHAP); anything
     but true/false/1/0 is a 422 naming the parameter."""
     sample = transactions[:50]
     fastapi = api.post("/v1/predict/batch?explain=true", json={"transactions": sample}, headers=HEADERS).json()
@@ -93,6 +94,13 @@ def test_explained_on_request_everywhere(api, chalice, transactions, core_answer
     assert [p for p in explained if p["is_fraud"]] == [a for a in core_answers[:50] if a["is_fraud"]]
     single = api.post("/v1/predict?explain=1", json=sample[-1], headers=HEADERS).json()
     assert single == explained[-1]
+    quiet = api.post("/v1/predict/batch?explain=false", json={"transactions": sample}, headers=HEADERS).json()
+    assert quiet == chalice.http.post(
+        "/v1/predict/batch?explain=0", body=json.dumps({"transactions": sample}),
+        headers={"Content-Type": "application/json", **HEADERS},
+    ).json_body  # fmt: skip
+    assert [{**p, "reasons": []} for p in explained] == quiet["predictions"]
+    assert any(p["is_fraud"] for p in quiet["predictions"])
     for app_answer in (
         api.post("/v1/predict?explain=yes", json=sample[0], headers=HEADERS).json(),
         chalice.http.post("/v1/predict?explain=yes", body=json.dumps(sample[0]),
