@@ -12,7 +12,7 @@ import json
 import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -182,12 +182,71 @@ FEATURE_SETS: dict[str, tuple[str, ...]] = {
     "full": tuple(f.name for f in FEATURES),
     "realtime_safe": tuple(f.name for f in FEATURES if not f.after_the_fact),
 }
+
+# --- per-account memory (issue 33): features of a transaction's accounts' history, declared as data ---------
+# Computed point in time by ``lib.data.entity`` (Spark); the rule of what a transaction may see is ``history``.
+
+Entity = Literal["nameDest", "nameOrig"]
+Aggregation = Literal["count", "sum", "mean", "distinct_senders", "steps_since_first", "frauds"]
+
+SINCE_CAP = 720  # steps since first seen, capped at 30 days; an account never seen before is NEVER_SEEN
+NEVER_SEEN = -1
+
+
+@dataclass(frozen=True)
+class EntityFeature:
+    """One feature of an account's history: ``aggregation`` of its transactions (incoming for ``nameDest``,
+    outgoing for ``nameOrig``) over the ``window`` steps before the transaction's (None: all history)."""
+
+    name: str
+    entity: Entity
+    aggregation: Aggregation
+    window: int | None
+    needs_labels: bool = False
+
+
+def _entity_windows(
+    entity: Entity, prefix: str, aggregations: tuple[Aggregation, ...], windows: tuple[int, ...]
+) -> tuple[EntityFeature, ...]:
+    return tuple(EntityFeature(f"{prefix}_{a}_{w}", entity, a, w) for w in windows for a in aggregations)
+
+
+ENTITY_FEATURES: tuple[EntityFeature, ...] = (
+    *_entity_windows("nameDest", "dest", ("count", "sum", "mean"), (1, 24, 168)),
+    EntityFeature("dest_distinct_senders_24", "nameDest", "distinct_senders", 24),
+    EntityFeature("dest_steps_since_first", "nameDest", "steps_since_first", None),
+    EntityFeature("dest_frauds_168", "nameDest", "frauds", 168, needs_labels=True),
+    *_entity_windows("nameOrig", "orig", ("count", "sum"), (24,)),
+)
+
+
+def history(feature: EntityFeature, label_delay: int) -> tuple[int | None, int]:
+    """The steps a transaction at step ``s`` may see for ``feature``, as offsets from ``s`` (first, last;
+    first None: from the beginning). The rule: its accounts' transactions at steps before ``s``, never its
+    own step (rows of one step have no order in PaySim); the label of a transaction at step ``t`` from step
+    ``t + label_delay`` on (the stream's label replay publishes it before that step's first transaction)."""
+    last = -max(label_delay, 1) if feature.needs_labels else -1
+    return (-feature.window if feature.window is not None else None), last
+
+
 FEATURE_SPEC_VERSION = (
     "fs-"
     + hashlib.sha256(
-        json.dumps([(f.name, f.dtype, f.formula, f.after_the_fact) for f in FEATURES]).encode()
+        json.dumps(
+            [(f.name, f.dtype, f.formula, f.after_the_fact) for f in FEATURES]
+            + [(e.name, e.entity, e.aggregation, e.window, e.needs_labels) for e in ENTITY_FEATURES]
+        ).encode()
     ).hexdigest()[:10]
 )
+
+
+def describe_entities() -> list[dict[str, Any]]:
+    """The entity features as rows (for the manifest and the notebooks)."""
+    return [
+        {"name": e.name, "entity": e.entity, "aggregation": e.aggregation, "window_steps": e.window,
+         "needs_labels": e.needs_labels}
+        for e in ENTITY_FEATURES
+    ]  # fmt: skip
 
 
 def feature_names(feature_set: str = "full") -> tuple[str, ...]:

@@ -13,7 +13,7 @@ def _simulate(args: argparse.Namespace) -> None:
 
     drift = DriftScenario(args.drift_start_step, args.drift_amount_factor, args.drift_fraud_pattern)
     began = time.perf_counter()
-    path = write_batches(simulate_batches(args.rows, args.seed, drift), Path(args.out))
+    path = write_batches(simulate_batches(args.rows, args.seed, drift, mule_reuse=args.mule_reuse), Path(args.out))
     seconds = time.perf_counter() - began
     print(f"wrote {args.rows:,} rows to {path} in {seconds:.1f} s ({args.rows / seconds:,.0f} rows/s)")
 
@@ -51,6 +51,8 @@ def add_commands(commands) -> None:
     simulate.add_argument("--drift-start-step", type=int, default=0, help="0 = no drift")
     simulate.add_argument("--drift-amount-factor", type=float, default=1.0)
     simulate.add_argument("--drift-fraud-pattern", default="none", choices=["none", "partial_drain"])
+    simulate.add_argument("--mule-reuse", type=float, default=0.0,
+                          help="share of thefts whose mule is a recurring one, 0..1 (0: PaySim's fresh mules)")  # fmt: skip
     simulate.set_defaults(handler=_simulate)
 
     validate = commands.add_parser("validate", help="check a PaySim CSV/Parquet file (path or URL)")

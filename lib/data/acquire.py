@@ -245,12 +245,16 @@ def write_batches(batches: Iterable[pa.RecordBatch], out: Path) -> Path:
     return out
 
 
-def source_batches(source: str, rows: int, seed: int, drift: DriftScenario | None = None) -> Iterator[pa.RecordBatch]:
+def source_batches(
+    source: str, rows: int, seed: int, drift: DriftScenario | None = None, mule_reuse: float = 0.0
+) -> Iterator[pa.RecordBatch]:
     """Batches of the raw schema from the simulator or a file/URL."""
     if source == "simulator":
-        return simulate_batches(rows, seed, drift)
+        return simulate_batches(rows, seed, drift, mule_reuse=mule_reuse)
     if drift is not None and drift.active:
         raise SourceError("drift scenarios apply to SOURCE='simulator' only; set DRIFT_START_STEP=0 for a file")
+    if mule_reuse:
+        raise SourceError("MULE_REUSE applies to SOURCE='simulator' only; set MULE_REUSE=0 for a file")
     return read_batches(source)
 
 
@@ -282,6 +286,7 @@ def acquire(
     sample_size: int = 0,
     drift: DriftScenario | None = None,
     spark=None,
+    mule_reuse: float = 0.0,
 ) -> Acquired:
     """Load ``source``, optionally sample it, validate every row, and write ``out`` atomically.
 
@@ -292,8 +297,8 @@ def acquire(
 
         if sample_size:
             raise ParameterError("SAMPLE_SIZE samples a file SOURCE; the simulator on Spark makes exactly ROWS rows")
-        return simulate_parquet(spark, rows, seed, drift, out)
-    batches = source_batches(source, rows, seed, drift)
+        return simulate_parquet(spark, rows, seed, drift, out, mule_reuse=mule_reuse)
+    batches = source_batches(source, rows, seed, drift, mule_reuse)
     if sample_size:
         batches = sample_rows(batches, sample_size, seed)
     summary = ValidationSummary()

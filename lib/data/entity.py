@@ -1,7 +1,7 @@
-"""Per-account memory, offline (issue 33, part 1, in progress): windowed features of a transaction's
-destination and origin accounts, and label-delayed fraud counts, point in time, in Spark.
+"""Per-account memory, offline (issue 33): the entity features of ``lib.features`` (windowed features of a
+transaction's destination and origin accounts, and label-delayed fraud counts) computed point in time, in Spark.
 
-The rule, stated here once (``history``) and held by tests with mutants:
+The rule, stated once in ``lib.features.history`` and held by tests with mutants:
 
 * a transaction at step ``s`` sees the transactions of its accounts at steps before ``s``, never its own
   step: rows of one step have no order in PaySim (a user's timestamped data maps onto steps by
@@ -11,50 +11,13 @@ The rule, stated here once (``history``) and held by tests with mutants:
   transaction of that step), so a label-delayed feature at ``s`` counts steps ``t <= s - max(label_delay, 1)``.
 
 History before the data's first step is empty: early transactions see less, as a new deployment would.
-Not yet in 02's output, in any candidate or in serving: those are the rest of issue 33 and issue 34.
 """
 
-from dataclasses import dataclass
-from typing import Literal
+import numpy as np
 
-Entity = Literal["nameDest", "nameOrig"]
-Aggregation = Literal["count", "sum", "mean", "distinct_senders", "steps_since_first", "frauds"]
+from lib.features import ENTITY_FEATURES, NEVER_SEEN, SINCE_CAP, EntityFeature, history
 
 EXACT = "decimal(38,6)"  # amounts summed exactly (to a millionth): the same bits in any partitioning, on any cluster
-SINCE_CAP = 720  # steps since first seen, capped at 30 days; an account never seen before is NEVER_SEEN
-NEVER_SEEN = -1
-
-
-@dataclass(frozen=True)
-class EntityFeature:
-    """One feature of an account's history: ``aggregation`` of its transactions (incoming for ``nameDest``,
-    outgoing for ``nameOrig``) over the ``window`` steps before the transaction's (None: all history)."""
-
-    name: str
-    entity: Entity
-    aggregation: Aggregation
-    window: int | None
-    needs_labels: bool = False
-
-
-def _windows(entity: Entity, prefix: str, aggregations: tuple[Aggregation, ...], windows: tuple[int, ...]):
-    return tuple(EntityFeature(f"{prefix}_{a}_{w}", entity, a, w) for w in windows for a in aggregations)
-
-
-ENTITY_FEATURES: tuple[EntityFeature, ...] = (
-    *_windows("nameDest", "dest", ("count", "sum", "mean"), (1, 24, 168)),
-    EntityFeature("dest_distinct_senders_24", "nameDest", "distinct_senders", 24),
-    EntityFeature("dest_steps_since_first", "nameDest", "steps_since_first", None),
-    EntityFeature("dest_frauds_168", "nameDest", "frauds", 168, needs_labels=True),
-    *_windows("nameOrig", "orig", ("count", "sum"), (24,)),
-)
-
-
-def history(feature: EntityFeature, label_delay: int) -> tuple[int | None, int]:
-    """The steps a transaction at step ``s`` may see for ``feature``, as offsets from ``s`` (first, last;
-    first None: from the beginning): the rule of this module's docstring."""
-    last = -max(label_delay, 1) if feature.needs_labels else -1
-    return (-feature.window if feature.window is not None else None), last
 
 
 def entity_features(
@@ -115,4 +78,77 @@ def _aggregate(feature: EntityFeature, seen, first: int | None, last: int):
         case "steps_since_first":
             since = F.col("step") - F.min("step").over(seen)
             return F.when(since.isNull(), F.lit(NEVER_SEEN)).otherwise(F.least(since, F.lit(SINCE_CAP))).cast("long")
+    raise ValueError(f"unknown aggregation {feature.aggregation!r}")
+
+
+def entity_columns(
+    columns: dict[str, np.ndarray], label_delay: int, spec: tuple[EntityFeature, ...] = ENTITY_FEATURES
+) -> dict[str, np.ndarray]:
+    """The same features as ``entity_features``, by NumPy, for transactions held in memory (a file scored as
+    it is, 05's real rows): ``columns`` has ``step``, ``amount``, ``nameOrig``, ``nameDest`` and ``isFraud``; each
+    feature comes back as an array in the rows' order. Amounts are summed as whole millionths, as Spark's
+    decimals are (int64 running totals, whose differences stay exact even where a total wraps around), so
+    the values are Spark's; distinct senders are counted row by row: meant for files, not for the month."""
+    if label_delay < 0:
+        raise ValueError(f"label_delay must be >= 0 (got {label_delay})")
+    step = np.asarray(columns["step"], dtype=np.int64)
+    micros = np.rint(np.asarray(columns["amount"], dtype=np.float64) * 1e6).astype(np.int64)
+    fraud = np.asarray(columns["isFraud"], dtype=np.int64)
+    out: dict[str, np.ndarray] = {}
+    for entity in ("nameDest", "nameOrig"):
+        features = [f for f in spec if f.entity == entity]
+        if not features:
+            continue
+        account = np.unique(np.asarray(columns[entity]).astype(str), return_inverse=True)[1].astype(np.int64)
+        # one bucket per (account, step), keyed account * steps + step: sorted by account, then step
+        steps = int(step.max()) + 1
+        buckets, row_bucket = np.unique(account * steps + step, return_inverse=True)
+        b_account, b_step = buckets // steps, buckets % steps
+        totals = {"n": np.ones(len(step), np.int64), "amount": micros, "frauds": fraud}
+        running = {}
+        for name, values in totals.items():
+            per_bucket = np.zeros(len(buckets), np.int64)
+            np.add.at(per_bucket, row_bucket, values)
+            with np.errstate(over="ignore"):
+                running[name] = np.concatenate([[0], np.cumsum(per_bucket)])
+        first_of_account = np.searchsorted(b_account, b_account, side="left")  # per bucket: its account's first
+        for feature in features:
+            first, last = history(feature, label_delay)
+            # the buckets of the row's account with step in [s + first, s + last]: a range of bucket indices
+            hi = np.searchsorted(buckets, account * steps + step + last, side="right")
+            if first is None:
+                lo = first_of_account[row_bucket]
+            else:
+                lo = np.searchsorted(buckets, account * steps + np.maximum(step + first, 0), side="left")
+            lo = np.minimum(lo, hi)  # nothing visible (also where s + last falls before the account's range)
+            count = running["n"][hi] - running["n"][lo]
+            with np.errstate(over="ignore"):
+                total = (running["amount"][hi] - running["amount"][lo]) / 1e6
+            out[feature.name] = _numpy_aggregate(feature, count, total, running, lo, hi, b_step, step, columns, row_bucket)
+    return {f.name: out[f.name] for f in spec}
+
+
+def _numpy_aggregate(feature, count, total, running, lo, hi, b_step, step, columns, row_bucket) -> np.ndarray:
+    match feature.aggregation:
+        case "count":
+            return count
+        case "sum":
+            return total
+        case "mean":
+            return np.divide(total, count, out=np.zeros_like(total), where=count > 0)
+        case "frauds":
+            return (running["frauds"][hi] - running["frauds"][lo]).astype(np.int64)
+        case "steps_since_first":
+            seen = hi > lo
+            since = np.where(seen, step - b_step[np.minimum(lo, len(b_step) - 1)], NEVER_SEEN)
+            return np.where(seen, np.minimum(since, SINCE_CAP), NEVER_SEEN).astype(np.int64)
+        case "distinct_senders":
+            senders = np.asarray(columns["nameOrig"]).astype(str)
+            by_bucket: dict[int, set[str]] = {}
+            for row, bucket in enumerate(row_bucket.tolist()):
+                by_bucket.setdefault(bucket, set()).add(senders[row])
+            return np.array(
+                [len(set().union(*(by_bucket[b] for b in range(a, z)))) for a, z in zip(lo.tolist(), hi.tolist(), strict=True)],
+                dtype=np.int64,
+            )
     raise ValueError(f"unknown aggregation {feature.aggregation!r}")

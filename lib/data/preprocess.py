@@ -1,8 +1,10 @@
 """The Spark feature job: raw transactions -> features of the one spec, split by time, as Parquet + manifest.
 
-One pass over the input: an explicit schema (no inference), one ``select`` whose feature
-expressions are generated from ``lib.features``, a split label from ``step``, and a write
-partitioned by split into a temporary folder that replaces the output only when complete.
+An explicit schema (no inference); the row features are one ``select`` whose expressions are
+generated from ``lib.features``; the entity features (each account's history, point in time:
+``lib.data.entity``) need shuffles, after which every row goes back to its input partition and its
+place there, so the output is the same bytes whatever the cluster. A split label from ``step``, and a
+write partitioned by split into a temporary folder that replaces the output only when complete.
 """
 
 import json
@@ -20,12 +22,25 @@ from pyspark.sql import functions as F
 
 from lib import atomic
 from lib.config import project_relative
+from lib.data.entity import entity_features
 from lib.data.processed import KEPT_COLUMNS, MANIFEST, SPLITS, SplitWindows
 from lib.errors import DataValidationError
-from lib.features import FEATURE_SETS, FEATURE_SPEC_VERSION, FEATURES, INPUT_COLUMNS, describe
+from lib.features import (
+    ENTITY_FEATURES,
+    FEATURE_SETS,
+    FEATURE_SPEC_VERSION,
+    FEATURES,
+    INPUT_COLUMNS,
+    describe,
+    describe_entities,
+)
 from lib.hashing import file_sha256
 from lib.data.spark import spark_schema, stable_file_names
 from lib.schema import RAW_COLUMNS
+
+# Steps from a transaction until its label counts in an entity feature: 06's LABEL_DELAY_STEPS (the stream's
+# label replay), so the features the stream serves (issue 34) are those trained on
+LABEL_DELAY_STEPS = 2
 
 class SparkBackend:
     """Evaluates ``lib.features`` formulas into Spark Column expressions."""
@@ -139,22 +154,32 @@ def _required(raw):
     An empty CSV field parses as null even in FAILFAST mode; without this it would become null features.
     One predicate, whose message is built only for a bad row, so good rows pay ten null checks.
     """
-    used = [c for c in raw.columns if c in (*KEPT_COLUMNS, *INPUT_COLUMNS) and c != "nameOrig"]
+    used = [c for c in raw.columns if c in (*KEPT_COLUMNS, *INPUT_COLUMNS)]
     empty = F.concat_ws(", ", *[F.when(F.col(c).isNull(), F.lit(f"`{c}`")) for c in used])
     row = F.to_json(F.struct(*[F.col(c) for c in raw.columns]))
     bad = F.raise_error(F.concat(F.lit("empty value in column(s) "), empty, F.lit(" of the row "), row))
     return raw.filter(F.when(reduce(operator.or_, [F.col(c).isNull() for c in used]), bad).otherwise(F.lit(True)))
 
 
-def build_features(raw, windows: SplitWindows):
-    """One select: kept raw columns, every feature of the spec, and the split label."""
+def build_features(raw, windows: SplitWindows, label_delay: int = LABEL_DELAY_STEPS):
+    """Kept raw columns, every feature of the spec, every entity feature (labels visible ``label_delay``
+    steps after their transaction), and the split label, in the input's order."""
     raw = _required(raw)
     split = (
         F.when(F.col("step") <= windows.train_end, "train")
         .when(F.col("step") <= windows.validation_end, "validation")
         .otherwise("test")
     )
-    return raw.select(*[F.col(c) for c in KEPT_COLUMNS], *feature_columns(raw), split.alias("split"))
+    # each row's input partition and place in it (fixed by the input split), to restore after the shuffles
+    placed = raw.withColumn("_part", F.spark_partition_id()).withColumn("_row", F.monotonically_increasing_id())
+    remembered = entity_features(placed, label_delay, keys=tuple(placed.columns))
+    rows = remembered.repartition(raw.rdd.getNumPartitions(), "_part").sortWithinPartitions("_row")
+    return rows.select(
+        *[F.col(c) for c in KEPT_COLUMNS],
+        *feature_columns(rows),
+        *[F.col(e.name) for e in ENTITY_FEATURES],
+        split.alias("split"),
+    )
 
 
 def run_job(
@@ -163,6 +188,7 @@ def run_job(
     out: str | Path,
     windows: SplitWindows,
     input_sha256: str | None = None,
+    label_delay: int = LABEL_DELAY_STEPS,
 ) -> dict:
     """Run the feature job; write ``out/split=*/`` Parquet and ``out/manifest.json`` atomically."""
     source, out = str(source), Path(out)
@@ -173,7 +199,7 @@ def run_job(
     split_bytes = even_split_bytes(spark, source)
     with atomic.staged_dir(out) as tmp, _session_conf(spark, "spark.sql.files.maxPartitionBytes", split_bytes):
         try:
-            build_features(raw, windows).write.partitionBy("split").parquet(str(tmp))
+            build_features(raw, windows, label_delay).write.partitionBy("split").parquet(str(tmp))
         except Exception as exc:  # Spark wraps parse errors of FAILFAST reads in its own exceptions
             raise DataValidationError(
                 f"{source}: the Spark job could not read it: {str(exc).splitlines()[0][:500]}\n"
@@ -186,6 +212,8 @@ def run_job(
             "feature_spec_version": FEATURE_SPEC_VERSION,
             "features": describe(),
             "feature_sets": {k: list(v) for k, v in FEATURE_SETS.items()},
+            "entity_features": describe_entities(),
+            "label_delay_steps": label_delay,
             "kept_columns": list(KEPT_COLUMNS),
             "label": "isFraud",
             "windows": windows.as_dict(),

@@ -1,7 +1,7 @@
 """The processed data's layout, as 02_preprocess writes it and everything after reads it (no Spark needed).
 
-``<processed>/split=<train|validation|test>/*.parquet`` hold the kept raw columns and every
-feature of the spec; ``<processed>/manifest.json`` says which features, windows and counts.
+``<processed>/split=<train|validation|test>/*.parquet`` hold the kept raw columns, every
+feature of the spec and every entity feature; ``<processed>/manifest.json`` says which features, windows and counts.
 """
 
 import json

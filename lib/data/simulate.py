@@ -3,8 +3,18 @@
 The shape comes from two places: the published totals of the full PaySim data set (type mix,
 fraud counts, the 10,000,000 cap, ``isFlaggedFraud``) and the real rows in
 ``data/reference/paysim_real_sample.csv`` (per-type amount and balance quantiles, the balance
-quirks). Rows are generated in blocks of whole steps, each from its own child random stream, so
-memory stays bounded whatever the row count and the same seed always gives the same bytes.
+quirks, how destination accounts recur). Rows are generated in blocks of whole steps, each from its
+own child random stream, so memory stays bounded whatever the row count and the same seed always
+gives the same bytes.
+
+Accounts recur as in PaySim (``_destinations``): senders almost never (each a fresh id); a
+destination account is born at some step with a popularity, and later transactions pick it by
+looking back a few steps (most within the same or the previous step, a tail over days). Its name is
+a function of (birth step, slot), so blocks generated apart (Spark tasks) name it alike with no
+shared state. Frauds: the cash-out agent is an ordinary destination; the mule receiving the
+TRANSFER is an ordinary account in some thefts, a fresh one in the others, and with ``mule_reuse``
+a recurring mule that collects several thefts over a week (0 by default: PaySim's mules never
+receive two frauds).
 """
 
 from collections.abc import Iterator
@@ -30,7 +40,8 @@ PUBLISHED_TYPE_COUNTS = {
 PUBLISHED_FRAUDS = 8_213
 PUBLISHED_FLAGGED = 16
 
-# Transactions per hour of day (hour = step % 24), read off the first day of the real data.
+# Transactions per hour of day (hour = step % 24), read off the first day of the real data (steps 1-8 are
+# the real sample's counts; the first day is simulated with exactly these counts at full size).
 _HOUR_VOLUME = np.array(
     [4500, 2708, 1014, 552, 565, 665, 1660, 6837, 21097, 37628, 35991, 40696,
      36153, 37515, 41485, 44609, 41324, 43361, 49579, 51352, 40625, 30000, 18000, 9000],
@@ -113,11 +124,15 @@ class DriftScenario:
 
 
 def step_weights() -> np.ndarray:
-    """Relative transaction volume of steps 1..743: a daily cycle, a slow ramp, a late drop."""
+    """Relative transaction volume of steps 1..743: the real first day (steps 1..24, as read), then a
+    daily cycle, a slow ramp, a late drop."""
     steps = np.arange(1, N_STEPS + 1)
     day = np.minimum((steps - 1) // 24 + 1, 17)
     weights = _HOUR_VOLUME[steps % 24] * (9 + day)
     weights[steps > _LAST_BUSY_STEP] *= _LATE_VOLUME_FACTOR
+    first_day = _HOUR_VOLUME[steps[:24] % 24] / FULL_ROWS
+    weights[24:] *= (1 - first_day.sum()) / weights[24:].sum()
+    weights[:24] = first_day
     return weights / weights.sum()
 
 
@@ -154,14 +169,56 @@ def _plan(rows: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, 
     return genuine, balances, fraud_steps
 
 
-def _names(rng: np.random.Generator, n: int, prefix: str | np.ndarray, pool: int | None = None) -> pa.Array:
-    if pool:  # recurring accounts: a pool of ids, spread over PaySim's 6-10 digit range
-        ids = 1_000_000 + (rng.integers(1, pool, n) * 2_654_435_761) % 2_146_000_000
-    else:
-        ids = rng.integers(1_000_000, 2_147_483_647, n)
+def _names(ids: np.ndarray, prefix: str | np.ndarray) -> pa.Array:
     digits = pc.cast(pa.array(ids), pa.string())
     prefixes = pa.array(prefix) if isinstance(prefix, np.ndarray) else pa.scalar(prefix)
     return pc.binary_join_element_wise(prefixes, digits, "")
+
+
+def _fresh(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Ids of accounts seen once (senders, merchants, fresh mules), in PaySim's 7-10 digit range."""
+    return rng.integers(1_000_000, 2_147_483_647, n)
+
+
+def _account(kind: int, born: np.ndarray, slot: np.ndarray) -> np.ndarray:
+    """The id of slot ``slot`` of the accounts born at step ``born`` (``kind`` 0: destinations, 1: recurring
+    mules): the same in every block, so recurring accounts need no state shared between blocks."""
+    key = (kind * (2 * N_STEPS + 1) + (born + N_STEPS).astype(np.uint64)) * np.uint64(1 << 32) + slot.astype(np.uint64)
+    mixed = (key * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(29)  # Fibonacci hashing, mod 2^64
+    return 1_000_000 + (mixed % np.uint64(2_146_000_000)).astype(np.int64)
+
+
+# How destinations recur (calibrated on the real rows of steps 1-8; lib.data.fidelity.recurrence): a transaction
+# at step s picks an account born at step s - lookback; born at step b are about C-rows(b) / _ROWS_PER_DEST
+# accounts, the first slots far more popular than the last (slot = pool * u ** _POPULARITY).
+_LOOKBACK = np.array([0.38, 0.42, 0.04, 0.03, 0.02, 0.02, 0.01, 0.01])  # steps 0..7 back; the rest log-uniform
+_LOOKBACK_TAIL = N_STEPS
+_ROWS_PER_DEST = 8.0
+_POPULARITY = 1.6
+_MULE_FROM_DESTS = 0.38  # mules that are ordinary destination accounts (real sample: 15 of 39); the rest fresh
+_MULE_WEEK = 168  # a recurring mule collects thefts over the steps of one week
+_THEFTS_PER_MULE = 5  # a recurring mule's thefts in its week, on average
+
+
+def dest_pools(rows: int) -> np.ndarray:
+    """Destination accounts born at each step ``b`` of a ``rows``-row simulation, at index ``b + 743``:
+    steps 1..743, and before the data's first step the accounts that already existed (as many per step
+    as the month's mean), so early transactions do not crowd onto step 1's accounts."""
+    c_share = 1 - PUBLISHED_TYPE_COUNTS["PAYMENT"] / sum(PUBLISHED_TYPE_COUNTS.values())
+    born = step_weights() * rows * c_share / _ROWS_PER_DEST
+    return np.maximum(1, np.round(np.concatenate([np.full(N_STEPS + 1, born.mean()), born]))).astype(np.int64)
+
+
+def _destinations(rng, step: np.ndarray, pools: np.ndarray) -> np.ndarray:
+    """Recurring destination ids for transactions at ``step``."""
+    n = len(step)
+    near = rng.choice(len(_LOOKBACK), n, p=_LOOKBACK / _LOOKBACK.sum())
+    tail = rng.random(n) < 1 - _LOOKBACK.sum()
+    far = np.exp(rng.uniform(np.log(len(_LOOKBACK)), np.log(_LOOKBACK_TAIL), n)).astype(np.int64)  # log-uniform
+    back = np.where(tail, far, near)
+    born = step - back
+    slot = np.floor(pools[born + N_STEPS] * rng.random(n) ** _POPULARITY).astype(np.int64)
+    return _account(0, born, slot)
 
 
 def _genuine(rng, type_code: np.ndarray, steps: np.ndarray, drift: DriftScenario) -> dict[str, np.ndarray]:
@@ -245,8 +302,9 @@ def _flag_probability() -> float:
     return PUBLISHED_FLAGGED / (PUBLISHED_FRAUDS / 2 * share_large)
 
 
-def _block(rng, genuine: np.ndarray, step_lo: int, fraud: dict, drift: DriftScenario) -> pa.RecordBatch:
-    """All rows of steps ``step_lo .. step_lo + len(genuine) - 1``, ordered by step."""
+def _block(rng, block: "Block", drift: DriftScenario) -> pa.RecordBatch:
+    """All rows of the block's steps, ordered by step."""
+    genuine, step_lo, fraud = block.genuine, block.first_step, block.fraud
     per_step = genuine.sum(axis=1)
     g_step = np.repeat(np.arange(step_lo, step_lo + len(genuine)), per_step)
     g_type = (
@@ -273,19 +331,23 @@ def _block(rng, genuine: np.ndarray, step_lo: int, fraud: dict, drift: DriftScen
     flagged = np.concatenate([np.zeros(ng, bool), transfer["isFlaggedFraud"], np.zeros(nf, bool)])[order]
     n = ng + 2 * nf
     is_payment = type_code == TRANSACTION_TYPES.index("PAYMENT")
-    dest_pool = max(1_000, int(n * 0.45))
-    dest_names = _names(rng, n, np.where(is_payment, "M", "C"))
-    dest_names = pc.if_else(pa.array(is_payment), dest_names, _names(rng, n, "C", pool=dest_pool))
+    ordered_step = step[order]
+    dest = np.where(is_payment, _fresh(rng, n), _destinations(rng, ordered_step, block.pools))
+    mule = np.concatenate([np.zeros(ng, bool), np.ones(nf, bool), np.zeros(nf, bool)])[order]
+    fresh_mule = mule & (rng.random(n) >= _MULE_FROM_DESTS)
+    dest = np.where(fresh_mule, _fresh(rng, n), dest)
+    ring = _account(1, ordered_step // _MULE_WEEK, rng.integers(0, block.mules_per_week, n))
+    dest = np.where(mule & (rng.random(n) < block.mule_reuse), ring, dest)
     columns = {
-        "step": pa.array(step[order].astype(np.int32)),
+        "step": pa.array(ordered_step.astype(np.int32)),
         "type": pa.DictionaryArray.from_arrays(pa.array(type_code.astype(np.int8)), TRANSACTION_TYPES).cast(
             pa.string()
         ),
         "amount": pa.array(np.round(col("amount"), 2)),
-        "nameOrig": _names(rng, n, "C"),
+        "nameOrig": _names(_fresh(rng, n), "C"),
         "oldbalanceOrg": pa.array(np.round(col("oldbalanceOrg"), 2)),
         "newbalanceOrig": pa.array(np.round(col("newbalanceOrig"), 2)),
-        "nameDest": dest_names,
+        "nameDest": _names(dest, np.where(is_payment, "M", "C")),
         "oldbalanceDest": pa.array(np.round(col("oldbalanceDest"), 2)),
         "newbalanceDest": pa.array(np.round(col("newbalanceDest"), 2)),
         "isFraud": pa.array(is_fraud),
@@ -303,30 +365,38 @@ class Block:
     genuine: np.ndarray
     fraud: dict[str, np.ndarray]
     seed: np.random.SeedSequence
+    pools: np.ndarray  # destination accounts born per step (``dest_pools``)
+    mule_reuse: float = 0.0
+    mules_per_week: int = 1  # recurring mules active in each week
 
     @property
     def rows(self) -> int:
         return int(self.genuine.sum() + 2 * self.fraud["chunks"].sum())
 
 
-def plan_blocks(rows: int, seed: int, block_rows: int = BLOCK_ROWS) -> list[Block]:
-    """The simulation's blocks of whole steps (at most ``block_rows`` rows each, unless one step has more)."""
+def plan_blocks(rows: int, seed: int, block_rows: int = BLOCK_ROWS, mule_reuse: float = 0.0) -> list[Block]:
+    """The simulation's blocks of whole steps (at most ``block_rows`` rows each, unless one step has more);
+    ``mule_reuse``: the share of thefts whose mule is a recurring one (0..1)."""
     if rows < 1:
         raise ParameterError(f"ROWS={rows} must be a positive number of transactions")
+    if not 0 <= mule_reuse <= 1:
+        raise ParameterError(f"MULE_REUSE={mule_reuse} must be a share between 0 and 1")
     root = np.random.SeedSequence(seed)
     plan_seed, *block_seeds = root.spawn(N_STEPS + 1)
     genuine, balances, fraud_steps = _plan(rows, np.random.default_rng(plan_seed))
     chunks = np.ceil(balances / FRAUD_CAP).astype(np.int64)
     fraud_per_step = np.bincount(fraud_steps, weights=2 * chunks, minlength=N_STEPS + 1)[1:]
     rows_per_step = genuine.sum(axis=1) + fraud_per_step
-    blocks, lo = [], 0
+    blocks, lo, pools = [], 0, dest_pools(rows)
+    recurring_per_week = chunks.sum() * mule_reuse * _MULE_WEEK / N_STEPS  # thefts sent to recurring mules
+    mules = max(1, round(recurring_per_week / _THEFTS_PER_MULE))
     while lo < N_STEPS:
         hi = lo + 1
         while hi < N_STEPS and rows_per_step[lo : hi + 1].sum() <= block_rows:
             hi += 1
         in_block = (fraud_steps >= lo + 1) & (fraud_steps <= hi)
         fraud = {"balances": balances[in_block], "chunks": chunks[in_block], "steps": fraud_steps[in_block]}
-        blocks.append(Block(lo + 1, genuine[lo:hi], fraud, block_seeds[lo]))
+        blocks.append(Block(lo + 1, genuine[lo:hi], fraud, block_seeds[lo], pools, mule_reuse, mules))
         lo = hi
     return blocks
 
@@ -334,19 +404,19 @@ def plan_blocks(rows: int, seed: int, block_rows: int = BLOCK_ROWS) -> list[Bloc
 def simulate_block(block: Block, drift: DriftScenario | None = None) -> pa.RecordBatch:
     """The rows of one block, ordered by step."""
     rng = np.random.default_rng(block.seed)
-    return _block(rng, block.genuine, block.first_step, block.fraud, drift or DriftScenario())
+    return _block(rng, block, drift or DriftScenario())
 
 
 def simulate_batches(
-    rows: int, seed: int, drift: DriftScenario | None = None, block_rows: int = BLOCK_ROWS
+    rows: int, seed: int, drift: DriftScenario | None = None, block_rows: int = BLOCK_ROWS, mule_reuse: float = 0.0
 ) -> Iterator[pa.RecordBatch]:
     """Yield the simulated transactions in step order, in blocks of whole steps."""
-    for block in plan_blocks(rows, seed, block_rows):
+    for block in plan_blocks(rows, seed, block_rows, mule_reuse):
         batch = simulate_block(block, drift)
         if batch.num_rows:
             yield batch
 
 
-def simulate_table(rows: int, seed: int, drift: DriftScenario | None = None) -> pa.Table:
+def simulate_table(rows: int, seed: int, drift: DriftScenario | None = None, mule_reuse: float = 0.0) -> pa.Table:
     """All simulated rows as one Arrow table (for small sizes and tests)."""
-    return pa.Table.from_batches(list(simulate_batches(rows, seed, drift)), schema=RAW_SCHEMA)
+    return pa.Table.from_batches(list(simulate_batches(rows, seed, drift, mule_reuse=mule_reuse)), schema=RAW_SCHEMA)

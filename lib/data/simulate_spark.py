@@ -34,13 +34,19 @@ def _generator(blocks: list, offsets: list[int], drift: DriftScenario):
 
 
 def simulate_parquet(
-    spark, rows: int, seed: int, drift: DriftScenario | None, out: str | Path, block_rows: int = BLOCK_ROWS
+    spark,
+    rows: int,
+    seed: int,
+    drift: DriftScenario | None,
+    out: str | Path,
+    block_rows: int = BLOCK_ROWS,
+    mule_reuse: float = 0.0,
 ) -> Acquired:
     """Simulate ``rows`` transactions on ``spark`` into the Parquet folder ``out`` (atomically); what 01 records."""
     from pyspark.sql import functions as F
 
     drift = drift or DriftScenario()
-    blocks = plan_blocks(rows, seed, block_rows)
+    blocks = plan_blocks(rows, seed, block_rows, mule_reuse)
     offsets = [0]
     for block in blocks[:-1]:
         offsets.append(offsets[-1] + block.rows)

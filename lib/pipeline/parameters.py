@@ -23,6 +23,7 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "FIDELITY_ROWS": (0, None, True),
     "DRIFT_START_STEP": (0, N_STEPS, True),
     "DRIFT_AMOUNT_FACTOR": (0, None, True),
+    "MULE_REUSE": (0, 1, True),
     "TRAIN_END_STEP": (1, N_STEPS - 2, True),
     "VALIDATION_END_STEP": (2, N_STEPS - 1, True),
     "XGB_MAX_ROUNDS": (1, None, True),

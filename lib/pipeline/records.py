@@ -37,6 +37,8 @@ class Acquire(StepRecord):
     frauds_vs_expected_pct: ChangePct  # against the published fraud rate of the full data set
     signatures: dict[str, float]  # percent of each balance signature in this data
     signatures_within_5pp: bool
+    recurrence: dict[str, float]  # percent of each recurrence signature over steps 1-8 (NaN: no such rows)
+    recurrence_off: list[str]  # recurrence signatures measured on enough rows and more than 10 points off
 
 
 @dataclass
@@ -101,6 +103,8 @@ class Evaluate(StepRecord):
     reference_frauds: Count
     scorecards: dict[str, Scorecard]  # every candidate on the test window
     shap_top_features: list[str]
+    entity_ablation: dict[str, float]  # AUPRC per "window · variant": each feature set with and without entity features
+    prequential_auprc: dict[str, float]  # mean AUPRC over the prequential folds, per variant
 
 
 @dataclass(kw_only=True)

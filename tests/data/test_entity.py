@@ -10,7 +10,8 @@ import pyarrow.csv as pacsv
 import pytest
 
 from lib.data import entity
-from lib.data.entity import ENTITY_FEATURES, NEVER_SEEN, SINCE_CAP, entity_features
+from lib.data.entity import entity_columns, entity_features
+from lib.features import ENTITY_FEATURES, NEVER_SEEN, SINCE_CAP
 from lib.data.spark import spark_session
 from tests.conftest import REAL_SAMPLE
 
@@ -75,8 +76,19 @@ def reference(rows: list[dict], delay: int) -> dict[str, dict[str, float]]:
 
 
 def computed(spark, rows: list[dict], delay: int) -> dict[str, dict[str, float]]:
+    """Spark's features (``spark`` a session) or NumPy's (``spark`` None: ``entity_columns``), by transaction."""
+    if spark is None:
+        table = pa.Table.from_pylist(rows)
+        values = entity_columns({c: table.column(c).to_numpy(zero_copy_only=False) for c in COLUMNS}, delay)
+        return {r["transaction_id"]: {k: v[i].item() for k, v in values.items()} for i, r in enumerate(rows)}
     frame = spark.createDataFrame(pa.Table.from_pylist(rows).select(list(COLUMNS)).to_pandas())
     return {r["transaction_id"]: r.asDict() for r in entity_features(frame, delay).collect()}
+
+
+@pytest.fixture(params=["spark", "numpy"])
+def engine(request, spark):
+    """Both evaluators of the entity features: Spark's (02) and NumPy's (files, 05's real rows)."""
+    return spark if request.param == "spark" else None
 
 
 def differences(expected: dict, got: dict) -> list[tuple[str, str, float, float]]:
@@ -90,9 +102,9 @@ def differences(expected: dict, got: dict) -> list[tuple[str, str, float, float]
 
 
 @pytest.mark.parametrize("rows", [recurring, real], ids=["recurring", "real"])
-def test_spark_equals_the_brute_force_reference(spark, rows):
+def test_spark_and_numpy_equal_the_brute_force_reference(engine, rows):
     data = rows()
-    assert differences(reference(data, DELAY), computed(spark, data, DELAY)) == []
+    assert differences(reference(data, DELAY), computed(engine, data, DELAY)) == []
 
 
 def test_the_windows_see_history_in_the_test_data(spark):
@@ -113,20 +125,20 @@ MUTANTS = {
 
 
 @pytest.mark.parametrize("mutant", MUTANTS, ids=list(MUTANTS))
-def test_a_mutant_of_the_rule_is_caught(spark, monkeypatch, mutant):
+def test_a_mutant_of_the_rule_is_caught(engine, monkeypatch, mutant):
     data = recurring(1_500)
     monkeypatch.setattr(entity, "history", MUTANTS[mutant])
-    wrong = differences(reference(data, DELAY), computed(spark, data, DELAY))
+    wrong = differences(reference(data, DELAY), computed(engine, data, DELAY))
     assert wrong, f"{mutant}: Spark's features still equal the reference"
 
 
-def test_a_label_is_counted_from_its_visibility_step_on(spark):
+def test_a_label_is_counted_from_its_visibility_step_on(engine):
     rows = [
         {"transaction_id": "fraud", "step": 10, "amount": 5.0, "nameOrig": "C1", "nameDest": "C9", "isFraud": 1},
         *({"transaction_id": f"at{s}", "step": s, "amount": 1.0, "nameOrig": "C2", "nameDest": "C9", "isFraud": 0}
           for s in (10, 11, 12, 13, 14)),
     ]  # fmt: skip
-    got = computed(spark, rows, DELAY)
+    got = computed(engine, rows, DELAY)
     assert [got[f"at{s}"]["dest_frauds_168"] for s in (10, 11, 12, 13, 14)] == [0, 0, 0, 1, 1]
     assert [got[f"at{s}"]["dest_count_1"] for s in (10, 11, 12, 13, 14)] == [0, 2, 1, 1, 1]
     assert got["fraud"]["dest_steps_since_first"] == NEVER_SEEN and got["at14"]["dest_steps_since_first"] == 4

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
@@ -12,7 +13,8 @@ from pyspark.sql import functions as F
 from lib import features
 from lib.data.acquire import write_batches
 from lib.errors import DataValidationError, ParameterError
-from lib.data.preprocess import _session_conf, even_split_bytes, feature_columns, run_job
+from lib.data.entity import entity_features
+from lib.data.preprocess import LABEL_DELAY_STEPS, _session_conf, even_split_bytes, feature_columns, run_job
 from lib.data.spark import spark_session
 from lib.data.processed import SPLITS, SplitWindows, load_split, read_manifest
 from lib.schema import RAW_SCHEMA
@@ -115,6 +117,20 @@ def test_job_output_matches_numpy_and_splits_respect_time(spark, raw_rows, tmp_p
     on_disk = read_manifest(tmp_path / "processed")
     assert on_disk["feature_spec_version"] == features.FEATURE_SPEC_VERSION and on_disk["windows"]["test"] == [301, 743]
     assert [f["name"] for f in on_disk["features"]] == names
+    # after the shuffles of the account windows, every row is back in the input's order, with its accounts' history
+    raw_steps, raw_amounts = raw_rows.column("step").to_numpy(), raw_rows.column("amount").to_numpy()
+    for split, (first, last) in on_disk["windows"].items():
+        in_window = (raw_steps >= first) & (raw_steps <= last)
+        assert np.array_equal(parts[split].column("amount").to_numpy(), raw_amounts[in_window]), split
+    entity = [e["name"] for e in on_disk["entity_features"]]
+    assert entity == [e.name for e in features.ENTITY_FEATURES] and on_disk["label_delay_steps"] == LABEL_DELAY_STEPS
+    frame = spark.createDataFrame(raw_rows.to_pandas())
+    expected = entity_features(frame, LABEL_DELAY_STEPS, keys=("step", "amount", "nameDest")).drop("nameDest").toPandas()
+    written = pa.concat_tables([parts[split].select(["step", "amount", *entity]) for split in SPLITS]).to_pandas()
+    pd.testing.assert_frame_equal(
+        written.sort_values(list(written.columns), ignore_index=True),
+        expected.sort_values(list(written.columns), ignore_index=True), check_dtype=False,
+    )  # fmt: skip
 
 
 def sorted_rows(matrix: np.ndarray) -> np.ndarray:

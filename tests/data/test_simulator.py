@@ -9,7 +9,17 @@ from lib.data.acquire import validate_file, write_batches
 from lib.hashing import file_sha256
 from lib.errors import ParameterError
 from lib.schema import RAW_SCHEMA, TRANSACTION_TYPES
-from lib.data.simulate import FRAUD_CAP, N_STEPS, PUBLISHED_TYPE_COUNTS, DriftScenario, simulate_batches, simulate_table
+from lib.data.simulate import (
+    FRAUD_CAP,
+    FULL_ROWS,
+    N_STEPS,
+    PUBLISHED_TYPE_COUNTS,
+    DriftScenario,
+    plan_blocks,
+    simulate_batches,
+    simulate_block,
+    simulate_table,
+)
 from tests.conftest import REAL_SAMPLE
 
 ROWS = 300_000
@@ -74,6 +84,58 @@ def test_signatures_match_the_real_sample(cols):
     real = fidelity.load_columns(REAL_SAMPLE)
     table = fidelity.signature_table(cols, real)
     assert table["within_5pp"].all(), table
+
+
+@pytest.fixture(scope="module")
+def first_hours_full_size():
+    """Steps 1-8 of a full-size (6,362,620-row) simulation: its first block, about 35,000 rows there."""
+    batch = simulate_block(plan_blocks(FULL_ROWS, seed=42)[0])
+    return {c: batch.column(c).to_numpy(zero_copy_only=False) for c in batch.schema.names}
+
+
+def test_accounts_recur_like_the_real_rows(first_hours_full_size):
+    """At full size, every recurrence signature of steps 1-8 has enough rows and lies within 10 points of the real
+    rows (genuine destinations recur, mules less, fraud CASH_OUTs pair with their TRANSFER, senders never)."""
+    table = fidelity.recurrence_table(first_hours_full_size, fidelity.first_hours(REAL_SAMPLE))
+    assert (table["within"] == "yes").all(), table
+    assert table.loc["genuine_tc_dest_recurs", "this_data_pct"] > table.loc["fraud_dest_recurs", "this_data_pct"] + 10
+
+
+def test_the_first_hours_have_the_real_volume(first_hours_full_size):
+    """Steps 1-7 at full size within 10 % of the real rows' counts (step 8 of the sample is cut short)."""
+    simulated = np.bincount(first_hours_full_size["step"], minlength=9)[1:8]
+    real = np.bincount(fidelity.first_hours(REAL_SAMPLE)["step"], minlength=9)[1:8]
+    assert np.all(np.abs(simulated / real - 1) < 0.10), (simulated, real)
+
+
+def test_destinations_recur_across_blocks():
+    """An account's name does not depend on which block (Spark task) generated the row: destinations seen in an
+    earlier block come back in every later one (blocks of 5,000 rows span about 40 steps here, and most picks look
+    back a step or two, so a few percent; names drawn per block would give none)."""
+    blocks = list(simulate_batches(60_000, seed=5, block_rows=5_000))
+    earlier: set[str] = set()
+    returning = []
+    for batch in blocks:
+        dest = batch.column("nameDest").to_pylist()
+        returning.append(np.mean([d in earlier for d in dest if d.startswith("C")]))
+        earlier.update(dest)
+    assert min(returning[1:]) > 0.02, returning
+
+
+def test_recurring_mules_are_a_parameter():
+    """``mule_reuse``: the share of thefts sent to a recurring mule; at 0 (PaySim) a mule almost never receives two."""
+
+    def repeat_mules(reuse: float) -> float:
+        table = simulate_table(400_000, seed=3, mule_reuse=reuse)
+        fraud = table.column("isFraud").to_numpy() == 1
+        transfer = table.column("type").to_numpy(zero_copy_only=False) == "TRANSFER"
+        mules = table.column("nameDest").to_numpy(zero_copy_only=False)[fraud & transfer]
+        _, index, counts = np.unique(mules, return_inverse=True, return_counts=True)
+        return float((counts[index] > 1).mean())
+
+    assert repeat_mules(0.0) < 0.05 and repeat_mules(0.6) > 0.4
+    with pytest.raises(ParameterError, match="MULE_REUSE"):
+        next(simulate_batches(1_000, 1, mule_reuse=1.5))
 
 
 def test_volume_curve_has_nights_and_a_late_drop(cols):

@@ -56,6 +56,11 @@ def test_run_record_is_complete(pipeline_run):
     outputs = steps(run_dir)  # every step's typed record (lib.pipeline.records)
     acquired, trained, evaluated = outputs["01_acquire"], outputs["04_train"], outputs["05_evaluate"]
     assert acquired.rows == 60_000 and acquired.signatures_within_5pp is True
+    assert acquired.recurrence["sender_recurs"] < 1 and acquired.recurrence["genuine_tc_dest_recurs"] > 50
+    variants = ("full", "full+entity", "realtime_safe", "realtime_safe+entity")
+    assert set(evaluated.entity_ablation) == {f"{w} · {v}" for w in ("test window", "real rows") for v in variants}
+    assert all(0 < auprc <= 1 for auprc in evaluated.entity_ablation.values())
+    assert set(evaluated.prequential_auprc) == set(variants)
     for candidate in ("xgboost_full", "xgboost_realtime_safe", "keras_mlp_full", "keras_mlp_realtime_safe"):
         assert (
             0 < trained.candidates[candidate].validation_auprc <= 1 and 0 < evaluated.scorecards[candidate].auprc <= 1
