@@ -87,7 +87,7 @@ RECURRENCE = {
     "sender_recurs": "rows whose sender (nameOrig) has another row",
 }
 RECURRENCE_WITHIN_PP = 10  # the simulator's recurrence signatures stay this close to the real rows (tested)
-RECURRENCE_MIN_ROWS = 30  # fewer rows say nothing (a 200,000-row simulation has about 4 frauds in steps 1-8)
+RECURRENCE_MIN_ROWS = 30  # fewer rows say nothing (the default 200,000-row simulation has no fraud in steps 1-8)
 
 
 def first_hours(path: str | Path) -> dict[str, np.ndarray]:
