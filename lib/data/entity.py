@@ -139,9 +139,8 @@ def _numpy_aggregate(feature, count, total, running, lo, hi, b_step, step, colum
         case "frauds":
             return (running["frauds"][hi] - running["frauds"][lo]).astype(np.int64)
         case "steps_since_first":
-            seen = hi > lo
-            since = np.where(seen, step - b_step[np.minimum(lo, len(b_step) - 1)], NEVER_SEEN)
-            return np.where(seen, np.minimum(since, SINCE_CAP), NEVER_SEEN).astype(np.int64)
+            since = step - b_step[np.minimum(lo, len(b_step) - 1)]  # lo: the account's first bucket
+            return np.where(hi > lo, np.minimum(since, SINCE_CAP), NEVER_SEEN).astype(np.int64)
         case "distinct_senders":
             senders = np.asarray(columns["nameOrig"]).astype(str)
             by_bucket: dict[int, set[str]] = {}

@@ -23,15 +23,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 import xgboost as xgb
 
 from lib import features
 from lib.data.acquire import read_batches
 from lib.data.entity import entity_columns
-from lib.data.processed import SPLITS, split_files, window
+from lib.data.processed import SPLITS, window
 from lib.model import evaluate
-from lib.model.train import LABEL, SplitMatrix, booster_params, fit_xgboost, positive_weight
+from lib.model.train import SplitMatrix, booster_params, fit_xgboost, load_matrix, positive_weight
 from lib.quality import average_precision
 from lib.units import Unit
 
@@ -46,15 +45,6 @@ def variants(feature_sets: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
         base = features.feature_names(feature_set)
         out |= {feature_set: base, f"{feature_set}+entity": (*base, *ENTITY)}
     return out
-
-
-def load_columns(processed: str | Path, split: str, name: str, columns: tuple[str, ...]) -> SplitMatrix:
-    """One split with the named feature columns (row and entity features alike) as a float32 matrix."""
-    table = pq.read_table(split_files(processed, split), columns=[*columns, "step", "amount", LABEL, "isFlaggedFraud"])
-    X = np.column_stack([table.column(c).to_numpy().astype(np.float32) for c in columns])
-    column = table.column
-    return SplitMatrix(split, name, columns, X, column(LABEL).to_numpy().astype(np.int8), column("step").to_numpy(),
-                       column("amount").to_numpy(), column("isFlaggedFraud").to_numpy().astype(np.int8))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -114,7 +104,7 @@ def ablation(
     variant), and the boosters (for the prequential folds' tree counts)."""
     rows, models = [], {}
     for name, columns in variants(feature_sets).items():
-        windows = {split: load_columns(processed, split, name, columns) for split in SPLITS}
+        windows = {split: load_matrix(processed, split, name, columns) for split in SPLITS}
         models[name] = model = _fit(windows["train"], windows["validation"], s)
         for label, judged in (
             ("test window", windows["test"]),
@@ -136,7 +126,7 @@ def prequential(processed: str | Path, feature_sets: tuple[str, ...], models: di
     tree count."""
     first_test_step, rows = window(processed, "validation")[0], []
     for name, columns in variants(feature_sets).items():
-        parts = [load_columns(processed, split, name, columns) for split in SPLITS]
+        parts = [load_matrix(processed, split, name, columns) for split in SPLITS]
         X, y, step = (np.concatenate([getattr(p, k) for p in parts]) for k in ("X", "y", "step"))
         trees = models[name].num_boosted_rounds()
         for fold in range(FOLDS):

@@ -49,9 +49,12 @@ class SplitMatrix:
         return int(self.y.sum())
 
 
-def load_matrix(processed: str | Path, split: str, feature_set: str = "full") -> SplitMatrix:
-    """Read one split's features and labels (columns only, no pandas) as a float32 matrix."""
-    names = feature_names(feature_set)
+def load_matrix(
+    processed: str | Path, split: str, feature_set: str = "full", columns: tuple[str, ...] | None = None
+) -> SplitMatrix:
+    """Read one split's features and labels (columns only, no pandas) as a float32 matrix: the feature set's,
+    or ``columns`` under the name ``feature_set`` (05's ablation: a set with the entity features added)."""
+    names = columns or feature_names(feature_set)
     extra = ["step", "amount", LABEL, "isFlaggedFraud"]
     table = pq.read_table(split_files(processed, split), columns=[*names, *extra])
     X = np.empty((table.num_rows, len(names)), dtype=np.float32)
