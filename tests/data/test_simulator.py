@@ -172,3 +172,21 @@ def test_bad_parameters_are_named():
 def test_parquet_row_groups_are_blocks(tmp_path):
     out = write_batches(simulate_batches(50_000, seed=1, block_rows=10_000), tmp_path / "x.parquet")
     assert pq.ParquetFile(out).metadata.num_row_groups >= 5
+
+
+def test_the_documented_mule_recipe_runs(tmp_path):
+    """docs/data.md's `simulate --mule-reuse 0.5` writes valid rows; a share outside 0..1 is refused by name."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    def simulate(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "lib", "simulate", "--rows", "200000", *extra],
+                              cwd=Path(__file__).parents[2], capture_output=True, text=True, timeout=300)  # fmt: skip
+
+    made = simulate("--out", str(tmp_path / "mules.parquet"), "--mule-reuse", "0.5")
+    assert made.returncode == 0, made.stderr
+    assert validate_file(str(tmp_path / "mules.parquet")).rows == 200_000
+    refused = simulate("--out", str(tmp_path / "bad.parquet"), "--mule-reuse", "1.5")
+    assert refused.returncode != 0 and "MULE_REUSE=1.5" in refused.stderr
+    assert not (tmp_path / "bad.parquet").exists()
