@@ -53,6 +53,7 @@ class Preprocess(StepRecord):
     spark_master: str
     feature_spec_version: str
     n_features: Count
+    n_entity_features: Count  # each account's history, point in time (lib.data.entity)
     rows: Count
     job_seconds: Seconds
     input_sha256: str

@@ -37,7 +37,8 @@ def preprocess(o: records.Preprocess) -> str:
     thin = [name for name in ("validation", "test") if o.splits[name].frauds < FEW_FRAUDS]
     warning = f" Few frauds in the {' and '.join(thin)} window: read its metrics with care." if thin else ""
     return (
-        f"{o.rows:,} rows became {o.n_features} features (spec {o.feature_spec_version}) in "
+        f"{o.rows:,} rows became {o.n_features} row features and {o.n_entity_features} entity features "
+        f"(spec {o.feature_spec_version}) in "
         f"{o.job_seconds:.1f} s on {o.spark_master}; {windows}.{warning}"
     )
 

@@ -17,6 +17,7 @@ import orjson
 import pytest
 
 from lib.config import PROJECT_ROOT
+from lib.features import ENTITY_FEATURES
 from lib.hashing import content_sha256
 from lib.local.daemons import free_port
 from lib.pipeline.runner import discover
@@ -56,6 +57,7 @@ def test_run_record_is_complete(pipeline_run):
     outputs = steps(run_dir)  # every step's typed record (lib.pipeline.records)
     acquired, trained, evaluated = outputs["01_acquire"], outputs["04_train"], outputs["05_evaluate"]
     assert acquired.rows == 60_000 and acquired.signatures_within_5pp is True
+    assert outputs["02_preprocess"].n_entity_features == len(ENTITY_FEATURES)
     assert acquired.recurrence["sender_recurs"] < 1 and acquired.recurrence["genuine_tc_dest_recurs"] > 50
     variants = ("full", "full+entity", "realtime_safe", "realtime_safe+entity")
     assert set(evaluated.entity_ablation) == {f"{w} · {v}" for w in ("test window", "real rows") for v in variants}
