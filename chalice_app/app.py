@@ -22,6 +22,7 @@ from lib.config import Settings, comma_list
 from lib.errors import PipelineError
 from lib.redact import redact
 from lib.serving.auth import key_matches
+from lib.serving.online import COLUMNS, OnlineFeatures
 from lib.serving.scoring import Explain, Model
 from lib.serving.source import resolve_model
 
@@ -43,6 +44,14 @@ def get_scorer() -> Model:
     if "source" not in _cache:
         _cache["source"] = resolve_model(get_settings().serving_model, get_settings(), base=HERE, shadow=False)
     return _cache["source"].current.champion
+
+
+def get_online() -> OnlineFeatures | None:
+    """The online feature store when ``FRAUD_REDIS_URL`` is set (ElastiCache in the function's VPC): each
+    request's entity features read from it (unreachable: 503), recorded too with ``FRAUD_STORE_RECORD``."""
+    if "online" not in _cache:
+        _cache["online"] = OnlineFeatures.from_settings(get_settings())
+    return _cache["online"]
 
 
 def get_api_keys() -> list[str]:
@@ -147,7 +156,10 @@ def _logged(results: list) -> dict:
 def predict() -> Response:
     def handle():
         explain = _explain()
-        results = get_scorer().score_records([contract.parse_transaction(_body())], explain)
+        record, online = contract.parse_transaction(_body()), get_online()
+        if online is not None:  # one round trip (two when it records)
+            online.serve({c: [record[c]] for c in COLUMNS}, [record.get("transaction_id")])
+        results = get_scorer().score_records([record], explain)
         return results[0], _logged(results)
 
     return _guarded("/v1/predict", handle)
@@ -158,6 +170,9 @@ def predict_batch() -> Response:
     def handle():
         explain = _explain()
         columns, ids = contract.parse_batch(_body())
+        online = get_online()
+        if online is not None:  # one pipelined round trip per step of the batch (two when it records)
+            online.serve(columns, ids)
         results = get_scorer().score_batch(columns, ids, explain)
         return {"predictions": results}, _logged(results)
 

@@ -85,6 +85,14 @@ class Settings(BaseSettings):
     # services the pipeline talks to when they are set (empty: an embedded one, or none)
     kafka_bootstrap_servers: str = Field(default="", validation_alias=_unprefixed("KAFKA_BOOTSTRAP_SERVERS"))
     pushgateway_url: str = Field(default="", validation_alias=_unprefixed("PUSHGATEWAY_URL"))
+    # the online feature store (lib.serving.online; docs/streaming.md): the APIs read each transaction's entity
+    # features from it when set (unreachable: 503); with store_record they also record what they scored
+    redis_url: str = Field(default="", validation_alias=_unprefixed("REDIS_URL"))
+    store_record: bool = False
+    store_log_share: float = Field(default=0.01, ge=0, le=1)  # of the served vectors logged for the skew check
+    store_label_delay: int = Field(default=2, ge=0)  # lib.features.LABEL_DELAY_STEPS (tests/serving/test_online.py)
+    store_step_seconds: float = Field(default=3600.0, gt=0)
+    store_prefix: str = "fraud:"
 
     @property
     def bundle_cache(self) -> Path:

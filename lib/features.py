@@ -189,6 +189,9 @@ FEATURE_SETS: dict[str, tuple[str, ...]] = {
 Entity = Literal["nameDest", "nameOrig"]
 Aggregation = Literal["count", "sum", "mean", "distinct_senders", "steps_since_first", "frauds"]
 
+# Steps from a transaction until its label counts in an entity feature: 02's and 06's LABEL_DELAY_STEPS (the stream's
+# label replay) and the online store's, so the features the stream serves are those trained on
+LABEL_DELAY_STEPS = 2
 SINCE_CAP = 720  # steps since first seen, capped at 30 days; an account never seen before is NEVER_SEEN
 NEVER_SEEN = -1
 

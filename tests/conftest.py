@@ -223,6 +223,23 @@ def kafka(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A real Redis (Debian's redis-server) on 127.0.0.1 for the session, as ``redis-local`` runs it."""
+    from lib.local.redis import LocalRedis
+
+    with LocalRedis(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture
+def online_store(redis_server, request):
+    """An ``OnlineStore`` on the session's Redis under a key prefix of the test's own (``label_delay`` 3)."""
+    from lib.serving.online import OnlineStore
+
+    return OnlineStore(redis_server.url, label_delay=3, prefix=f"t{abs(hash(request.node.nodeid))}:")
+
+
+@pytest.fixture(scope="session")
 def spark_cluster(tmp_path_factory):
     """A real Spark standalone cluster on 127.0.0.1: a master and 2 workers (1 core, 2 GB each), as
     ``python -m lib spark-local start`` runs it."""

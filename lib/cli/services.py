@@ -1,4 +1,4 @@
-"""The ops room's commands: ``kafka-local``, ``spark-local``, ``monitoring-local`` (one ``start|status|stop``
+"""The ops room's commands: ``kafka-local``, ``redis-local``, ``spark-local``, ``monitoring-local`` (one ``start|status|stop``
 mechanism, ``lib.local.daemons.Background``) and ``lambda-package``."""
 
 import argparse
@@ -60,6 +60,12 @@ def add_commands(commands) -> None:
         commands, "kafka-local", "a local Apache Kafka broker (KRaft) on 127.0.0.1", "kafka",
         ("--port", {**free, "help": "broker port (default: a free one)"}),
         ("--data-dir", {"help": "storage folder (default: ~/.cache/fraud-mlops/kafka/<version>/local-data)"}),
+    )  # fmt: skip
+    _add_service(
+        commands, "redis-local", "a local Redis on 127.0.0.1 (the online feature store)", "redis",
+        ("--port", {**free, "help": "port (default: a free one)"}),
+        ("--data-dir", {"help": "its folder (default: ~/.cache/fraud-mlops/redis/local-data)"}),
+        ("--max-memory", {"default": "4gb", "help": "Redis maxmemory (a full store refuses writes)"}),
     )  # fmt: skip
     _add_service(
         commands, "spark-local", "a local Spark standalone cluster (master + workers) on 127.0.0.1", "spark",

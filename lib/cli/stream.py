@@ -4,6 +4,7 @@ import argparse
 
 from lib.config import get_settings
 from lib.errors import ParameterError
+from lib.features import LABEL_DELAY_STEPS
 from lib.redact import redact
 
 
@@ -33,9 +34,16 @@ def _score(args: argparse.Namespace) -> None:
     metrics = stream_metrics.StreamMetrics(registry)
     topics = kafka.Topics(args.topic_prefix)
     kafka.ensure_topics(bootstrap, topics, args.partitions)
+    store = None
+    if args.store is not None:
+        from lib.cli.store import store_url
+        from lib.serving.online import OnlineStore
+
+        store = OnlineStore(store_url(args.store), args.label_delay_steps, args.store_step_seconds, args.store_prefix)
     worker = scorer.StreamScorer(
         bootstrap, models, topics, args.group, args.batch_size, args.batch_timeout_ms / 1000, metrics,
         live.LabelJoin(args.label_capacity, args.label_window), reasons="none" if args.no_reasons else "alerts",
+        store=store, features_share=args.log_features,
     )  # fmt: skip
     metrics.set_model(models.current.champion.info)
     if args.metrics_port is not None:
@@ -85,7 +93,8 @@ def _replay(args: argparse.Namespace) -> None:
         labels = kafka.DelayedLabels.of(
             table, topics.labels, args.label_delay_steps, args.label_missing_share, args.label_seed
         )
-    stats = kafka.replay(bootstrap, topics.transactions, kafka.encode_transactions(table), args.rate, labels)
+    steps = table.column("step").to_numpy() if args.ticks else None
+    stats = kafka.replay(bootstrap, topics.transactions, kafka.encode_transactions(table), args.rate, labels, steps)
     print(
         f"replayed {stats.messages:,} transactions to {topics.transactions} in {stats.seconds:.1f} s "
         f"({stats.rate:,.0f}/s)" + (f"; {stats.labels:,} labels to {topics.labels}" if labels else "")
@@ -184,6 +193,23 @@ def add_commands(commands) -> None:
     score.add_argument("--no-shadow", action="store_true", help="do not score the store's challenger in shadow")
     score.add_argument("--label-capacity", type=int, default=100_000, help="results kept waiting for their label")
     score.add_argument("--label-window", type=int, default=20_000, help="labelled results in the live window")
+    score.add_argument(
+        "--store", nargs="?", const="", metavar="REDIS_URL",
+        help="keep per-account memory in the online store (default URL: FRAUD_REDIS_URL or redis-local) and read "
+        "each transaction's entity features from it; waits for the watermark (replay --ticks)",
+    )  # fmt: skip
+    score.add_argument(
+        "--label-delay-steps", type=int, default=LABEL_DELAY_STEPS, metavar="STEPS",
+        help="steps until a label counts in the entity features (02's LABEL_DELAY_STEPS)",
+    )  # fmt: skip
+    score.add_argument("--store-prefix", default="fraud:", help="the store's key prefix (one per deployment)")
+    score.add_argument(
+        "--store-step-seconds", type=float, default=3600.0, help="seconds a step lasts, for the store's key expiry"
+    )
+    score.add_argument(
+        "--log-features", type=float, default=0.01, metavar="SHARE",
+        help="share of the served entity vectors logged in the store (the skew check's sample)",
+    )  # fmt: skip
     replay.add_argument("--raw", default="data/raw", help="raw Parquet file or folder (01_acquire's output)")
     replay.add_argument("--first-step", type=int, default=1)
     replay.add_argument("--last-step", type=int, default=743)
@@ -195,6 +221,10 @@ def add_commands(commands) -> None:
     )  # fmt: skip
     replay.add_argument("--label-missing-share", type=float, default=0.0, help="share of labels that never arrive")
     replay.add_argument("--label-seed", type=int, default=0, help="seed of which labels go missing")
+    replay.add_argument(
+        "--ticks", action="store_true",
+        help="a watermark tick to every partition as each step begins (what scorers with --store wait for)",
+    )  # fmt: skip
     live = actions.add_parser("live", help="live performance per model version, from stream scorers' /live")
     live.add_argument("--scorer", action="append", required=True, metavar="HOST:PORT", help="a scorer's --metrics-port")
     live.set_defaults(handler=_live)

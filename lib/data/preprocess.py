@@ -31,16 +31,13 @@ from lib.features import (
     FEATURE_SPEC_VERSION,
     FEATURES,
     INPUT_COLUMNS,
+    LABEL_DELAY_STEPS,
     describe,
     describe_entities,
 )
 from lib.hashing import file_sha256
 from lib.data.spark import spark_schema, stable_file_names
 from lib.schema import RAW_COLUMNS
-
-# Steps from a transaction until its label counts in an entity feature: 06's LABEL_DELAY_STEPS (the stream's
-# label replay), so the features the stream serves (issue 34) are those trained on
-LABEL_DELAY_STEPS = 2
 
 class SparkBackend:
     """Evaluates ``lib.features`` formulas into Spark Column expressions."""

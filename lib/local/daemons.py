@@ -84,6 +84,56 @@ def _die_with_parent() -> None:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+class OneProcess:
+    """What a local service that runs as one process (the Kafka broker, Redis) shares: its ``pid`` and
+    ``log_file`` are the subclass's; ``start`` is its own."""
+
+    pid: int | None
+    start: Callable[..., Any]
+    stop_timeout = 30.0
+
+    @property
+    def log_file(self) -> Path:
+        raise NotImplementedError
+
+    def wait_answering(self, answering: Callable[[], bool], timeout: float, what: str, error: type[Exception]) -> Any:
+        """Self, once ``answering()``; ``error`` with the log's end if the process exits first, or (stopped) if it
+        does not answer within ``timeout`` seconds."""
+        assert self.pid is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not alive(self.pid):
+                self.pid = None
+                raise error(f"{what} exited; see {self.log_file}:\n{self.tail()}")
+            if answering():
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise error(f"{what} did not answer within {timeout:.0f} s; see {self.log_file}")
+
+    def tail(self) -> str:
+        """The end of its log, for an error message."""
+        try:
+            return self.log_file.read_text(errors="replace")[-3000:]
+        except OSError:
+            return ""
+
+    def running(self) -> bool:
+        return self.pid is not None and alive(self.pid)
+
+    def stop(self, timeout: float | None = None, kill: bool = False) -> None:
+        """A clean shutdown (SIGTERM), or SIGKILL when ``kill`` or after ``timeout`` (``stop_timeout``)."""
+        if self.pid:
+            pid, self.pid = self.pid, None
+            stop([pid], self.stop_timeout if timeout is None else timeout, kill)
+
+    def __enter__(self) -> Any:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
 class Service(Protocol):
     """A local service as ``Background`` runs it: a dataclass whose first field is its ``data_dir``."""
 

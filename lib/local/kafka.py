@@ -14,7 +14,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -123,7 +122,7 @@ def answers(bootstrap: str, timeout: float = 2.0) -> bool:
 
 
 @dataclass
-class LocalBroker:
+class LocalBroker(daemons.OneProcess):
     """One Kafka process (broker + KRaft controller) on 127.0.0.1 with its data in ``data_dir``."""
 
     data_dir: Path
@@ -203,17 +202,8 @@ class LocalBroker:
             if done.returncode != 0:
                 raise KafkaError(f"formatting Kafka storage in {self.data_dir} failed:\n{done.stdout}{done.stderr}")
         self.pid = daemons.spawn([*self._classpath(), "kafka.Kafka", str(props)], self.log_file, detach=detach)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not daemons.alive(self.pid):
-                self.pid = None
-                raise KafkaError(f"the Kafka broker exited; see {self.log_file}:\n{self._tail()}")
-            if answers(self.bootstrap, timeout=1.0):
-                return self
-            time.sleep(0.3)
-        self.stop()
-        raise KafkaError(
-            f"the Kafka broker did not answer on {self.bootstrap} within {timeout:.0f} s; see {self.log_file}"
+        return self.wait_answering(
+            lambda: answers(self.bootstrap, 1.0), timeout, f"the Kafka broker on {self.bootstrap}", KafkaError
         )
 
     def started(self) -> str:
@@ -222,27 +212,6 @@ class LocalBroker:
     def status(self) -> str:
         state = "answering" if answers(self.bootstrap) else "NOT answering"
         return f"Kafka {KAFKA_VERSION} pid {self.pid} on {self.bootstrap}: {state}"
-
-    def _tail(self) -> str:
-        try:
-            return self.log_file.read_text(errors="replace")[-3000:]
-        except OSError:
-            return ""
-
-    def running(self) -> bool:
-        return self.pid is not None and daemons.alive(self.pid)
-
-    def stop(self, timeout: float = 30.0, kill: bool = False) -> None:
-        """Stop the broker: a clean shutdown (SIGTERM), or SIGKILL when ``kill`` or after ``timeout``."""
-        if self.pid:
-            pid, self.pid = self.pid, None
-            daemons.stop([pid], timeout, kill)
-
-    def __enter__(self) -> "LocalBroker":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
 
 def _cluster_id() -> str:

@@ -36,6 +36,7 @@ from lib.redact import redact
 from lib.serving import scoring
 from lib.serving.auth import key_matches
 from lib.serving.metrics import ApiMetrics, multiprocess
+from lib.serving.online import COLUMNS, OnlineFeatures
 from lib.serving.scoring import Served
 from lib.serving.source import ModelSource, resolve_model, watch
 
@@ -281,7 +282,7 @@ def create_app(
     app.router.route_class = RequestRoute
     app.add_middleware(ObservedMiddleware, metrics=metrics)
     _map_errors(app)
-    _add_routes(app, holder, metrics, settings.api_key_list())
+    _add_routes(app, holder, metrics, settings.api_key_list(), OnlineFeatures.from_settings(settings))
     _add_contract_schemas(app)
     return app
 
@@ -346,7 +347,9 @@ def _add_contract_schemas(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to extend its schema
 
 
-def _add_routes(app: FastAPI, holder: ModelHolder, metrics: ApiMetrics, keys: list[str]) -> None:
+def _add_routes(
+    app: FastAPI, holder: ModelHolder, metrics: ApiMetrics, keys: list[str], online: OnlineFeatures | None
+) -> None:
     def ready(request: Request) -> Served:
         """The key first, then the model (read once per request: a swap never splits one); the body is
         read only after both. Inline, not FastAPI dependencies: resolving those cost a third of a request."""
@@ -366,6 +369,9 @@ def _add_routes(app: FastAPI, holder: ModelHolder, metrics: ApiMetrics, keys: li
         served = ready(request)
         explain = explain_asked(request)
         records = [contract.parse_transaction(await read_body(request))]
+        if online is not None:  # one round trip (two when it records)
+            record = records[0]
+            metrics.stored(online.serve, {c: [record[c]] for c in COLUMNS}, [record.get("transaction_id")])
         result = served.champion.score_records(records, explain)
         metrics.observe_results(result)
         shadow(served, records)
@@ -382,6 +388,8 @@ def _add_routes(app: FastAPI, holder: ModelHolder, metrics: ApiMetrics, keys: li
         body = await read_body(request)
         arrow = request.headers.get("content-type", "").split(";")[0].strip() == arrow_batch.ARROW_STREAM
         columns, ids = (arrow_batch.parse_arrow_batch if arrow else contract.parse_batch)(body)
+        if online is not None:  # one pipelined round trip per step of the batch (two when it records)
+            metrics.stored(online.serve, columns, ids)
         probability, decision, reasons = served.champion.assess(columns, explain)
         metrics.observe(probability, decision, reasons)
         shadow(served, columns=columns, ids=ids)

@@ -10,10 +10,11 @@ import collections
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
@@ -21,6 +22,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from lib.atomic import pid_running
 from lib.contract import Explained, Reason
 
+STORE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+T = TypeVar("T")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 SCORE_BUCKETS = (0.001, 0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 
@@ -165,6 +168,26 @@ class ScoringMetrics:
             "fraud_model_reload_failures", "Checks that found a new model version and could not load it", ["source"],
             registry=values,
         ).labels(source)  # fmt: skip
+
+        # the online feature store (lib.serving.online): each request's or micro-batch's round trips, and failures
+        self.store_latency = Histogram(
+            "fraud_store_duration_seconds", "Online store work of one request or micro-batch (reads, records, log)",
+            ["source"], buckets=STORE_BUCKETS, registry=values,
+        ).labels(source)  # fmt: skip
+        self.store_errors = Counter(
+            "fraud_store_errors", "Requests or micro-batches the online store failed", ["source"], registry=values
+        ).labels(source)
+
+    def stored(self, work: Callable[..., T], *args: Any) -> T:
+        """``work(*args)`` against the online store, timed; a failure counted, then raised."""
+        began = time.perf_counter()
+        try:
+            return work(*args)
+        except Exception:
+            self.store_errors.inc()
+            raise
+        finally:
+            self.store_latency.observe(time.perf_counter() - began)
 
     def reload_checked(self, failure: str | None) -> None:
         """After a check of the model source: whether its newest version failed to load."""

@@ -18,6 +18,7 @@ on the same cores. The replay producer keys messages by ``nameOrig`` so an accou
 stay in order within a partition.
 """
 
+import itertools
 import logging
 import time
 from collections.abc import Iterable
@@ -157,6 +158,14 @@ class Producer:
             except (BufferError, self._refused):  # the local queue is full: send waits for room (or says why not)
                 self.send(topic, key, value)
 
+    def tick(self, topic: str, step: int) -> None:
+        """A watermark tick for ``step`` to every partition of ``topic`` (``lib.stream.watermark``)."""
+        from lib.stream.watermark import tick_headers
+
+        for partition in self._producer.list_topics(topic, timeout=30).topics[topic].partitions:
+            self._producer.produce(topic, b"", None, partition=partition, headers=tick_headers(step),
+                                   on_delivery=self._delivered)  # fmt: skip
+
     def poll(self) -> None:
         self._producer.poll(0)
 
@@ -233,28 +242,38 @@ def replay(
     messages: list[tuple[bytes, bytes]],
     rate: float = 0.0,
     labels: DelayedLabels | None = None,
+    steps: np.ndarray | None = None,
     **config: Any,
 ) -> ReplayStats:
     """Produce ``messages`` in order at ``rate`` per second (0 = as fast as possible), each stamped
     with its produce time (the Kafka message timestamp); returns once all are acknowledged.
     ``labels``: publish each label when the replay reaches its due step (the rest after the last
-    transaction: the clock runs on). ``config``: librdkafka producer settings."""
+    transaction: the clock runs on). ``steps`` (each message's step): as each step begins, after the labels
+    due by then, a watermark tick to every partition of the labels topic and of ``topic``
+    (``lib.stream.watermark``). ``config``: librdkafka producer settings."""
     producer = Producer(bootstrap, (topic, *([labels.topic] if labels else [])), **config)
     # a label can be due between any two transactions; paced: small bursts; else chunks of 1,000
     chunk = 1 if labels is not None else 64 if rate else 1000
+    starts = set(range(0, len(messages), chunk))
+    if steps is not None:  # a step's first message starts a chunk of its own
+        starts |= {0, *(np.flatnonzero(np.diff(steps)) + 1).tolist()}
+    bounds = [*sorted(starts), len(messages)]
     pending = 0  # the next label to publish
     began = time.perf_counter()
-    for start in range(0, len(messages), chunk):
+    for start, end in itertools.pairwise(bounds):
         if labels is not None:
             while pending < len(labels.messages) and labels.due[pending] <= labels.steps[start]:
                 producer.send(labels.topic, *labels.messages[pending])
                 pending += 1
+        if steps is not None and (start == 0 or steps[start] != steps[start - 1]):
+            for ticked in ([labels.topic] if labels else []) + [topic]:
+                producer.tick(ticked, int(steps[start]))
         if rate:  # sleep until this burst is due
             delay = began + start / rate - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
-        producer.send_all(topic, messages[start : start + chunk])  # stamped with the time each is produced
-        if start % 1000 < chunk:
+        producer.send_all(topic, messages[start:end])  # stamped with the time each is produced
+        if start // 1000 != end // 1000:
             producer.poll()
     if labels is not None:
         producer.send_all(labels.topic, labels.messages[pending:])

@@ -34,11 +34,14 @@ import numpy as np
 from lib.config import CHALLENGER, CHAMPION
 from lib.contract import RequestError, encode_json, parse_label, parse_message
 from lib.features import columns_from_records
+from lib.serving.online import OnlineStore, StoreUnavailable
 from lib.serving.scoring import Explain, Served
 from lib.serving.source import ModelSource
 from lib.stream.kafka import Producer, StreamError, Topics, client_config
 from lib.stream.live import LabelJoin
+from lib.stream.memory import Memory
 from lib.stream.metrics import StreamMetrics
+from lib.stream.watermark import tick_step
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +120,11 @@ class StreamScorer:
     live: LabelJoin = field(default_factory=LabelJoin)
     consumer_settings: dict[str, Any] = field(default_factory=dict)  # librdkafka settings over the defaults below
     reasons: Explain = "alerts"  # which results carry their reasons ("none": --no-reasons)
+    # the online feature store (lib.serving.online): each transaction read at decision time, recorded after, held
+    # until the group's watermark allows it (lib.stream.watermark); None: no per-account memory
+    store: OnlineStore | None = None
+    features_share: float = 0.0  # of the served entity vectors logged in the store (the skew check's)
+    max_held: int = 50_000  # transactions held per partition before it is paused until the watermark moves
 
     def __post_init__(self) -> None:
         from confluent_kafka import Consumer
@@ -136,7 +144,11 @@ class StreamScorer:
         )  # fmt: skip
         topics = self.topics
         self.producer = Producer(self.bootstrap, (topics.scores, topics.alerts, topics.dead_letter, topics.shadow))
-        self.consumer.subscribe([topics.transactions, topics.labels], on_assign=self._assigned)
+        self.memory = None if self.store is None else Memory(
+            self.store, self.consumer, self.producer, topics, self.group_id, self.metrics, self.features_share,
+            self.max_held,
+        )  # fmt: skip
+        self.consumer.subscribe([topics.transactions, topics.labels], on_assign=self._assigned, on_revoke=self._revoked)
         self.scored = 0
         self.dead_letters = 0
         # who this member is: a promotion counts each member's window once, however many addresses name it
@@ -152,12 +164,23 @@ class StreamScorer:
 
     def _assigned(self, _consumer: Any, partitions: list[Any]) -> None:
         self._labels_paused = False  # partitions come assigned unpaused
+        if self.memory is not None:
+            self.memory.assigned()
         print(f"{ASSIGNED} {len(partitions)} partition(s) of {self.topics.transactions}", flush=True)
+
+    def _revoked(self, _consumer: Any, partitions: list[Any]) -> None:
+        if self.memory is not None:
+            self.memory.gate.forget(partitions)
 
     def _validate(self, messages: list[Any]) -> tuple[list[Any], list[Any], list[Refused]]:
         """(valid transactions as ``TransactionRecord``s, their messages, refused messages with why)."""
         valid, sources, invalid = [], [], []
         for msg in messages:
+            tick = tick_step(msg)
+            if tick is not None:
+                if self.memory is not None:
+                    self.memory.gate.tick(msg, tick)
+                continue
             try:
                 record = parse_message(msg.value())
             except RequestError as exc:
@@ -169,16 +192,23 @@ class StreamScorer:
             sources.append(msg)
         return valid, sources, invalid
 
-    def _labels(self, messages: list[Any]) -> tuple[list[tuple[str, int]], list[Refused]]:
+    def _labels(self, messages: list[Any]) -> tuple[list[Any], list[Refused]]:
+        """(valid labels as ``LabelRecord``s, refused messages with why); ticks go to the gate."""
         labels, invalid = [], []
         for msg in messages:
+            tick = tick_step(msg)
+            if tick is not None:
+                if self.memory is not None:
+                    self.memory.gate.tick(msg, tick)
+                continue
             try:
                 label = parse_label(msg.value())
             except RequestError as exc:  # validated like a transaction: dead-lettered, never coerced
                 invalid.append((msg, "does not follow the label contract", exc.detail))
                 continue
-            transaction, value = label.transaction_id, label.isFraud
-            labels.append((transaction, value))
+            labels.append(label)
+            if self.memory is not None:
+                self.memory.gate.label(msg, label)
         return labels, invalid
 
     def _remember(self, ids: list[str], results: list[Any], shadow: list[Any] | None) -> None:
@@ -202,6 +232,8 @@ class StreamScorer:
         valid, sources, invalid = self._validate(transactions)
         invalid += invalid_labels
         topics, send_all, served = self.topics, self.producer.send_all, self.served
+        if self.memory is not None:
+            valid, sources = self.memory.admit(valid, sources)
         if valid:  # the columns once, for the champion and the challenger
             columns, ids = columns_from_records(valid, attributes=True), [r.transaction_id for r in valid]
             results = served.champion.score_batch(columns, ids, self.reasons)
@@ -215,8 +247,8 @@ class StreamScorer:
                 send_all(topics.shadow, zip(keys, _stamped(shadow, stamps), strict=True))
             self._remember(ids, results, shadow)
         with self.lock:
-            for transaction, label in labels:
-                self.live.add_label(transaction, label)
+            for label in labels:
+                self.live.add_label(label.transaction_id, label.isFraud)
         send_all(topics.dead_letter, [((m.key() or b"")[:KEPT_BYTES], dead_letter(m, why, e)) for m, why, e in invalid])
         self.producer.flush()
         self.scored += len(valid)
@@ -266,7 +298,12 @@ class StreamScorer:
         if self._commit_failure is not None:
             raise KafkaException(self._commit_failure)
         try:
-            self.consumer.commit(asynchronous=True)
+            if self.memory is None:
+                self.consumer.commit(asynchronous=True)
+            elif offsets := self.memory.commit_offsets(self.consumer.position(self.consumer.assignment())):
+                self.consumer.commit(
+                    offsets=offsets, asynchronous=True
+                )  # what is held is delivered again after a restart
         except KafkaException as exc:  # refused by the client at once (no answer will come)
             self._committed(exc.args[0], None)
 
@@ -320,21 +357,25 @@ class StreamScorer:
                         if error.fatal():
                             raise StreamError(f"consumer error: {error}")
                         log.warning("consumer error (retried by the client): %s", error)
-                if good:
+                if good or (
+                    self.memory is not None and self.memory.gate.held_count()
+                ):  # held rows wait for other members
                     began = time.perf_counter()
                     try:
                         self.process(good)
-                    except StreamError:
-                        if self.metrics:
+                    except StreamError as exc:
+                        if self.metrics and not isinstance(exc.__cause__, StoreUnavailable):
                             self.metrics.errors.labels("produce").inc()
                         raise
                     self._commit()
                     if self.metrics:
                         self.metrics.batch_latency.observe(time.perf_counter() - began)
+                if good:
                     last_message = time.monotonic()
                 elif idle_timeout is not None and time.monotonic() - last_message > idle_timeout:
                     break
-                self._pace_labels()
+                if self.memory is None:  # with a store the labels always flow: the watermark waits for them
+                    self._pace_labels()
                 self._update_lag()
                 self._reload()
                 self._show_live()

@@ -1,5 +1,6 @@
-"""Per-account features in Spark equal a brute-force reference that states the point-in-time rule on its
-own (plain Python over every pair of transactions), and mutants of the rule are caught."""
+"""Per-account features equal a brute-force reference that states the point-in-time rule on its own (plain
+Python over every pair of transactions), and mutants of the rule are caught: in Spark (02), in NumPy (files)
+and from the online store (a real Redis, fed as a stream feeds it)."""
 
 import math
 from collections import defaultdict
@@ -10,6 +11,7 @@ import pyarrow.csv as pacsv
 import pytest
 
 from lib.data import entity
+from lib.serving import online
 from lib.data.entity import entity_columns, entity_features
 from lib.features import ENTITY_FEATURES, NEVER_SEEN, SINCE_CAP
 from lib.data.spark import spark_session
@@ -75,8 +77,38 @@ def reference(rows: list[dict], delay: int) -> dict[str, dict[str, float]]:
     return out
 
 
+def served(store: online.OnlineStore, rows: list[dict], delay: int) -> dict[str, dict[str, float]]:
+    """The online store's features, fed as a stream would feed it and harder: step by step, half of each
+    step's rows recorded before the step is read (another partition's), the rest after; each label counted
+    as soon as its transaction is recorded (early: only the reader's rule keeps it out until its delay)."""
+    store = online.OnlineStore(store.url, delay, prefix=store.prefix + f"{delay}:")
+    by_step = defaultdict(list)
+    for row in rows:
+        by_step[row["step"]].append(row)
+    out = {}
+
+    def columns(batch):
+        return {c: [r[c] for r in batch] for c in ("step", "amount", "nameOrig", "nameDest")}
+
+    for step in sorted(by_step):
+        batch = by_step[step]
+        before, after = batch[: len(batch) // 2], batch[len(batch) // 2 :]
+        if before:
+            store.record(columns(before), [r["transaction_id"] for r in before])
+        matrix = store.read(columns(batch))
+        for row, values in zip(batch, matrix, strict=True):
+            out[row["transaction_id"]] = {f.name: v.item() for f, v in zip(store.spec, values, strict=True)}
+        if after:
+            store.record(columns(after), [r["transaction_id"] for r in after])
+        store.label([(r["transaction_id"], step) for r in batch if r["isFraud"]])
+    return out
+
+
 def computed(spark, rows: list[dict], delay: int) -> dict[str, dict[str, float]]:
-    """Spark's features (``spark`` a session) or NumPy's (``spark`` None: ``entity_columns``), by transaction."""
+    """Spark's features (``spark`` a session), NumPy's (``spark`` None: ``entity_columns``) or the online
+    store's (``spark`` an ``OnlineStore``), by transaction."""
+    if isinstance(spark, online.OnlineStore):
+        return served(spark, rows, delay)
     if spark is None:
         table = pa.Table.from_pylist(rows)
         values = entity_columns({c: table.column(c).to_numpy(zero_copy_only=False) for c in COLUMNS}, delay)
@@ -85,10 +117,13 @@ def computed(spark, rows: list[dict], delay: int) -> dict[str, dict[str, float]]
     return {r["transaction_id"]: r.asDict() for r in entity_features(frame, delay).collect()}
 
 
-@pytest.fixture(params=["spark", "numpy"])
-def engine(request, spark):
-    """Both evaluators of the entity features: Spark's (02) and NumPy's (files, 05's real rows)."""
-    return spark if request.param == "spark" else None
+@pytest.fixture(params=["spark", "numpy", "online"])
+def engine(request):
+    """The three evaluators of the entity features: Spark's (02), NumPy's (files, 05's real rows) and the
+    online store's (the stream and the APIs)."""
+    if request.param == "online":
+        return request.getfixturevalue("online_store")
+    return request.getfixturevalue("spark") if request.param == "spark" else None
 
 
 def differences(expected: dict, got: dict) -> list[tuple[str, str, float, float]]:
@@ -102,7 +137,7 @@ def differences(expected: dict, got: dict) -> list[tuple[str, str, float, float]
 
 
 @pytest.mark.parametrize("rows", [recurring, real], ids=["recurring", "real"])
-def test_spark_and_numpy_equal_the_brute_force_reference(engine, rows):
+def test_each_evaluator_equals_the_brute_force_reference(engine, rows):
     data = rows()
     assert differences(reference(data, DELAY), computed(engine, data, DELAY)) == []
 
@@ -127,7 +162,7 @@ MUTANTS = {
 @pytest.mark.parametrize("mutant", MUTANTS, ids=list(MUTANTS))
 def test_a_mutant_of_the_rule_is_caught(engine, monkeypatch, mutant):
     data = recurring(1_500)
-    monkeypatch.setattr(entity, "history", MUTANTS[mutant])
+    monkeypatch.setattr(online if isinstance(engine, online.OnlineStore) else entity, "history", MUTANTS[mutant])
     wrong = differences(reference(data, DELAY), computed(engine, data, DELAY))
     assert wrong, f"{mutant}: Spark's features still equal the reference"
 

@@ -76,6 +76,33 @@ def test_the_emulated_lambda_answers_every_route(lambda_dev, transactions):
     assert "INIT REPORT(durationMs:" in lambda_dev.output() and "REPORT RequestId" in lambda_dev.output()
 
 
+def test_the_packaged_lambda_reads_and_records_in_a_real_redis(lambda_packages, redis_server, tmp_path):
+    """The package's own redis client (and hiredis, built for 3.13) against Redis on loopback: each transaction's
+    entity features read, the transaction recorded (FRAUD_STORE_RECORD), the vectors logged; then the store down."""
+    from lib.serving.online import OnlineStore
+
+    unpacked = lambda_package.unpack(lambda_packages["dev"] / "deployment.zip", tmp_path / "dev")
+    prefix = "lambda:"
+    env = {**template_environment(lambda_packages["dev"]), "FRAUD_API_KEYS_SSM_PARAMETER": "", "FRAUD_API_KEYS": KEY,
+           "FRAUD_REDIS_URL": redis_server.url, "FRAUD_STORE_RECORD": "true", "FRAUD_STORE_LOG_SHARE": "1",
+           "FRAUD_STORE_PREFIX": prefix}  # fmt: skip
+    row = {"step": 5, "type": "TRANSFER", "amount": 100.0, "nameOrig": "C1", "oldbalanceOrg": 100.0,
+           "newbalanceOrig": 0.0, "nameDest": "C9", "oldbalanceDest": 0.0, "newbalanceDest": 0.0}  # fmt: skip
+    headers = {"X-API-Key": KEY}
+    with lambda_package.LambdaEmulator(unpacked, env) as emulator:
+        for i, (step, amount) in enumerate([(5, 100.0), (5, 50.0), (6, 20.0), (7, 1.0)]):
+            body = json.dumps({**row, "step": step, "amount": amount, "nameOrig": f"C{i}", "transaction_id": f"L{i}"})
+            assert respond(emulator, "POST", "/v1/predict", body, headers)[0] == 200
+    logged = {x["transaction_id"]: x["features"] for x in OnlineStore(redis_server.url, 2, prefix=prefix).served_log()}
+    assert [logged[f"L{i}"]["dest_count_24"] for i in range(4)] == [0, 0, 2, 3]
+    assert [logged[f"L{i}"]["dest_sum_24"] for i in range(4)] == [0.0, 0.0, 150.0, 170.0]
+    assert logged["L3"]["dest_distinct_senders_24"] == 3 and logged["L3"]["dest_steps_since_first"] == 2
+    down = {**env, "FRAUD_REDIS_URL": "redis://127.0.0.1:9/0"}  # nothing listens on the discard port
+    with lambda_package.LambdaEmulator(unpacked, down) as emulator:
+        status, answer = respond(emulator, "POST", "/v1/predict", json.dumps(row), headers)
+    assert status == 503 and "online store at redis://127.0.0.1:9/0" in answer["detail"]
+
+
 def test_the_prod_authorizer_answers_token_events(lambda_packages, tmp_path):
     unpacked = lambda_package.unpack(lambda_packages["prod"] / "deployment.zip", tmp_path / "prod")
     env = {**template_environment(lambda_packages["prod"]), "FRAUD_API_KEYS_SSM_PARAMETER": "", "FRAUD_API_KEYS": KEY}

@@ -1,4 +1,4 @@
-"""``python -m lib kafka-local|spark-local|monitoring-local start|status|stop``, as a user runs them: one
+"""``python -m lib kafka-local|redis-local|spark-local|monitoring-local start|status|stop``, as a user runs them: one
 mechanism (``lib.local.daemons.Background``), each service in a cache folder of the test's own."""
 
 import os
@@ -7,11 +7,13 @@ import sys
 import urllib.request
 
 import pytest
+import redis
 
 from lib.config import PROJECT_ROOT
 from lib.data.spark import check_master
 from lib.errors import ParameterError
 from lib.local import kafka as kafka_local
+from lib.local import redis as redis_local
 from lib.local.daemons import free_port
 from tests.monitoring.test_monitoring import need
 
@@ -47,6 +49,27 @@ def test_kafka_local_start_status_stop(tmp_path):
         assert cli("stop").stdout.strip() == "stopped"
     assert not kafka_local.answers(bootstrap, timeout=1)
     assert cli("stop").stdout.strip() == "no local Kafka broker was running"
+
+
+def test_redis_local_start_status_stop(tmp_path):
+    cli = command("redis-local", {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")})
+    assert cli("status").returncode == 3
+    started = cli("start", "--max-memory", "64mb")
+    assert started.returncode == 0, started.stderr
+    url = started.stdout.split("FRAUD_REDIS_URL=")[1].split()[0]
+    assert str(tmp_path / "cache" / "fraud-mlops" / "redis" / "local-data") in started.stdout
+    try:
+        assert redis_local.answers(url)
+        with redis.Redis.from_url(url) as client:
+            assert client.config_get("maxmemory") == {"maxmemory": str(64 * 2**20)}
+            assert client.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
+        assert cli("start").stdout == started.stdout  # the running one, not a second server
+        status = cli("status")
+        assert "answering" in status.stdout and url in status.stdout
+    finally:
+        assert cli("stop").stdout.strip() == "stopped"
+    assert not redis_local.answers(url)
+    assert cli("stop").stdout.strip() == "no local Redis was running"
 
 
 def test_spark_local_start_status_stop(tmp_path):

@@ -153,15 +153,17 @@ def query(prometheus: str, expr: str) -> list:
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_every_panel_query_returns_data_from_a_real_prometheus(tmp_path, kafka, bundle):
+def test_every_panel_query_returns_data_from_a_real_prometheus(tmp_path, kafka, bundle, redis_server):
     """`monitoring-local`'s Prometheus and Pushgateway (the project's config and rules, scraping every
-    second) over the API and the stream scorer under load: every panel's query returns data."""
+    second) over the API (reading the online store) and the stream scorer under load: every panel's query
+    returns data."""
     need("prometheus"), need("prometheus-pushgateway")
     api_port, metrics_port = free_port(), free_port()
     processes: list[subprocess.Popen] = []
     api = subprocess.Popen(
         [sys.executable, "-m", "lib", "serve", "--port", str(api_port), "--model", str(bundle)],
-        cwd=PROJECT_ROOT, env={**os.environ, "FRAUD_API_KEYS": KEY}, stdout=subprocess.DEVNULL,
+        cwd=PROJECT_ROOT, env={**os.environ, "FRAUD_API_KEYS": KEY, "FRAUD_REDIS_URL": redis_server.url},
+        stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
     processes.append(api)

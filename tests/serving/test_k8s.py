@@ -68,3 +68,23 @@ def test_image_pins_match_the_lock_and_it_runs_as_non_root():
     dockerfile = (K8S / "Dockerfile").read_text()
     assert "USER 10001" in dockerfile and dockerfile.count("FROM ") == 2
     assert '"-m", "lib.serving"' in dockerfile and (PROJECT_ROOT / "lib" / "serving" / "__main__.py").is_file()
+
+
+def test_the_online_store_component_is_valid_and_wired_to_the_api():
+    """k8s/online-store: a Redis Deployment and Service, and the API's FRAUD_REDIS_URL naming that Service."""
+    folder = K8S / "online-store"
+    component = yaml.safe_load((folder / "kustomization.yaml").read_text())
+    docs = [d for name in component["resources"] for d in yaml.safe_load_all((folder / name).read_text())]
+    for doc in docs:
+        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+    kinds = {doc["kind"]: doc for doc in docs}
+    service, pod = kinds["Service"], kinds["Deployment"]["spec"]["template"]["spec"]
+    assert service["spec"]["selector"].items() <= kinds["Deployment"]["spec"]["template"]["metadata"]["labels"].items()
+    assert not service["metadata"]["name"].startswith("fraud")  # its injected variables stay outside FRAUD_
+    assert pod["securityContext"]["runAsNonRoot"] and pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"]
+    [patch] = component["patches"]
+    assert patch["target"] == {"kind": "ConfigMap", "name": manifests()["configmap.yaml"]["metadata"]["name"]}
+    [op] = yaml.safe_load(patch["patch"])
+    url = f"redis://{service['metadata']['name']}:{service['spec']['ports'][0]['port']}/0"
+    assert op == {"op": "add", "path": "/data/FRAUD_REDIS_URL", "value": url}
+    assert Settings(redis_url=op["value"]).redis_url == url
