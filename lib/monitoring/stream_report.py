@@ -125,17 +125,19 @@ def score_window(
     rate: float,
     *scorer_args: str,
     labels: DelayedLabels | None = None,
+    steps: np.ndarray | None = None,
 ) -> StreamRun:
     """Start the scorer process (its own consumer group), replay ``messages`` at ``rate`` (and their
-    delayed ``labels``), read every result back, read the scorer's metrics and, once every label has
-    reached it, its live evidence; stop it (SIGTERM: it commits and leaves the group)."""
+    delayed ``labels``; watermark ticks at each of ``steps``), read every result back, read the scorer's
+    metrics and, once every label has reached it, its live evidence; stop it (SIGTERM: it commits and
+    leaves the group)."""
     port = free_port()
     process = start_scorer_process(
         bootstrap, topics, bundle, "--group", f"scorer-{topics.prefix}", "--metrics-port", str(port), *scorer_args
     )
     evidence = None
     try:
-        replayed = replay(bootstrap, topics.transactions, messages, rate, labels)
+        replayed = replay(bootstrap, topics.transactions, messages, rate, labels, steps)
         scored = read_topic(bootstrap, topics.scores, expect=len(messages), timeout=600)
         metrics = scrape(f"http://127.0.0.1:{port}/metrics", ("fraud_stream_messages", "fraud_stream_consumer_lag"))
         if labels is not None:
@@ -183,6 +185,50 @@ def window_messages(raw_path: str | Path, steps: tuple[int, int], limit: int = 0
     table = read_window(raw_path, *steps, limit)
     labels = pd.Series(table.column("isFraud").to_numpy(), index=table.column("transaction_id").to_pylist())
     return encode_transactions(table), labels, table
+
+
+@dataclass(frozen=True)
+class MemoryCheck:
+    """The online store after the run: the served vectors it logged against 02's rule computed offline for the
+    same transactions (``lib.data.entity.entity_columns`` over the raw data: equal to Spark's, tested)."""
+
+    logged: Count  # served vectors in the store's log (the --log-features share of the window)
+    equal: Count  # of those, equal to the offline vector in every feature
+    equal_share: Rate
+    destinations: Count
+    origins: Count
+    store_mib: float  # Redis's used memory
+
+
+def memory_check(store: Any, raw_path: str | Path, last_step: int, saved: Path) -> MemoryCheck:
+    """Compare the store's served log with the offline vectors; save the log (with the offline vectors beside it,
+    ``offline_<feature>``) as Parquet for 07's skew check."""
+    from lib.data.entity import entity_columns
+
+    logged = pd.DataFrame(store.served_log()).drop_duplicates("transaction_id", keep="last")
+    names = [f.name for f in store.spec]
+    table = read_window(raw_path, 1, last_step)
+    ids = table.column("transaction_id").to_pylist()
+    columns = {
+        c: table.column(c).to_numpy(zero_copy_only=False) for c in ("step", "amount", "nameOrig", "nameDest", "isFraud")
+    }
+    offline = pd.DataFrame(entity_columns(columns, store.label_delay), index=ids)
+    served = pd.DataFrame(list(logged["features"]), index=logged["transaction_id"])[names] if len(logged) else None
+    frame = pd.DataFrame(index=pd.Index([], name="transaction_id"))
+    equal = 0
+    if served is not None:
+        expected = offline.loc[served.index, names]
+        equal = int((served.to_numpy() == expected.to_numpy()).all(axis=1).sum())
+        frame = served.join(expected.add_prefix("offline_"))
+        frame.index.name = "transaction_id"
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    with atomic.staged_file(saved) as staging:
+        frame.reset_index().to_parquet(staging, index=False)
+    stats = store.stats()
+    return MemoryCheck(
+        logged=len(frame), equal=equal, equal_share=equal / len(frame) if len(frame) else float("nan"),
+        destinations=stats["destinations"], origins=stats["origins"], store_mib=stats["used_memory_bytes"] / 2**20,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -371,7 +371,7 @@ def _add_routes(
         records = [contract.parse_transaction(await read_body(request))]
         if online is not None:  # one round trip (two when it records)
             record = records[0]
-            metrics.stored(online.serve, {c: [record[c]] for c in COLUMNS}, [record.get("transaction_id")])
+            await metrics.astored(online.aserve, {c: [record[c]] for c in COLUMNS}, [record.get("transaction_id")])
         result = served.champion.score_records(records, explain)
         metrics.observe_results(result)
         shadow(served, records)
@@ -389,7 +389,7 @@ def _add_routes(
         arrow = request.headers.get("content-type", "").split(";")[0].strip() == arrow_batch.ARROW_STREAM
         columns, ids = (arrow_batch.parse_arrow_batch if arrow else contract.parse_batch)(body)
         if online is not None:  # one pipelined round trip per step of the batch (two when it records)
-            metrics.stored(online.serve, columns, ids)
+            await metrics.astored(online.aserve, columns, ids)
         probability, decision, reasons = served.champion.assess(columns, explain)
         metrics.observe(probability, decision, reasons)
         shadow(served, columns=columns, ids=ids)

@@ -11,7 +11,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -183,6 +183,17 @@ class ScoringMetrics:
         began = time.perf_counter()
         try:
             return work(*args)
+        except Exception:
+            self.store_errors.inc()
+            raise
+        finally:
+            self.store_latency.observe(time.perf_counter() - began)
+
+    async def astored(self, work: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """``stored`` for a coroutine function."""
+        began = time.perf_counter()
+        try:
+            return await work(*args)
         except Exception:
             self.store_errors.inc()
             raise

@@ -24,17 +24,19 @@ writes one ``MULTI`` round trip per micro-batch, with the stream's consumed offs
 (``applied``) so that a batch delivered again after a rebalance is not counted twice.
 """
 
+import hashlib
 import zlib
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from lib.contract import encode_json
 from lib.errors import ServiceUnavailable
-from lib.features import ENTITY_FEATURES, NEVER_SEEN, SINCE_CAP, EntityFeature, history
+from lib.features import ENTITY_FEATURES, SINCE_CAP, EntityFeature
+from lib.serving.buckets import Buckets, parse_account, value_one
 
 STEP_SECONDS = 3600.0  # a PaySim step is an hour
 KINDS = {"nameDest": "d", "nameOrig": "o"}
@@ -74,6 +76,9 @@ return 1
 """
 
 
+_RECORD_SHA, _LABEL_SHA = (hashlib.sha1(script.encode()).hexdigest() for script in (_RECORD, _LABEL))
+
+
 class StoreUnavailable(ServiceUnavailable):
     """The online store cannot be reached or refused a command."""
 
@@ -87,51 +92,6 @@ class Served:
     steps: Sequence[int]
     matrix: np.ndarray
     share: float
-
-
-@dataclass
-class Account:
-    """One account's buckets as read: per step, transactions, millionths, frauds and senders."""
-
-    n: dict[int, int] = field(default_factory=dict)
-    m: dict[int, int] = field(default_factory=dict)
-    y: dict[int, int] = field(default_factory=dict)
-    senders: dict[int, set[bytes]] = field(default_factory=lambda: defaultdict(set))
-    first: int | None = None
-
-
-def parse_account(raw: Mapping[bytes, bytes]) -> Account:
-    account = Account()
-    buckets = {ord("n"): account.n, ord("m"): account.m, ord("y"): account.y}
-    for name, value in raw.items():
-        kind = name[0]
-        if kind in buckets:
-            buckets[kind][int(name[1:])] = int(value)
-        elif kind == ord("s"):
-            step, sender = name[1:].split(b":", 1)
-            account.senders[int(step)].add(sender)
-        elif name == b"_first":
-            account.first = int(value)
-    return account
-
-
-def feature_value(feature: EntityFeature, account: Account, step: int, label_delay: int) -> float:
-    """``feature`` of a transaction at ``step`` from its account's buckets, by ``history``'s rule."""
-    first, last = history(feature, label_delay)
-    lo, hi = (-(2**62) if first is None else step + first), step + last
-    match feature.aggregation:
-        case "count" | "sum" | "mean":
-            count = sum(n for t, n in account.n.items() if lo <= t <= hi)
-            total = sum(m for t, m in account.m.items() if lo <= t <= hi) / 1e6
-            return {"count": count, "sum": total, "mean": total / count if count else 0.0}[feature.aggregation]
-        case "frauds":
-            return sum(y for t, y in account.y.items() if lo <= t <= hi)
-        case "distinct_senders":
-            return len(set().union(*(s for t, s in account.senders.items() if lo <= t <= hi)))
-        case "steps_since_first":
-            seen = account.first is not None and lo <= account.first <= hi
-            return min(step - account.first, SINCE_CAP) if seen else NEVER_SEEN  # type: ignore[operator]
-    raise ValueError(f"unknown aggregation {feature.aggregation!r}")
 
 
 @dataclass
@@ -152,8 +112,7 @@ class OnlineStore:
         if self.label_delay < 0:
             raise ValueError(f"label_delay must be >= 0 (got {self.label_delay})")
         self.client = redis.Redis.from_url(self.url, socket_timeout=self.timeout, socket_connect_timeout=self.timeout)
-        self._record = self.client.register_script(_RECORD)
-        self._label = self.client.register_script(_LABEL)
+        self._aclient: Any = None  # redis.asyncio's, made on first use (on the event loop that uses it)
         self.entities = tuple(e for e in KINDS if any(f.entity == e for f in self.spec))
         windows = {e: [f.window or 0 for f in self.spec if f.entity == e] for e in self.entities}
         self.horizon = {e: max(windows[e]) for e in self.entities}  # buckets older than this are never read
@@ -179,24 +138,65 @@ class OnlineStore:
     def read(self, columns: Mapping[str, Sequence[Any]]) -> np.ndarray:
         """The entity features (rows x ``spec``, float64) of transactions with ``step``, ``nameDest`` and
         ``nameOrig``: one round trip, each distinct account read once."""
+        ordered = list({(e, a) for e in self.entities for a in columns[e]})
+        raw = self._run(lambda pipe: [pipe.hgetall(self.key(*key)) for key in ordered], "reading features")
+        return self._vectors(columns, ordered, raw)
+
+    async def aread(self, columns: Mapping[str, Sequence[Any]]) -> np.ndarray:
+        """``read`` on the event loop (the FastAPI twin: other requests go on while Redis answers)."""
+        ordered = list({(e, a) for e in self.entities for a in columns[e]})
+        raw = await self._arun(lambda pipe: [pipe.hgetall(self.key(*key)) for key in ordered], "reading features")
+        return self._vectors(columns, ordered, raw)
+
+    def _run(self, fill: Callable[[Any], Any], doing: str, transaction: bool = False) -> list[Any]:
+        """The commands ``fill`` puts in a pipeline, in one round trip (``MULTI`` with ``transaction``)."""
         import redis
 
-        keys = {(e, a) for e in self.entities for a in columns[e]}
-        ordered = list(keys)
-        pipe = self.client.pipeline(transaction=False)
-        for entity, account in ordered:
-            pipe.hgetall(self.key(entity, account))
+        pipe = self.client.pipeline(transaction=transaction)
+        fill(pipe)
         try:
-            raw = pipe.execute()
+            return list(pipe.execute())
         except (redis.RedisError, OSError) as exc:
-            raise self._fail(exc, "reading features") from exc
-        accounts = {k: parse_account(r) for k, r in zip(ordered, raw, strict=True)}
-        steps = [int(s) for s in columns["step"]]
+            raise self._fail(exc, doing) from exc
+
+    async def _arun(self, fill: Callable[[Any], Any], doing: str, transaction: bool = False) -> list[Any]:
+        import redis
+
+        pipe = self._async().pipeline(transaction=transaction)
+        fill(pipe)
+        try:
+            return list(await pipe.execute())
+        except (redis.RedisError, OSError) as exc:
+            raise self._fail(exc, doing) from exc
+
+    def _async(self) -> Any:
+        """redis.asyncio's client and scripts, made on first use (on the event loop that uses them)."""
+        if self._aclient is None:
+            import redis.asyncio
+
+            self._aclient = redis.asyncio.Redis.from_url(self.url, socket_timeout=self.timeout,
+                                                        socket_connect_timeout=self.timeout)  # fmt: skip
+        return self._aclient
+
+    def _vectors(
+        self, columns: Mapping[str, Sequence[Any]], ordered: list[tuple[str, str]], raw: list[Any]
+    ) -> np.ndarray:
+        steps = np.asarray(columns["step"], np.int64)
         matrix = np.empty((len(steps), len(self.spec)), np.float64)
-        for j, feature in enumerate(self.spec):
-            owners = columns[feature.entity]
-            for i, step in enumerate(steps):
-                matrix[i, j] = feature_value(feature, accounts[feature.entity, owners[i]], step, self.label_delay)
+        if len(steps) == 1:  # a single request: no arrays
+            accounts = {key: parse_account(r) for key, r in zip(ordered, raw, strict=True)}
+            step = int(steps[0])
+            for j, f in enumerate(self.spec):
+                matrix[0, j] = value_one(f, accounts[f.entity, columns[f.entity][0]], step, self.label_delay)
+            return matrix
+        for entity in self.entities:
+            mine = [i for i, (e, _) in enumerate(ordered) if e == entity]
+            index = {ordered[i][1]: k for k, i in enumerate(mine)}
+            buckets = Buckets([raw[i] for i in mine])
+            account = np.fromiter((index[a] for a in columns[entity]), np.int64, len(steps))
+            for j, feature in enumerate(self.spec):
+                if feature.entity == entity:
+                    matrix[:, j] = buckets.values(feature, account, steps, self.label_delay)
         return matrix
 
     def record(
@@ -212,8 +212,23 @@ class OnlineStore:
         expire ``ttl_steps`` after the step written, counted from step ``now`` (default: that step: the stream
         writes a step while it lasts); a bucket already expired at ``now`` is not written. ``served``: the vectors
         read for these transactions, logged (``log``) in the same round trip."""
-        import redis
+        self._run(self._recording(columns, ids, applied, now, served), "recording transactions", transaction=True)
 
+    async def arecord(
+        self, columns: Mapping[str, Sequence[Any]], ids: Sequence[str] | None = None, served: "Served | None" = None
+    ) -> None:
+        """``record`` on the event loop."""
+        await self._arun(self._recording(columns, ids, None, None, served), "recording transactions", transaction=True)
+
+    def _recording(
+        self,
+        columns: Mapping[str, Sequence[Any]],
+        ids: Sequence[str] | None,
+        applied: Mapping[str, int] | None,
+        now: int | None,
+        served: "Served | None",
+    ) -> Callable[[Any], None]:
+        """What ``record`` puts in its pipeline."""
         groups: dict[tuple[str, str, int], list[Any]] = {}
         index: dict[int, dict[Any, Any]] = defaultdict(dict)
         for i in range(len(columns["step"])):
@@ -226,46 +241,41 @@ class OnlineStore:
                     group[2].add(columns["nameOrig"][i])
             if ids is not None and ids[i] and "nameDest" in self.entities:
                 index[step][ids[i]] = columns["nameDest"][i]
-        pipe = self.client.pipeline(transaction=True)
-        for (entity, account, step), (n, micros, senders) in groups.items():
-            ttl = self.ttl_steps[entity] - (0 if now is None else now - step)
-            if ttl <= 0:
-                continue
-            distinct = sorted(senders) if any(f.aggregation == "distinct_senders" for f in self.spec) else []
-            self._record(
-                keys=[self.key(entity, account)],
-                args=[step, n, micros, self.horizon[entity], self._ms(ttl),
-                      int(self.remembers_first[entity]), *distinct],
-                client=pipe,
-            )  # fmt: skip
-        for step, mapping in index.items():
-            ttl = self.label_steps - (0 if now is None else now - step)
-            if ttl > 0:
-                pipe.hset(f"{self.prefix}t:{step}", mapping=mapping)
-                pipe.pexpire(f"{self.prefix}t:{step}", self._ms(ttl))
-        if applied:
-            pipe.hset(f"{self.prefix}applied", mapping=dict[Any, Any](applied))
-        if served is not None:
-            self._log(pipe, served)
-        try:
-            pipe.execute()
-        except (redis.RedisError, OSError) as exc:
-            raise self._fail(exc, "recording transactions") from exc
+        distinct = any(f.aggregation == "distinct_senders" for f in self.spec)
+
+        def fill(pipe: Any) -> None:
+            pipe.script_load(_RECORD)  # in the same MULTI: never NOSCRIPT (a restarted Redis), never half a batch
+            for (entity, account, step), (n, micros, senders) in groups.items():
+                ttl = self.ttl_steps[entity] - (0 if now is None else now - step)
+                if ttl > 0:
+                    args = [step, n, micros, self.horizon[entity], self._ms(ttl), int(self.remembers_first[entity])]
+                    pipe.evalsha(
+                        _RECORD_SHA, 1, self.key(entity, account), *args, *(sorted(senders) if distinct else [])
+                    )
+            for step, mapping in index.items():
+                ttl = self.label_steps - (0 if now is None else now - step)
+                if ttl > 0:
+                    pipe.hset(f"{self.prefix}t:{step}", mapping=mapping)
+                    pipe.pexpire(f"{self.prefix}t:{step}", self._ms(ttl))
+            if applied:
+                pipe.hset(f"{self.prefix}applied", mapping=dict[Any, Any](applied))
+            if served is not None:
+                self._log(pipe, served)
+
+        return fill
 
     def label(self, frauds: Sequence[tuple[str, int]]) -> int:
         """Count confirmed frauds (transaction id, its step) in their destinations' buckets; returns how many
         counted (a label of an unknown, expired or already counted transaction adds nothing)."""
-        import redis
-
         if not frauds or "nameDest" not in self.entities:
             return 0
-        pipe = self.client.pipeline(transaction=False)
-        for transaction, step in frauds:
-            self._label(keys=[f"{self.prefix}t:{step}"], args=[transaction, step, f"{self.prefix}d:"], client=pipe)
-        try:
-            return sum(pipe.execute())
-        except (redis.RedisError, OSError) as exc:
-            raise self._fail(exc, "recording labels") from exc
+
+        def fill(pipe: Any) -> None:
+            pipe.script_load(_LABEL)
+            for tid, step in frauds:
+                pipe.evalsha(_LABEL_SHA, 1, f"{self.prefix}t:{step}", tid, step, f"{self.prefix}d:")
+
+        return sum(self._run(fill, "recording labels")[1:])
 
     def backfill(self, columns: Mapping[str, Sequence[Any]], chunk: int = 20_000) -> int:
         """Load past transactions (``step``, ``amount``, ``nameOrig``, ``nameDest``, ``transaction_id``, ``isFraud``;
@@ -284,14 +294,10 @@ class OnlineStore:
 
     def log(self, served: "Served") -> None:
         """Append the sampled ones of ``served`` to the bounded log of served vectors (``served_log``)."""
-        import redis
+        self._run(lambda pipe: self._log(pipe, served), "logging served features")
 
-        pipe = self.client.pipeline(transaction=False)
-        if self._log(pipe, served):
-            try:
-                pipe.execute()
-            except (redis.RedisError, OSError) as exc:
-                raise self._fail(exc, "logging served features") from exc
+    async def alog(self, served: "Served") -> None:
+        await self._arun(lambda pipe: self._log(pipe, served), "logging served features")
 
     def _log(self, pipe: Any, served: "Served") -> int:
         cut, names, logged = served.share * 2**32, [f.name for f in self.spec], 0
@@ -351,12 +357,8 @@ class OnlineFeatures:
         """The vectors of transactions (``columns``: at least ``COLUMNS``), step by step, lowest first: with
         ``record`` a later step of the same request sees an earlier one. One round trip per step read, one per
         step recorded (with its log lines), or one for the log lines of the request."""
-        steps = np.asarray(columns["step"], np.int64)
-        matrix = np.empty((len(steps), len(self.store.spec)), np.float64)
-        for step in np.unique(steps).tolist():
-            rows = np.flatnonzero(steps == step) if len(steps) > 1 else np.zeros(1, np.intp)
-            part = {c: [columns[c][i] for i in rows.tolist()] for c in COLUMNS}
-            part_ids = [ids[i] for i in rows.tolist()]
+        matrix = np.empty((len(columns["step"]), len(self.store.spec)), np.float64)
+        for rows, part, part_ids in _by_step(columns, ids):
             matrix[rows] = self.store.read(part)
             served = Served(part_ids, part["step"], matrix[rows], self.log_share)
             if self.record:
@@ -364,3 +366,26 @@ class OnlineFeatures:
             elif self.log_share > 0:
                 self.store.log(served)
         return matrix
+
+    async def aserve(self, columns: Mapping[str, Any], ids: Sequence[Any]) -> np.ndarray:
+        """``serve`` on the event loop (the FastAPI twin)."""
+        matrix = np.empty((len(columns["step"]), len(self.store.spec)), np.float64)
+        for rows, part, part_ids in _by_step(columns, ids):
+            matrix[rows] = await self.store.aread(part)
+            served = Served(part_ids, part["step"], matrix[rows], self.log_share)
+            if self.record:
+                await self.store.arecord(part, part_ids, served=served)
+            elif self.log_share > 0:
+                await self.store.alog(served)
+        return matrix
+
+
+def _by_step(
+    columns: Mapping[str, Any], ids: Sequence[Any]
+) -> Iterator[tuple[np.ndarray, dict[str, list[Any]], list[Any]]]:
+    """(row indices, their ``COLUMNS``, their ids) for each step of a request, lowest first."""
+    steps = np.asarray(columns["step"], np.int64)
+    for step in np.unique(steps).tolist():
+        rows = np.flatnonzero(steps == step) if len(steps) > 1 else np.zeros(1, np.intp)
+        picked = rows.tolist()
+        yield rows, {c: [columns[c][i] for i in picked] for c in COLUMNS}, [ids[i] for i in picked]

@@ -11,7 +11,7 @@ import pyarrow.csv as pacsv
 import pytest
 
 from lib.data import entity
-from lib.serving import online
+from lib.serving import buckets, online
 from lib.data.entity import entity_columns, entity_features
 from lib.features import ENTITY_FEATURES, NEVER_SEEN, SINCE_CAP
 from lib.data.spark import spark_session
@@ -77,10 +77,11 @@ def reference(rows: list[dict], delay: int) -> dict[str, dict[str, float]]:
     return out
 
 
-def served(store: online.OnlineStore, rows: list[dict], delay: int) -> dict[str, dict[str, float]]:
+def served(store: online.OnlineStore, rows: list[dict], delay: int, one: bool = False) -> dict[str, dict[str, float]]:
     """The online store's features, fed as a stream would feed it and harder: step by step, half of each
     step's rows recorded before the step is read (another partition's), the rest after; each label counted
-    as soon as its transaction is recorded (early: only the reader's rule keeps it out until its delay)."""
+    as soon as its transaction is recorded (early: only the reader's rule keeps it out until its delay).
+    ``one``: each transaction read alone (a single request's path) instead of the step's batch."""
     store = online.OnlineStore(store.url, delay, prefix=store.prefix + f"{delay}:")
     by_step = defaultdict(list)
     for row in rows:
@@ -95,7 +96,7 @@ def served(store: online.OnlineStore, rows: list[dict], delay: int) -> dict[str,
         before, after = batch[: len(batch) // 2], batch[len(batch) // 2 :]
         if before:
             store.record(columns(before), [r["transaction_id"] for r in before])
-        matrix = store.read(columns(batch))
+        matrix = [store.read(columns([row]))[0] for row in batch] if one else store.read(columns(batch))
         for row, values in zip(batch, matrix, strict=True):
             out[row["transaction_id"]] = {f.name: v.item() for f, v in zip(store.spec, values, strict=True)}
         if after:
@@ -108,7 +109,7 @@ def computed(spark, rows: list[dict], delay: int) -> dict[str, dict[str, float]]
     """Spark's features (``spark`` a session), NumPy's (``spark`` None: ``entity_columns``) or the online
     store's (``spark`` an ``OnlineStore``), by transaction."""
     if isinstance(spark, online.OnlineStore):
-        return served(spark, rows, delay)
+        return served(spark, rows, delay, one=spark.prefix.startswith("one-"))
     if spark is None:
         table = pa.Table.from_pylist(rows)
         values = entity_columns({c: table.column(c).to_numpy(zero_copy_only=False) for c in COLUMNS}, delay)
@@ -117,12 +118,13 @@ def computed(spark, rows: list[dict], delay: int) -> dict[str, dict[str, float]]
     return {r["transaction_id"]: r.asDict() for r in entity_features(frame, delay).collect()}
 
 
-@pytest.fixture(params=["spark", "numpy", "online"])
+@pytest.fixture(params=["spark", "numpy", "online", "online-one"])
 def engine(request):
-    """The three evaluators of the entity features: Spark's (02), NumPy's (files, 05's real rows) and the
-    online store's (the stream and the APIs)."""
-    if request.param == "online":
-        return request.getfixturevalue("online_store")
+    """The evaluators of the entity features: Spark's (02), NumPy's (files, 05's real rows) and the online
+    store's (the stream and the APIs), for batches and for one transaction at a time."""
+    if request.param.startswith("online"):
+        store = request.getfixturevalue("online_store")
+        return online.OnlineStore(store.url, store.label_delay, prefix=("one-" if "one" in request.param else "") + store.prefix)
     return request.getfixturevalue("spark") if request.param == "spark" else None
 
 
@@ -162,7 +164,7 @@ MUTANTS = {
 @pytest.mark.parametrize("mutant", MUTANTS, ids=list(MUTANTS))
 def test_a_mutant_of_the_rule_is_caught(engine, monkeypatch, mutant):
     data = recurring(1_500)
-    monkeypatch.setattr(online if isinstance(engine, online.OnlineStore) else entity, "history", MUTANTS[mutant])
+    monkeypatch.setattr(buckets if isinstance(engine, online.OnlineStore) else entity, "history", MUTANTS[mutant])
     wrong = differences(reference(data, DELAY), computed(engine, data, DELAY))
     assert wrong, f"{mutant}: Spark's features still equal the reference"
 
