@@ -270,7 +270,7 @@ def quality_report(reference: pd.DataFrame, current: pd.DataFrame):
 
 def push(
     gateway: str, summary: DriftSummary, reference: Quality, current: Quality, model_version: str,
-    attributions: pd.DataFrame | None = None, job: str = "fraud_drift_report",
+    attributions: pd.DataFrame | None = None, job: str = "fraud_drift_report", skew: Any = None,
 ) -> None:  # fmt: skip
     """Push the drift summary to a Prometheus Pushgateway (replacing the job's previous push)."""
     from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
@@ -291,6 +291,10 @@ def push(
         for name, value in asdict(values).items():
             if np.isfinite(value):
                 metric.labels(window, name).set(value)
+    if skew is not None:  # lib.monitoring.skew.SkewSummary
+        from lib.monitoring.skew import push_gauges
+
+        push_gauges(registry, skew)
     if attributions is not None:
         mean = Gauge("fraud_attribution_mean_abs", "Mean |TreeSHAP contribution| per feature by window (log-odds)",
                      ["window", "feature"], registry=registry)  # fmt: skip

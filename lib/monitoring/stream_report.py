@@ -200,6 +200,19 @@ class MemoryCheck:
     store_mib: float  # Redis's used memory
 
 
+def warm_store(url: str, raw_path: str | Path, first_step: int, label_delay: int, prefix: str) -> Any:
+    """An ``OnlineStore`` at ``url`` under ``prefix``, backfilled with the raw transactions before ``first_step``
+    (``store backfill``: the stream goes on from there)."""
+    from lib.serving.online import OnlineStore
+
+    store = OnlineStore(url, label_delay, prefix=prefix)
+    if first_step > 1:
+        history = read_window(raw_path, 1, first_step - 1)
+        names = ("step", "amount", "nameOrig", "nameDest", "transaction_id", "isFraud")
+        store.backfill({c: history.column(c).to_pylist() for c in names})
+    return store
+
+
 def memory_check(store: Any, raw_path: str | Path, last_step: int, saved: Path) -> MemoryCheck:
     """Compare the store's served log with the offline vectors; save the log (with the offline vectors beside it,
     ``offline_<feature>``) as Parquet for 07's skew check."""

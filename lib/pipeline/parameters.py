@@ -44,6 +44,7 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "PARTITIONS": (1, None, True),
     "BATCH_SIZE": (1, None, True),
     "BATCH_TIMEOUT_MS": (0, None, True),
+    "STORE_LOG_SHARE": (0, 1, True),
     "DRIFT_SAMPLE_ROWS": (0, None, True),
     "DRIFT_THRESHOLD": (0, 1, True),
     "DRIFT_SHARE": (0, 1, True),

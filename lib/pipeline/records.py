@@ -13,7 +13,8 @@ from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from lib.model.evaluate import Scorecard
 from lib.monitoring.drift import Quality
-from lib.monitoring.stream_report import LiveAlerts, StreamSummary
+from lib.monitoring.skew import SkewSummary
+from lib.monitoring.stream_report import LiveAlerts, MemoryCheck, StreamSummary
 from lib.units import ChangePct, Count, PerSecond, Rate, Score, Seconds
 
 
@@ -118,6 +119,7 @@ class Stream(StepRecord):
     labels_joined: Count
     live_recall: Rate
     live_precision: Rate
+    memory: MemoryCheck | None = None  # the online store's served vectors against 02's rule (None: ONLINE_STORE off)
 
 
 @dataclass(kw_only=True)
@@ -138,6 +140,7 @@ class DriftReport(StepRecord):
     retrain_reasons: list[str]
     pushed_to: str | None
     report_dir: str
+    skew: SkewSummary | None = None  # served entity vectors against 02's (None: 06 ran without the online store)
 
 
 T = TypeVar("T")

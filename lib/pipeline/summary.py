@@ -95,7 +95,14 @@ def _stream(steps: dict) -> Card | None:
         latency,
         f"alerts: precision {alerts.alert_precision}, recall {alerts.fraud_recall}",
     ]
+    if s.memory is not None:
+        memory = formats.shown(s.memory)
+        lines.append(
+            f"online store: {memory.equal} of {memory.logged} served entity vectors equal to 02's; "
+            f"{memory.destinations} destinations, Redis {s.memory.store_mib:,.1f} MiB"
+        )
     ok = s.alerts.dead_letters == 0 and s.summary.results >= s.summary.transactions
+    ok = ok and (s.memory is None or s.memory.equal == s.memory.logged)
     headline = f"{summary.transactions} scored on Kafka, {alerts.dead_letters} dead letters"
     return Card("Stream", headline, lines, "good" if ok else "bad")
 
@@ -107,11 +114,13 @@ def _drift(steps: dict) -> Card | None:
     drifted = ", ".join(d.drifted_features[:4]) or "none"
     lines = [f"{len(d.drifted_features)} of {len(d.drift_scores)} features drifted ({drifted})",
              f"share {d.drift_share:.2f}, limit {d.drift_share_limit} · current = {d.current}"]  # fmt: skip
+    if d.skew is not None:
+        lines.append(f"skew: {d.skew.mismatched:,} of {d.skew.checked:,} served entity vectors differ from 02's")
     return Card(
         "Drift",
         "drift detected" if d.drift_detected else "no drift",
         lines,
-        "bad" if d.drift_detected else "good",
+        "bad" if d.drift_detected or (d.skew is not None and d.skew.mismatched) else "good",
     )
 
 

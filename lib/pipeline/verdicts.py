@@ -97,6 +97,11 @@ def stream(o: records.Stream) -> str:
         f"{summary.transactions:,} transactions through Kafka, every one scored ({alerts.dead_letters:,} dead "
         f"letters), {summary.end_to_end_per_s:,.0f}/s end to end, {latency}; alerts: precision "
         f"{show(alerts.alert_precision, Unit.RATE)}, recall {show(alerts.fraud_recall, Unit.RATE)}."
+    ) + (
+        f" Per-account memory from the online store: {o.memory.equal:,} of {o.memory.logged:,} served entity vectors "
+        "equal to 02's."
+        if o.memory is not None
+        else ""
     )
 
 
@@ -108,6 +113,10 @@ def drift_report(o: records.DriftReport) -> str:
         f"(share {o.drift_share:.2f}, limit {o.drift_share_limit}; {drifted}); recall at the threshold "
         f"{show(o.quality_reference.recall, Unit.RATE)} on the training window, "
         f"{show(o.quality_current.recall, Unit.RATE)} now."
+    ) + (
+        f" Training/serving skew: {o.skew.mismatched:,} of {o.skew.checked:,} served entity vectors differ from 02's."
+        if o.skew is not None
+        else ""
     )
 
 

@@ -15,6 +15,7 @@ begins, after the labels due by then (``stream replay --ticks``), the punctuatio
 sources rely on as well. A scorer without a store skips ticks.
 """
 
+from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
@@ -78,11 +79,16 @@ class Gate:
 
     def __init__(self, watermark: Watermark, transactions: str, labels: str, label_delay: int) -> None:
         self.watermark, self.transactions, self.labels, self.label_delay = watermark, transactions, labels, label_delay
-        self.held: dict[tuple[str, int], list[tuple[Any, Any]]] = {}  # (topic, partition) -> (record, message)
+        # (topic, partition) -> (record, message) in arrival order: steps never go down within a partition, so
+        # the first is the lowest and what is released comes off the front
+        self.held: dict[tuple[str, int], deque[tuple[Any, Any]]] = {}
         # (topic, partition) -> how far it announced: the highest step of a transactions partition; for a labels
         # partition the highest step whose due labels it has all delivered
         self.seen: dict[tuple[str, int], int] = {}
         self.limit = UNSEEN  # the highest step the group's watermark allowed at the last exchange
+        self.last: dict[tuple[str, int], int] = {}  # the step of each partition's last transaction
+        self.late: list[tuple[Any, Any]] = []  # transactions of a step their partition had passed: not held back
+        self.late_count = 0
 
     def _saw(self, msg: Any, step: int) -> None:
         where = (msg.topic(), msg.partition())
@@ -96,13 +102,19 @@ class Gate:
         label is held for the store."""
         if record.step is None:
             return
-        self._saw(msg, record.step + self.label_delay - 1)
         if record.isFraud:
-            self.held.setdefault((msg.topic(), msg.partition()), []).append((record, msg))
+            self.held.setdefault((msg.topic(), msg.partition()), deque()).append((record, msg))
+        self._saw(msg, record.step + self.label_delay - 1)
 
     def hold(self, records: list[Any], messages: list[Any]) -> None:
         for record, msg in zip(records, messages, strict=True):
-            self.held.setdefault((msg.topic(), msg.partition()), []).append((record, msg))
+            where = (msg.topic(), msg.partition())
+            if record.step < self.last.get(where, UNSEEN):  # after a later step of its partition: late, not held
+                self.late.append((record, msg))
+                self.late_count += 1
+                continue
+            self.held.setdefault(where, deque()).append((record, msg))
+            self.last[where] = record.step
             self._saw(msg, record.step)
 
     def held_count(self, topic: str | None = None, partition: int | None = None) -> int:
@@ -111,46 +123,56 @@ class Gate:
     def first_held(self, topic: str, partition: int) -> int | None:
         """The offset of the partition's first held message (where its commit stops), or None."""
         rows = self.held.get((topic, partition))
-        return min(msg.offset() for _, msg in rows) if rows else None
+        offsets = [msg.offset() for _, msg in self.late if (msg.topic(), msg.partition()) == (topic, partition)]
+        return min([*offsets, rows[0][1].offset()] if rows else offsets) if rows or offsets else None
 
     def passed(self) -> list[tuple[str, int, int]]:
         """(topic, partition, step) for each partition heard from: the step it has fully delivered."""
         out = []
         for (topic, partition), step in self.seen.items():
-            rows = self.held.get((topic, partition), [])
+            rows = self.held.get((topic, partition))
             if topic == self.labels:  # a held label of step t is delivered once applied, before step t + delay
-                step = min([step, *(r.step + max(self.label_delay, 1) - 1 for r, _ in rows)])
+                out.append(
+                    (topic, partition, min(step, rows[0][0].step + max(self.label_delay, 1) - 1) if rows else step)
+                )
             else:
-                step = min([step, *(r.step for r, _ in rows)]) - 1
-            out.append((topic, partition, step))
+                out.append((topic, partition, min(step, rows[0][0].step) - 1 if rows else step - 1))
         return out
 
     def release(self) -> tuple[list[Any], list[tuple[list[Any], list[Any]]]]:
         """Exchange the watermark and take out what it allows: the fraud labels to count, then (records,
-        messages) per step, lowest first."""
+        messages) per step, lowest first (late transactions first of all)."""
         low = self.watermark.exchange(self.passed())
         self.limit = min(low[self.transactions] + 1, low[self.labels])
         labels: list[Any] = []
         groups: dict[int, tuple[list[Any], list[Any]]] = {}
-        for (topic, partition), rows in self.held.items():
-            kept = []
-            for record, msg in rows:
-                if topic == self.labels and record.step <= low[self.transactions]:
+        late, self.late = self.late, []
+        for record, msg in late:
+            group = groups.setdefault(UNSEEN + record.step, ([], []))  # before any step group
+            group[0].append(record)
+            group[1].append(msg)
+        for (topic, _), rows in self.held.items():
+            bound = low[self.transactions] if topic == self.labels else self.limit
+            while rows and rows[0][0].step <= bound:
+                record, msg = rows.popleft()
+                if topic == self.labels:
                     labels.append(record)
-                elif topic != self.labels and record.step <= self.limit:
+                else:
                     group = groups.setdefault(record.step, ([], []))
                     group[0].append(record)
                     group[1].append(msg)
-                else:
-                    kept.append((record, msg))
-            self.held[topic, partition] = kept
         return labels, [groups[step] for step in sorted(groups)]
 
     def forget(self, partitions: list[Any]) -> None:
         """Partitions (``TopicPartition``s) the group took away: their held messages go again to their next owner."""
         for tp in partitions:
-            self.held.pop((tp.topic, tp.partition), None)
-            self.seen.pop((tp.topic, tp.partition), None)
+            for kept in (self.held, self.seen, self.last):
+                kept.pop((tp.topic, tp.partition), None)
+        self.late = [
+            (r, m)
+            for r, m in self.late
+            if (m.topic(), m.partition()) not in {(t.topic, t.partition) for t in partitions}
+        ]
 
     def waiting_for(self) -> str:
         """Which partitions hold the watermark back, for a scorer that waits long."""

@@ -77,8 +77,12 @@ def test_run_record_is_complete(pipeline_run):
     manifest = json.loads((project / "data" / "processed" / "manifest.json").read_text())
     assert streamed.summary.transactions == manifest["splits"]["test"]["rows"] > 0
     assert streamed.alerts.dead_letters == 0 and streamed.model_version == "1"
+    memory = streamed.memory  # per-account memory from a Redis of the run's own, behind the watermark
+    assert memory is not None and memory.logged > 100 and memory.equal == memory.logged and memory.destinations > 0
+    assert f"{memory.equal:,} of {memory.logged:,} served entity vectors equal to 02" in index
     drifted = outputs["07_drift_report"]  # a stationary simulation: no drift
     assert drifted.drift_detected is False and drifted.current_rows == streamed.summary.transactions
+    assert drifted.skew is not None and drifted.skew.checked == memory.logged and drifted.skew.mismatched == 0
     for href in drifted.links.values():
         assert (run_dir / href).is_file() and f'href="{href}"' in index
     versioned = outputs["03_version"]
@@ -91,7 +95,8 @@ def test_run_record_is_complete(pipeline_run):
     assert run.data.tags["dvc.data/raw"] == versioned.dvc_versions["data/raw"]["md5"]
     assert run.data.metrics["05_evaluate.scorecards.xgboost_full.auprc"] == evaluated.scorecards["xgboost_full"].auprc
     logged = {a.path for a in client.list_artifacts(run.info.run_id, "reports/07_drift_report")}
-    assert {"reports/07_drift_report/data_drift.html", "reports/07_drift_report/classification_quality.html"} <= logged
+    assert {"reports/07_drift_report/data_drift.html", "reports/07_drift_report/classification_quality.html",
+            "reports/07_drift_report/feature_skew.html"} <= logged  # fmt: skip
 
 
 def test_rerun_uses_the_cache_and_data_versions_restore(pipeline_run):
