@@ -122,12 +122,14 @@ def stream_runs(bootstrap: str, bundle: str, url: str, prefix: str, history: pa.
             steps = table.column("step").to_numpy() if store else None
             messages = stream.encode_transactions(table)
             if kind == "drain":
-                stream.replay(bootstrap, topics.transactions, messages, 0.0, steps=steps)
+                stream.replay(bootstrap, topics.transactions, messages, 0.0, steps=steps, labels_topic=topics.labels)
             proc = scorer_process.start_scorer_process(bootstrap, topics, bundle, *extra)
             try:
                 if kind == "paced":
                     time.sleep(4)
-                    stream.replay(bootstrap, topics.transactions, messages, rate, steps=steps)
+                    stream.replay(
+                        bootstrap, topics.transactions, messages, rate, steps=steps, labels_topic=topics.labels
+                    )
                 wait_committed(bootstrap, topics.transactions, timeout=900)
             finally:
                 scorer_process.stop_scorer_process(proc)

@@ -94,7 +94,9 @@ def _replay(args: argparse.Namespace) -> None:
             table, topics.labels, args.label_delay_steps, args.label_missing_share, args.label_seed
         )
     steps = table.column("step").to_numpy() if args.ticks else None
-    stats = kafka.replay(bootstrap, topics.transactions, kafka.encode_transactions(table), args.rate, labels, steps)
+    stats = kafka.replay(
+        bootstrap, topics.transactions, kafka.encode_transactions(table), args.rate, labels, steps, topics.labels
+    )
     print(
         f"replayed {stats.messages:,} transactions to {topics.transactions} in {stats.seconds:.1f} s "
         f"({stats.rate:,.0f}/s)" + (f"; {stats.labels:,} labels to {topics.labels}" if labels else "")

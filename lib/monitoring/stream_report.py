@@ -137,7 +137,7 @@ def score_window(
     )
     evidence = None
     try:
-        replayed = replay(bootstrap, topics.transactions, messages, rate, labels, steps)
+        replayed = replay(bootstrap, topics.transactions, messages, rate, labels, steps, topics.labels)
         scored = read_topic(bootstrap, topics.scores, expect=len(messages), timeout=600)
         metrics = scrape(f"http://127.0.0.1:{port}/metrics", ("fraud_stream_messages", "fraud_stream_consumer_lag"))
         if labels is not None:

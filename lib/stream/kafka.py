@@ -243,15 +243,19 @@ def replay(
     rate: float = 0.0,
     labels: DelayedLabels | None = None,
     steps: np.ndarray | None = None,
+    labels_topic: str | None = None,
     **config: Any,
 ) -> ReplayStats:
     """Produce ``messages`` in order at ``rate`` per second (0 = as fast as possible), each stamped
     with its produce time (the Kafka message timestamp); returns once all are acknowledged.
     ``labels``: publish each label when the replay reaches its due step (the rest after the last
     transaction: the clock runs on). ``steps`` (each message's step): as each step begins, after the labels
-    due by then, a watermark tick to every partition of the labels topic and of ``topic``
-    (``lib.stream.watermark``). ``config``: librdkafka producer settings."""
-    producer = Producer(bootstrap, (topic, *([labels.topic] if labels else [])), **config)
+    due by then, a watermark tick to every partition of the labels topic (``labels``' or ``labels_topic``: a
+    scorer with a store waits for both topics) and of ``topic`` (``lib.stream.watermark``). ``config``:
+    librdkafka producer settings."""
+    producer = Producer(
+        bootstrap, (topic, *([labels.topic] if labels else [labels_topic] if labels_topic else [])), **config
+    )
     # a label can be due between any two transactions; paced: small bursts; else chunks of 1,000
     chunk = 1 if labels is not None else 64 if rate else 1000
     starts = set(range(0, len(messages), chunk))
@@ -266,7 +270,7 @@ def replay(
                 producer.send(labels.topic, *labels.messages[pending])
                 pending += 1
         if steps is not None and (start == 0 or steps[start] != steps[start - 1]):
-            for ticked in ([labels.topic] if labels else []) + [topic]:
+            for ticked in [t for t in (labels.topic if labels else labels_topic, topic) if t]:
                 producer.tick(ticked, int(steps[start]))
         if rate:  # sleep until this burst is due
             delay = began + start / rate - time.perf_counter()
