@@ -216,20 +216,33 @@ def warm_store(url: str, raw_path: str | Path, first_step: int, label_delay: int
 def memory_check(store: Any, raw_path: str | Path, last_step: int, saved: Path) -> MemoryCheck:
     """Compare the store's served log with the offline vectors; save the log (with the offline vectors beside it,
     ``offline_<feature>``) as Parquet for 07's skew check."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     from lib.data.entity import entity_columns
 
-    logged = pd.DataFrame(store.served_log()).drop_duplicates("transaction_id", keep="last")
+    logged = pd.DataFrame(store.served_log())
     names = [f.name for f in store.spec]
-    table = read_window(raw_path, 1, last_step)
-    ids = table.column("transaction_id").to_pylist()
-    columns = {
-        c: table.column(c).to_numpy(zero_copy_only=False) for c in ("step", "amount", "nameOrig", "nameDest", "isFraud")
-    }
-    offline = pd.DataFrame(entity_columns(columns, store.label_delay), index=ids)
-    served = pd.DataFrame(list(logged["features"]), index=logged["transaction_id"])[names] if len(logged) else None
     frame = pd.DataFrame(index=pd.Index([], name="transaction_id"))
     equal = 0
-    if served is not None:
+    if len(logged):
+        logged = logged.drop_duplicates("transaction_id", keep="last")
+        table = read_window(raw_path, 1, last_step)
+        # the rows of the logged transactions' accounts only: an account's features come from its own rows alone
+        mine = pc.is_in(table.column("transaction_id"), pa.array(list(logged["transaction_id"]), pa.string()))
+        table = table.filter(
+            pc.or_(
+                *(pc.is_in(table.column(c), pc.unique(table.column(c).filter(mine))) for c in ("nameDest", "nameOrig"))
+            )
+        )
+        columns = {
+            c: table.column(c).to_numpy(zero_copy_only=False)
+            for c in ("step", "amount", "nameOrig", "nameDest", "isFraud")
+        }
+        offline = pd.DataFrame(
+            entity_columns(columns, store.label_delay), index=table.column("transaction_id").to_pylist()
+        )
+        served = pd.DataFrame(list(logged["features"]), index=logged["transaction_id"])[names]
         expected = offline.loc[served.index, names]
         equal = int((served.to_numpy() == expected.to_numpy()).all(axis=1).sum())
         frame = served.join(expected.add_prefix("offline_"))

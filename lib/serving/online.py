@@ -16,8 +16,9 @@ One Redis hash per account (``<prefix>d:<nameDest>`` for destinations, ``<prefix
   (``step_seconds`` a step: an hour for PaySim). An account idle that long is forgotten: the only place the
   store differs from 02, which remembers a first step for ever (``steps_since_first`` then reads -1, not
   the cap);
-* ``<prefix>t:<step>`` maps each transaction id of a step to its destination, so that a label (which names
-  a transaction and its step) reaches the destination's bucket; a label counts once however often it comes.
+* ``<prefix>t:<step>`` maps each transaction id of a step to its destination (after a ``0``, a ``1`` once its
+  label counted), so that a label (which names a transaction and its step) reaches the destination's bucket;
+  a label counts once however often it comes.
 
 Reads are one pipelined round trip per request or micro-batch (``HGETALL`` of each distinct account);
 writes one ``MULTI`` round trip per micro-batch, with the stream's consumed offsets in the same transaction
@@ -65,9 +66,10 @@ redis.call('PEXPIRE', key, ARGV[5])
 """
 
 _LABEL = """
-local destination = redis.call('HGET', KEYS[1], ARGV[1])
-if not destination or string.sub(destination, 1, 1) == '!' then return 0 end
-redis.call('HSET', KEYS[1], ARGV[1], '!' .. destination)
+local entry = redis.call('HGET', KEYS[1], ARGV[1])
+if not entry or string.sub(entry, 1, 1) ~= '0' then return 0 end
+local destination = string.sub(entry, 2)
+redis.call('HSET', KEYS[1], ARGV[1], '1' .. destination)
 local key = ARGV[3] .. destination
 local low = tonumber(redis.call('HGET', key, '_low'))
 if not low or tonumber(ARGV[2]) < low then return 0 end
@@ -84,7 +86,7 @@ class StoreUnavailable(ServiceUnavailable):
 
 
 @dataclass(frozen=True)
-class Served:
+class ServedVectors:
     """Entity vectors as served (``matrix`` rows, in ``spec`` order) for transactions ``ids`` at ``steps``;
     ``share`` of them (the same ones in every run: by id) go to the store's log of served vectors."""
 
@@ -170,7 +172,7 @@ class OnlineStore:
             raise self._fail(exc, doing) from exc
 
     def _async(self) -> Any:
-        """redis.asyncio's client and scripts, made on first use (on the event loop that uses them)."""
+        """redis.asyncio's client, made on first use (on the event loop that uses it)."""
         if self._aclient is None:
             import redis.asyncio
 
@@ -205,7 +207,7 @@ class OnlineStore:
         ids: Sequence[str] | None = None,
         applied: Mapping[str, int] | None = None,
         now: int | None = None,
-        served: "Served | None" = None,
+        served: "ServedVectors | None" = None,
     ) -> None:
         """Add transactions (``step``, ``amount``, ``nameOrig``, ``nameDest``) to their accounts' buckets, index
         their ``ids`` for the labels, and set ``applied`` (the stream's offsets): one atomic round trip. Keys
@@ -215,7 +217,10 @@ class OnlineStore:
         self._run(self._recording(columns, ids, applied, now, served), "recording transactions", transaction=True)
 
     async def arecord(
-        self, columns: Mapping[str, Sequence[Any]], ids: Sequence[str] | None = None, served: "Served | None" = None
+        self,
+        columns: Mapping[str, Sequence[Any]],
+        ids: Sequence[str] | None = None,
+        served: "ServedVectors | None" = None,
     ) -> None:
         """``record`` on the event loop."""
         await self._arun(self._recording(columns, ids, None, None, served), "recording transactions", transaction=True)
@@ -226,7 +231,7 @@ class OnlineStore:
         ids: Sequence[str] | None,
         applied: Mapping[str, int] | None,
         now: int | None,
-        served: "Served | None",
+        served: "ServedVectors | None",
     ) -> Callable[[Any], None]:
         """What ``record`` puts in its pipeline."""
         groups: dict[tuple[str, str, int], list[Any]] = {}
@@ -239,8 +244,8 @@ class OnlineStore:
                 group[1] += micros
                 if entity == "nameDest":
                     group[2].add(columns["nameOrig"][i])
-            if ids is not None and ids[i] and "nameDest" in self.entities:
-                index[step][ids[i]] = columns["nameDest"][i]
+            if ids is not None and ids[i] and "nameDest" in self.entities:  # "0": its label not counted yet
+                index[step][ids[i]] = "0" + columns["nameDest"][i]
         distinct = any(f.aggregation == "distinct_senders" for f in self.spec)
 
         def fill(pipe: Any) -> None:
@@ -292,21 +297,19 @@ class OnlineStore:
         labelled = [(ids[i], steps[i]) for i in range(len(steps)) if frauds[i]]
         return sum(self.label(labelled[lo : lo + chunk]) for lo in range(0, len(labelled), chunk))
 
-    def log(self, served: "Served") -> None:
+    def log(self, served: "ServedVectors") -> None:
         """Append the sampled ones of ``served`` to the bounded log of served vectors (``served_log``)."""
         self._run(lambda pipe: self._log(pipe, served), "logging served features")
 
-    async def alog(self, served: "Served") -> None:
+    async def alog(self, served: "ServedVectors") -> None:
         await self._arun(lambda pipe: self._log(pipe, served), "logging served features")
 
-    def _log(self, pipe: Any, served: "Served") -> int:
-        cut, names, logged = served.share * 2**32, [f.name for f in self.spec], 0
+    def _log(self, pipe: Any, served: "ServedVectors") -> None:
+        cut, names = served.share * 2**32, [f.name for f in self.spec]
         for tid, step, row in zip(served.ids, served.steps, served.matrix.tolist(), strict=True):
             if tid and zlib.crc32(str(tid).encode()) < cut:  # by id: a transaction without one is not logged
                 vector = {"transaction_id": str(tid), "step": int(step), "features": dict(zip(names, row, strict=True))}
                 pipe.xadd(f"{self.prefix}served", {"v": encode_json(vector)}, maxlen=self.log_limit, approximate=True)
-                logged += 1
-        return logged
 
     def served_log(self, count: int | None = None) -> list[dict[str, Any]]:
         """The logged vectors, oldest first (at most ``log_limit``, about: Redis trims whole nodes)."""
@@ -360,7 +363,7 @@ class OnlineFeatures:
         matrix = np.empty((len(columns["step"]), len(self.store.spec)), np.float64)
         for rows, part, part_ids in _by_step(columns, ids):
             matrix[rows] = self.store.read(part)
-            served = Served(part_ids, part["step"], matrix[rows], self.log_share)
+            served = ServedVectors(part_ids, part["step"], matrix[rows], self.log_share)
             if self.record:
                 self.store.record(part, part_ids, served=served)
             elif self.log_share > 0:
@@ -372,7 +375,7 @@ class OnlineFeatures:
         matrix = np.empty((len(columns["step"]), len(self.store.spec)), np.float64)
         for rows, part, part_ids in _by_step(columns, ids):
             matrix[rows] = await self.store.aread(part)
-            served = Served(part_ids, part["step"], matrix[rows], self.log_share)
+            served = ServedVectors(part_ids, part["step"], matrix[rows], self.log_share)
             if self.record:
                 await self.store.arecord(part, part_ids, served=served)
             elif self.log_share > 0:

@@ -12,7 +12,7 @@ committed: a member that stops hands it to the next owner of its partitions, whi
 import time
 from typing import Any
 
-from lib.serving.online import OnlineStore, Served, StoreUnavailable
+from lib.serving.online import OnlineStore, ServedVectors, StoreUnavailable
 from lib.stream.kafka import Producer, StreamError, Topics
 from lib.stream.metrics import StreamMetrics
 from lib.stream.watermark import Gate, Watermark
@@ -97,7 +97,7 @@ class Memory:
                 where = f"{m.topic()}:{m.partition()}"
                 offsets[where] = max(offsets.get(where, -1), m.offset())
             ids = [records[i].transaction_id for i in fresh]
-            served = Served([r.transaction_id for r in records], columns["step"], matrix, self.features_share)
+            served = ServedVectors([r.transaction_id for r in records], columns["step"], matrix, self.features_share)
             store.record({c: [v[i] for i in fresh] for c, v in columns.items()}, ids, offsets, served=served)
             applied.update(offsets)
             released[0].extend(records)

@@ -50,6 +50,10 @@ def test_a_label_counts_once_and_only_for_a_known_transaction(online_store):
     assert store.label([("fraud", 10)]) == 0  # delivered again: already counted
     values = dict(zip(NAMES, store.read(rows(13))[0], strict=True))
     assert values["dest_frauds_168"] == 1
+    for name in ("!mule", "0mule", "1mule"):  # any account name the contract accepts: the index's marker is apart
+        store.record(rows(10, dest=name), [f"fraud-{name}"])
+        assert store.label([(f"fraud-{name}", 10)]) == 1 and store.label([(f"fraud-{name}", 10)]) == 0
+        assert dict(zip(NAMES, store.read(rows(13, dest=name))[0], strict=True))["dest_frauds_168"] == 1
 
 
 def test_the_applied_offsets_land_with_their_transactions(online_store):
