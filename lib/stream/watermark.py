@@ -19,6 +19,8 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
+from lib.schema import MAX_STEP
+
 TICK_HEADER = "fraud-watermark"
 UNSEEN = -(2**62)  # a partition nothing was heard from yet: it holds every step back
 
@@ -32,13 +34,16 @@ return redis.call('HGETALL', KEYS[1])
 
 
 def tick_step(msg: Any) -> int | None:
-    """The step a tick message announces, or None for any other message."""
+    """The step a tick message announces, or None for any other message. A header whose value is not a step of
+    the contract (1..MAX_STEP) makes no tick (a raised watermark cannot come down): the message is then read as
+    a transaction, and its empty body goes to the dead-letter topic with the reason."""
     headers = msg.headers()
     if not headers:
         return None
     for name, value in headers:
         if name == TICK_HEADER:
-            return int(value)
+            text = value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
+            return int(text) if text.isdigit() and 1 <= int(text) <= MAX_STEP else None
     return None
 
 

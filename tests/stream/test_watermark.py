@@ -6,7 +6,8 @@ from types import SimpleNamespace
 import pytest
 import redis
 
-from lib.stream.watermark import UNSEEN, Gate, Watermark
+from lib.schema import MAX_STEP
+from lib.stream.watermark import TICK_HEADER, UNSEEN, Gate, Watermark, tick_headers, tick_step
 
 pytestmark = pytest.mark.slow
 
@@ -78,3 +79,12 @@ def test_a_fraud_label_waits_until_its_step_is_passed_everywhere(gates):
     labels, _ = a.release()
     assert [x.transaction_id for x in labels] == ["f"] and a.first_held(LABELS, 0) is None
     assert a.limit > UNSEEN
+
+
+@pytest.mark.parametrize("value", [b"x", b"", b"-3", b"0", str(MAX_STEP + 1).encode(), b"1e9", b"\xff"])
+def test_a_tick_that_names_no_step_of_the_contract_is_no_tick(value):
+    """It would raise the watermark for good; read as a transaction instead, it is dead-lettered."""
+    tick = SimpleNamespace(headers=lambda: [(TICK_HEADER, value)])
+    assert tick_step(tick) is None
+    assert tick_step(SimpleNamespace(headers=lambda: tick_headers(42))) == 42
+    assert tick_step(SimpleNamespace(headers=lambda: None)) is None
