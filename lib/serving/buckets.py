@@ -3,7 +3,7 @@ reader's half of ``lib.features.history``, for a micro-batch (arrays and binary 
 ``lib.data.entity.entity_columns`` reads rows) and for a single request (plain Python: a tenth of the time).
 Both are held to the brute-force reference and its mutants by ``tests/data/test_entity.py``."""
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -14,11 +14,12 @@ _KINDS = {ord("n"): 0, ord("m"): 1, ord("y"): 2}
 _NEVER = np.iinfo(np.int64).max  # the first step of an account never seen: after any step
 
 
-def parse_account(raw: Mapping[bytes, bytes]) -> tuple[dict[int, list[Any]], int]:
-    """One account's hash as ``{step: [transactions, millionths, frauds, senders or None]}`` and its first step."""
+def parse_account(raw: Sequence[bytes]) -> tuple[dict[int, list[Any]], int]:
+    """One account's hash (``HGETALL``'s reply: name, value, name, value, ...) as ``{step: [transactions,
+    millionths, frauds, senders or None]}`` and its first step."""
     found: dict[int, list[Any]] = {}
     first = _NEVER
-    for name, value in raw.items():
+    for name, value in zip(raw[::2], raw[1::2], strict=True):
         kind = _KINDS.get(name[0])
         if kind is not None:
             found.setdefault(int(name[1:]), [0, 0, 0, None])[kind] = int(value)
@@ -55,7 +56,7 @@ class Buckets:
     """The buckets of the accounts of one read, as arrays sorted by (account, step), with running totals:
     a window of any row is two binary searches (the way ``lib.data.entity.entity_columns`` reads rows)."""
 
-    def __init__(self, raws: Sequence[Mapping[bytes, bytes]]) -> None:
+    def __init__(self, raws: Sequence[Sequence[bytes]]) -> None:
         accounts: list[int] = []
         steps: list[int] = []
         totals: list[tuple[int, int, int]] = []

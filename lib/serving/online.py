@@ -11,7 +11,7 @@ One Redis hash per account (``<prefix>d:<nameDest>`` for destinations, ``<prefix
 * ``n<step>`` transactions, ``m<step>`` their amount in whole millionths (summed exactly, as Spark's
   decimals are), ``y<step>`` confirmed frauds among them (the labels), ``s<step>:<sender>`` one field per
   distinct sender (destinations only), ``_first`` the first step seen, ``_low`` the oldest bucket kept;
-* a write (``record``, one Lua script per account and step, atomic) adds to a bucket, drops buckets that
+* a write (``record``, one Lua script call per batch, atomic) adds to a bucket, drops buckets that
   left the longest window and sets the key to expire ``ttl_steps`` steps after the account's last write
   (``step_seconds`` a step: an hour for PaySim). An account idle that long is forgotten: the only place the
   store differs from 02, which remembers a first step for ever (``steps_since_first`` then reads -1, not
@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 
 from lib.contract import encode_json
 from lib.errors import ServiceUnavailable
@@ -43,26 +44,29 @@ STEP_SECONDS = 3600.0  # a PaySim step is an hour
 KINDS = {"nameDest": "d", "nameOrig": "o"}
 
 _RECORD = """
-local key, step = KEYS[1], tonumber(ARGV[1])
-redis.call('HINCRBY', key, 'n' .. step, ARGV[2])
-redis.call('HINCRBY', key, 'm' .. step, ARGV[3])
-for i = 7, #ARGV do redis.call('HSET', key, 's' .. step .. ':' .. ARGV[i], 1) end
-if ARGV[6] == '1' then redis.call('HSETNX', key, '_first', step) end
-local keep = step - tonumber(ARGV[4])
-local low = tonumber(redis.call('HGET', key, '_low'))
-if not low then
-  redis.call('HSET', key, '_low', step)
-elseif low < keep then
-  local lowest = step
-  for _, name in ipairs(redis.call('HKEYS', key)) do
-    local at = tonumber(string.match(name, '^[nmys](%d+)'))
-    if at then
-      if at < keep then redis.call('HDEL', key, name) elseif at < lowest then lowest = at end
+local groups = cjson.decode(ARGV[1])
+for i, g in ipairs(groups) do
+  local key, step = KEYS[i], g[1]
+  redis.call('HINCRBY', key, 'n' .. step, g[2])
+  redis.call('HINCRBY', key, 'm' .. step, g[3])
+  for _, sender in ipairs(g[7]) do redis.call('HSET', key, 's' .. step .. ':' .. sender, 1) end
+  if g[6] == 1 then redis.call('HSETNX', key, '_first', step) end
+  local keep = step - g[4]
+  local low = tonumber(redis.call('HGET', key, '_low'))
+  if not low then
+    redis.call('HSET', key, '_low', step)
+  elseif low < keep then
+    local lowest = step
+    for _, name in ipairs(redis.call('HKEYS', key)) do
+      local at = tonumber(string.match(name, '^[nmys](%d+)'))
+      if at then
+        if at < keep then redis.call('HDEL', key, name) elseif at < lowest then lowest = at end
+      end
     end
+    redis.call('HSET', key, '_low', lowest)
   end
-  redis.call('HSET', key, '_low', lowest)
+  redis.call('PEXPIRE', key, g[5])
 end
-redis.call('PEXPIRE', key, ARGV[5])
 """
 
 _LABEL = """
@@ -77,6 +81,13 @@ redis.call('HINCRBY', key, 'y' .. ARGV[2], 1)
 return 1
 """
 
+
+# every hash of a read in one script call: one command to pack, not one per account (replies stay flat lists)
+_READ = """
+local out = {}
+for i, key in ipairs(KEYS) do out[i] = redis.call('HGETALL', key) end
+return out
+"""
 
 _RECORD_SHA, _LABEL_SHA = (hashlib.sha1(script.encode()).hexdigest() for script in (_RECORD, _LABEL))
 
@@ -140,15 +151,20 @@ class OnlineStore:
     def read(self, columns: Mapping[str, Sequence[Any]]) -> np.ndarray:
         """The entity features (rows x ``spec``, float64) of transactions with ``step``, ``nameDest`` and
         ``nameOrig``: one round trip, each distinct account read once."""
-        ordered = list({(e, a) for e in self.entities for a in columns[e]})
-        raw = self._run(lambda pipe: [pipe.hgetall(self.key(*key)) for key in ordered], "reading features")
-        return self._vectors(columns, ordered, raw)
+        ordered, keys = self._reading(columns)
+        raw = self._run(lambda pipe: pipe.eval(_READ, len(keys), *keys), "reading features")
+        return self._vectors(columns, ordered, raw[0])
 
     async def aread(self, columns: Mapping[str, Sequence[Any]]) -> np.ndarray:
         """``read`` on the event loop (the FastAPI twin: other requests go on while Redis answers)."""
+        ordered, keys = self._reading(columns)
+        raw = await self._arun(lambda pipe: pipe.eval(_READ, len(keys), *keys), "reading features")
+        return self._vectors(columns, ordered, raw[0])
+
+    def _reading(self, columns: Mapping[str, Sequence[Any]]) -> tuple[list[tuple[str, str]], list[str]]:
+        """The distinct (entity, account) pairs of a read and their keys."""
         ordered = list({(e, a) for e in self.entities for a in columns[e]})
-        raw = await self._arun(lambda pipe: [pipe.hgetall(self.key(*key)) for key in ordered], "reading features")
-        return self._vectors(columns, ordered, raw)
+        return ordered, [self.key(*k) for k in ordered]
 
     def _run(self, fill: Callable[[Any], Any], doing: str, transaction: bool = False) -> list[Any]:
         """The commands ``fill`` puts in a pipeline, in one round trip (``MULTI`` with ``transaction``)."""
@@ -249,14 +265,16 @@ class OnlineStore:
         distinct = any(f.aggregation == "distinct_senders" for f in self.spec)
 
         def fill(pipe: Any) -> None:
-            pipe.script_load(_RECORD)  # in the same MULTI: never NOSCRIPT (a restarted Redis), never half a batch
+            keys, batch = [], []  # one script call for the batch; its groups in one JSON argument (counts as text)
             for (entity, account, step), (n, micros, senders) in groups.items():
                 ttl = self.ttl_steps[entity] - (0 if now is None else now - step)
                 if ttl > 0:
-                    args = [step, n, micros, self.horizon[entity], self._ms(ttl), int(self.remembers_first[entity])]
-                    pipe.evalsha(
-                        _RECORD_SHA, 1, self.key(entity, account), *args, *(sorted(senders) if distinct else [])
-                    )
+                    keys.append(self.key(entity, account))
+                    batch.append((step, str(n), str(micros), self.horizon[entity], self._ms(ttl),
+                                  int(self.remembers_first[entity]), sorted(senders) if distinct else ()))  # fmt: skip
+            pipe.script_load(_RECORD)  # in the same MULTI: never NOSCRIPT (a restarted Redis), never half a batch
+            if keys:
+                pipe.evalsha(_RECORD_SHA, len(keys), *keys, orjson.dumps(batch))
             for step, mapping in index.items():
                 ttl = self.label_steps - (0 if now is None else now - step)
                 if ttl > 0:
@@ -313,8 +331,6 @@ class OnlineStore:
 
     def served_log(self, count: int | None = None) -> list[dict[str, Any]]:
         """The logged vectors, oldest first (at most ``log_limit``, about: Redis trims whole nodes)."""
-        import orjson
-
         entries: Any = self.client.xrange(f"{self.prefix}served", count=count)
         return [orjson.loads(fields[b"v"]) for _, fields in entries]
 

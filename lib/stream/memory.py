@@ -41,6 +41,7 @@ class Memory:
         self._paused: set[int] = set()  # transactions partitions paused while too much of them is held
         self._applied: dict[str, int] | None = None  # the store's recorded offsets, read again after each assignment
         self._held_since: float | None = None
+        self._late_counted = 0  # of gate.late_count, in the metrics
 
     def assigned(self) -> None:
         """New partitions (they come unpaused): the recorded offsets are read again before the next record."""
@@ -77,8 +78,12 @@ class Memory:
                 self.metrics.errors.labels("store").inc()
                 self.metrics.store_errors.inc()
             raise StreamError(str(exc)) from exc
-        if self.metrics and released[0]:
-            self.metrics.store_latency.observe(time.perf_counter() - began)
+        if self.metrics:
+            if released[0]:
+                self.metrics.store_latency.observe(time.perf_counter() - began)
+            self.metrics.late.inc(gate.late_count - self._late_counted)
+            self.metrics.held.set(gate.held_count())
+        self._late_counted = gate.late_count
         self._pace_held()
         return released
 

@@ -40,6 +40,14 @@ class StreamMetrics(ScoringMetrics):
             registry=registry,
         )  # fmt: skip
         self.errors = Counter("fraud_stream_errors", "Stream errors by kind", ["kind"], registry=registry)
+        self.late = Counter(
+            "fraud_stream_late_transactions", "Transactions after a later step of their partition (scored at once, "
+            "with the state there was: their entity features may miss rows)", registry=registry,
+        )  # fmt: skip
+        self.held = Gauge(
+            "fraud_stream_held_messages", "Transactions and labels held until the group's watermark passes their step",
+            registry=registry,
+        )  # fmt: skip
         for outcome in ("scored", "dead_letter"):
             self.messages.labels(outcome)
         self.live = LiveMetrics(registry)

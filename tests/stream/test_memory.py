@@ -4,6 +4,7 @@ processes in one group. For every transaction of the window the entity vector th
 from a store warmed by ``backfill``, and still with a partition that lags behind the others."""
 
 import time
+import urllib.request
 import zlib
 
 import numpy as np
@@ -15,6 +16,7 @@ from confluent_kafka import Producer
 from lib.data.acquire import read_window
 from lib.data.entity import entity_columns
 from lib.features import ENTITY_FEATURES
+from lib.local.daemons import free_port
 from lib.serving.online import OnlineStore
 from lib.stream import kafka as stream
 from lib.stream import process as scorer_process
@@ -107,14 +109,16 @@ def test_the_stream_serves_the_offline_vectors(kafka, topics, redis_server, mont
     assert store.backfill(columns) > 0  # frauds of the history counted: dest_frauds_168 starts warm
     options = ("--group", "memory", "--store", redis_server.url, "--store-prefix", prefix, "--log-features", "1",
                "--label-delay-steps", str(DELAY), "--no-shadow")  # fmt: skip
-    scorers = [start_scorer(kafka.bootstrap, topics, bundle, *options) for _ in range(2)]
+    ports = [free_port() for _ in range(2)]
+    scorers = [start_scorer(kafka.bootstrap, topics, bundle, *options, "--metrics-port", str(p)) for p in ports]
     try:
         time.sleep(4)  # both members join before the data arrives
         publish(kafka.bootstrap, topics, window, lagging, lag_from=FIRST + 6)
         got = served(store, window.num_rows)
-        import redis
-
-        print("WM", redis.Redis.from_url(redis_server.url).hgetall(prefix + "watermark:memory"))
+        for port in ports:  # all released in the end, none late (each partition in step order)
+            metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+            assert "fraud_stream_held_messages 0.0" in metrics, metrics
+            assert "fraud_stream_late_transactions_total 0.0" in metrics
     finally:
         outputs = [scorer_process.stop_scorer_process(p) for p in scorers]
     ids = window.column("transaction_id").to_pylist()
