@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 
 ACTIONLINT_VERSION := v1.7.12
 
-.PHONY: setup tools run run-full test test-fast validate-manifests lab lint format lock clean
+.PHONY: setup tools feast-env run run-full test test-fast validate-manifests lab lint format lock clean
 
 setup: $(STAMP)
 
@@ -26,6 +26,14 @@ tools: $(BIN)/actionlint
 
 $(BIN)/actionlint: | $(STAMP)
 	GOBIN=$(abspath $(BIN)) go install github.com/rhysd/actionlint/cmd/actionlint@$(ACTIONLINT_VERSION)
+
+# Feast in its own environment, only for benchmarks/feast_vs_direct.py (feast pins redis < 8).
+feast-env: .venv-feast/.installed
+
+.venv-feast/.installed: benchmarks/requirements-feast.lock
+	$(PYTHON) -m venv .venv-feast
+	.venv-feast/bin/python -m pip install --quiet -r benchmarks/requirements-feast.lock
+	touch $@
 
 run: setup
 	$(BIN)/python run_pipeline.py --profile $(PROFILE)
@@ -58,6 +66,8 @@ lock:
 	$(BIN)/python -m pip install --quiet uv
 	$(BIN)/uv pip compile requirements.in --python-version 3.11 --python-platform x86_64-unknown-linux-gnu \
 		--no-header --annotation-style line -o requirements.lock
+	$(BIN)/uv pip compile benchmarks/requirements-feast.in --python-version 3.11 --python-platform x86_64-unknown-linux-gnu \
+		--no-header --annotation-style line -o benchmarks/requirements-feast.lock
 
 clean:
-	rm -rf $(VENV) runs/2* runs/latest runs/.cache mlflow.db mlartifacts data/raw data/processed data/*.dvc dvc-remote
+	rm -rf $(VENV) .venv-feast runs/2* runs/latest runs/.cache mlflow.db mlartifacts data/raw data/processed data/*.dvc dvc-remote
