@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 
 ACTIONLINT_VERSION := v1.7.12
 
-.PHONY: setup tools feast-env run run-full test test-fast validate-manifests lab lint format lock clean
+.PHONY: setup tools k8s-tools feast-env run run-full test test-fast validate-manifests lab lint format lock clean
 
 setup: $(STAMP)
 
@@ -26,6 +26,11 @@ tools: $(BIN)/actionlint
 
 $(BIN)/actionlint: | $(STAMP)
 	GOBIN=$(abspath $(BIN)) go install github.com/rhysd/actionlint/cmd/actionlint@$(ACTIONLINT_VERSION)
+
+# The development cluster's programs (python -m lib k8s-local): Kubernetes, etcd, metrics-server, built from the
+# Go module proxy into ~/.cache/fraud-mlops/k8s/<version>/bin (about 10 minutes cold on 2 cores, then nothing).
+k8s-tools: setup
+	$(BIN)/python -c "from lib.local.k8s_build import ensure_binaries; ensure_binaries()"
 
 # Feast in its own environment, only for benchmarks/feast_vs_direct.py (feast pins redis < 8).
 feast-env: .venv-feast/.installed

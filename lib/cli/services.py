@@ -1,5 +1,5 @@
-"""The ops room's commands: ``kafka-local``, ``redis-local``, ``spark-local``, ``monitoring-local`` (one ``start|status|stop``
-mechanism, ``lib.local.daemons.Background``) and ``lambda-package``."""
+"""The ops room's commands: ``kafka-local``, ``redis-local``, ``spark-local``, ``monitoring-local``, ``k8s-local``
+(one ``start|status|stop`` mechanism, ``lib.local.daemons.Background``), ``k8s-image`` and ``lambda-package``."""
 
 import argparse
 
@@ -54,6 +54,25 @@ def _lambda_package(args: argparse.Namespace) -> None:
         raise ParameterError(f"the package does not fit Lambda: {problems or 'too large'}")
 
 
+def _k8s_image(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from lib.local import images, k8s
+
+    image = images.build_api(Path(args.bundle).resolve(), args.tag, args.base_image)  # like docker build: from here
+    cluster = k8s.BACKGROUND.running()
+    if cluster:
+        images.load(image, k8s.containerd_socket(cluster.data_dir))
+    print(
+        f"{image} built"
+        + (
+            " and loaded into the development cluster"
+            if cluster
+            else " (no development cluster running: python -m lib k8s-local start, then this again)"
+        )
+    )
+
+
 def add_commands(commands) -> None:
     free = {"type": int, "default": 0}
     _add_service(
@@ -82,6 +101,21 @@ def add_commands(commands) -> None:
         ("--port", {"type": int, "default": 9090, "dest": "prometheus_port", "help": "Prometheus port"}),
         ("--pushgateway-port", {"type": int, "default": 9091}),
     )  # fmt: skip
+    _add_service(
+        commands, "k8s-local", "a single-node Kubernetes built from source, on 127.0.0.1 (root; prints KUBECONFIG)",
+        "k8s",
+        ("--port", {**free, "help": "the API server's port (default: a free one)"}),
+        ("--data-dir", {"help": "its folder (default: ~/.cache/fraud-mlops/k8s/cluster/local-data)"}),
+    )  # fmt: skip
+
+    image = commands.add_parser(
+        "k8s-image", help="build the API image (k8s/Dockerfile) and load it into the running development cluster"
+    )
+    image.add_argument("--tag", default="latest", help="paysim-fraud-api:TAG (a new model: a new tag)")
+    image.add_argument("--bundle", default="data/bundle", help="the serving bundle the image carries (from the cwd)")
+    image.add_argument("--base-image", help="default: Python 3.11 from Debian's packages (no registry needed); "
+                       "python:3.11-slim where a registry is reachable")  # fmt: skip
+    image.set_defaults(handler=_k8s_image)
 
     package = commands.add_parser(
         "lambda-package", help="chalice package under Python 3.13 (Lambda's runtime), checked against Lambda's limits"

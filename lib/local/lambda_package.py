@@ -29,10 +29,9 @@ from pathlib import Path
 from lib import atomic
 from lib.config import PROJECT_ROOT, Settings, get_settings
 from lib.errors import PipelineError
-from lib.local import daemons, shipping
+from lib.local import daemons, debian, shipping
 
 DEBIAN_SUITE = "trixie"  # Python 3.13, the version of Lambda's python3.13 runtime
-DEBIAN_MIRROR = "http://deb.debian.org/debian"
 CHALICE = "chalice==1.34.0"
 RUNTIME_CLIENT = "awslambdaric==4.2.2"
 RIE = "github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws-lambda-rie"
@@ -76,23 +75,8 @@ def lambda_root(settings: Settings | None = None) -> Path:
     root = settings.cache_dir / "lambda" / f"python3.13-{_root_key()}"
     if (root / ".ready").exists():
         return root
-    if os.geteuid() != 0:
-        raise LambdaBuildError(
-            "building the Lambda Python needs root (debootstrap and chroot); run it as root, as CI does"
-        )
-    if not shutil.which("debootstrap"):
-        raise LambdaBuildError("debootstrap is not installed: apt-get install debootstrap")
     with atomic.staged_dir(root) as tmp:
-        _run(["debootstrap", "--variant=minbase", "--include=python3,python3-venv,ca-certificates", DEBIAN_SUITE,
-              str(tmp), DEBIAN_MIRROR], "debootstrap of Debian trixie")  # fmt: skip
-        shutil.copy2("/etc/resolv.conf", tmp / "etc" / "resolv.conf")  # pip inside the root reaches PyPI
-        # the host's CA bundle: it holds whatever authority the host trusts for its package index or proxy
-        bundle = Path(
-            os.environ.get("PIP_CERT") or os.environ.get("SSL_CERT_FILE") or "/etc/ssl/certs/ca-certificates.crt"
-        )
-        if bundle.is_file():
-            shutil.copy2(bundle, tmp / "etc" / "ssl" / "certs" / "ca-certificates.crt")
-        (tmp / "etc" / "pip.conf").write_text("[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n")
+        debian.bootstrap(tmp, DEBIAN_SUITE, ("python3", "python3-venv", "ca-certificates"), LambdaBuildError)
         chroot = ["chroot", str(tmp), "/usr/bin/env", "-i", *(f"{k}={v}" for k, v in _ROOT_ENV.items())]
         _run([*chroot, "python3", "-m", "venv", "/opt/build"], "the build venv")
         pip = [*chroot, "/opt/build/bin/pip", "install", "--quiet", "--no-cache-dir"]
