@@ -100,6 +100,8 @@ def add_commands(commands) -> None:
         ("--scorer", {"default": "127.0.0.1:9108", "help": "the stream scorer's --metrics-port"}),
         ("--port", {"type": int, "default": 9090, "dest": "prometheus_port", "help": "Prometheus port"}),
         ("--pushgateway-port", {"type": int, "default": 9091}),
+        ("--kubeconfig", {"default": "", "help": "find the API's pods on this cluster (kubernetes_sd_configs) "
+                          "instead of --api (k8s-local writes prometheus.kubeconfig: read-only)"}),
     )  # fmt: skip
     _add_service(
         commands, "k8s-local", "a single-node Kubernetes built from source, on 127.0.0.1 (root; prints KUBECONFIG)",

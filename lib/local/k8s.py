@@ -125,11 +125,13 @@ class LocalK8s:
         for name in ("etcd", "etcd_peer", "kubelet", "kubelet_health", "proxy_health", "proxy_metrics",
                      "scheduler", "controller_manager", "metrics_server"):  # fmt: skip
             self.ports[name] = self.ports.get(name) or free_port()
-        for user in ("admin", "controller-manager", "scheduler", "kube-proxy", "kubelet-client"):
+        for user in ("admin", "controller-manager", "scheduler", "kube-proxy", "kubelet-client", "metrics-server",
+                     "prometheus"):  # fmt: skip
             k8s_pki.kubeconfig(d / f"{user}.kubeconfig", self.server, pki, user)
         try:
             self._start_control_plane(bin_dir, pki, detach, timeout)
             self._start_node(bin_dir, pki, host, detach, timeout)
+            self._start_metrics_server(bin_dir, pki, detach, timeout)
         except BaseException:
             self.stop()
             raise
@@ -180,6 +182,7 @@ class LocalK8s:
         socket_path = containerd_socket(d)
         atomic.write_text(d / "cni" / "10-fraud.conflist", k8s_config.cni(d / "cni-ipam"))
         atomic.write_text(d / "containerd.toml", k8s_config.containerd(d, socket_path))
+        _bridge()  # before containerd: metrics-server listens on its address before any pod exists
         self._spawn("containerd", ["containerd", "--config", str(d / "containerd.toml")], detach)
         self._wait(socket_path.exists, "containerd", timeout)
         self._import_pause(bin_dir, socket_path)
@@ -191,6 +194,23 @@ class LocalK8s:
         self._spawn("kube-proxy", [str(bin_dir / "kube-proxy"), f"--config={d / 'kube-proxy.yaml'}",
                                    f"--hostname-override={host}"], detach)  # fmt: skip
         self._wait(lambda: self._node_ready(host), f"the node {host}", timeout)
+
+    def _start_metrics_server(self, bin_dir: Path, pki: Path, detach: bool, timeout: float) -> None:
+        """metrics-server on the pods' gateway address, registered as ``metrics.k8s.io``; its first figures come
+        after its first scrape of the kubelet (15 s)."""
+        d, kc = self.data_dir, self.data_dir / "metrics-server.kubeconfig"
+        self.kubectl("apply", "-f", "-", stdin=k8s_config.addons(self.ports["metrics_server"]))  # its RBAC first
+        self._spawn("metrics-server", [
+            str(bin_dir / "metrics-server"), f"--bind-address={k8s_config.GATEWAY}",
+            f"--secure-port={self.ports['metrics_server']}", f"--cert-dir={d / 'metrics-server'}", f"--kubeconfig={kc}",
+            f"--authentication-kubeconfig={kc}", f"--authorization-kubeconfig={kc}",
+            "--kubelet-preferred-address-types=Hostname", "--kubelet-use-node-status-port",
+            f"--kubelet-certificate-authority={pki / 'ca.crt'}",
+            "--metric-resolution=15s",
+        ], detach)  # fmt: skip
+        available = '{.status.conditions[?(@.type=="Available")].status}'
+        self._wait(lambda: self.kubectl("get", "apiservice", "v1beta1.metrics.k8s.io", "-o", f"jsonpath={available}",
+                                        check=False, timeout=10) == "True", "metrics-server's API", timeout)  # fmt: skip
 
     def _import_pause(self, bin_dir: Path, socket_path: Path) -> None:
         """The pod sandbox's image: our ``pause`` program alone in an OCI archive, imported into containerd."""
@@ -247,7 +267,7 @@ class LocalK8s:
     def stop(self, timeout: float = 30.0) -> None:
         """The pods' containers, the node's parts, then the control plane (the API server before etcd: it waits
         for etcd while it drains), each with its children; then what they set up on the host."""
-        stages = (("kube-proxy", "kubelet"), ("containerd",), ("kube-scheduler", "kube-controller-manager"),
+        stages = (("metrics-server", "kube-proxy", "kubelet"), ("containerd",), ("kube-scheduler", "kube-controller-manager"),
                   ("kube-apiserver",), ("etcd",))  # fmt: skip
         pids, self.pids = self.pids, {}
         _stop_containers(self.data_dir)
@@ -278,6 +298,17 @@ def _stop_containers(data_dir: Path) -> None:
                 os.kill(int(cmdline.parent.name), signal.SIGKILL)
         except (OSError, ValueError):
             continue
+
+
+def _bridge() -> None:
+    """The pods' bridge with the gateway's address, as the CNI bridge plugin would make it (it keeps one it finds)."""
+    if Path(f"/sys/class/net/{BRIDGE}").exists():
+        return
+    for command in (["link", "add", "name", BRIDGE, "type", "bridge"],
+                    ["addr", "add", f"{k8s_config.GATEWAY}/24", "dev", BRIDGE], ["link", "set", BRIDGE, "up"]):  # fmt: skip
+        done = subprocess.run(["ip", *command], capture_output=True, text=True, check=False)
+        if done.returncode:
+            raise K8sError(f"ip {' '.join(command)} failed: {done.stderr.strip()}")
 
 
 def _short(data_dir: Path) -> str:

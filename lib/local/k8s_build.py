@@ -9,6 +9,8 @@ No release download site is reachable here, so everything comes from source thro
   (``-ldflags -X``), as a release's do: kubectl refuses a server that says ``v0.0.0-master``.
 * etcd (``go.etcd.io/etcd/server/v3``'s ``etcdmain``) and metrics-server (``sigs.k8s.io/metrics-server``)
   through a module each; the pause container's program is ten lines of Go of our own.
+* Prometheus with Kubernetes discovery (``monitoring-local --kubeconfig``): Debian's is built without it (its
+  config refuses ``kubernetes_sd_configs``); ours has that discovery only (``remove_all_sd,enable_kubernetes_sd``).
 
 A cold build takes about 10 minutes on 2 cores (5 GB of Go build cache); then seconds.
 """
@@ -27,9 +29,10 @@ from lib.errors import PipelineError
 K8S_VERSION = "v1.37.2"
 ETCD_VERSION = "v3.7.0"
 METRICS_SERVER_VERSION = "v0.8.0"
+PROMETHEUS_VERSION = "v0.316.0"  # the Go module's version of Prometheus 3.16
 GO_VERSION = "1.26.0"  # the go line of the modules below; kubernetes 1.37 needs Go >= 1.26
 KUBE = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "kubectl")
-PROGRAMS = (*KUBE, "etcd", "metrics-server", "pause")
+PROGRAMS = (*KUBE, "etcd", "metrics-server", "prometheus", "pause")
 
 _PAUSE = """package main
 
@@ -117,6 +120,9 @@ def _module(go: str, folder: Path, program: str, version: str) -> None:
         source = f"//go:build tools\n\npackage tools\n\nimport (\n{imports})\n"
     elif program == "etcd":
         mod, source = f"require go.etcd.io/etcd/server/v3 {ETCD_VERSION}\n", _ETCD
+    elif program == "prometheus":
+        mod = f"require github.com/prometheus/prometheus {PROMETHEUS_VERSION}\n"
+        source = '//go:build tools\n\npackage tools\n\nimport _ "github.com/prometheus/prometheus/cmd/prometheus"\n'
     elif program == "metrics-server":
         mod = f"require sigs.k8s.io/metrics-server {METRICS_SERVER_VERSION}\n"
         source = '//go:build tools\n\npackage tools\n\nimport _ "sigs.k8s.io/metrics-server/cmd/metrics-server"\n'
@@ -128,10 +134,13 @@ def _module(go: str, folder: Path, program: str, version: str) -> None:
 
 
 def _build(go: str, folder: Path, program: str, version: str) -> None:
-    target = {"etcd": ".", "pause": ".", "metrics-server": "sigs.k8s.io/metrics-server/cmd/metrics-server"}.get(
-        program, f"k8s.io/kubernetes/cmd/{program}"
-    )
+    target = {"etcd": ".", "pause": ".", "metrics-server": "sigs.k8s.io/metrics-server/cmd/metrics-server",
+              "prometheus": "github.com/prometheus/prometheus/cmd/prometheus"}.get(program, f"k8s.io/kubernetes/cmd/{program}")  # fmt: skip
+    tags = ["-tags", "remove_all_sd,enable_kubernetes_sd"] if program == "prometheus" else []
     flags = "-s -w"
+    if program == "prometheus":  # v0.316.0 is Prometheus 3.16.0
+        minor, patch = PROMETHEUS_VERSION.removeprefix("v0.").split(".")
+        flags += f" -X github.com/prometheus/common/version.Version=3.{int(minor) - 300}.{patch}"
     if program in KUBE:
         major, minor = version.removeprefix("v").split(".")[:2]
         for package in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
@@ -140,5 +149,5 @@ def _build(go: str, folder: Path, program: str, version: str) -> None:
     out = bin_dir(version) / program
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{program}.partial")
-    _go(go, ["build", "-trimpath", "-ldflags", flags, "-o", str(partial), target], folder, f"building {program}")
+    _go(go, ["build", "-trimpath", *tags, "-ldflags", flags, "-o", str(partial), target], folder, f"building {program}")
     partial.replace(out)  # a half-built program is never found

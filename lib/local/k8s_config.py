@@ -6,6 +6,74 @@ from pathlib import Path
 POD_CIDR = "10.244.0.0/24"
 BRIDGE = "fraudk8s0"  # the pods' bridge: a name of our own, so that stop removes exactly it
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10"  # the name containerd's CRI asks for; ours, imported (no registry)
+# the host's address on the pods' bridge: where metrics-server listens (the API server routes to an aggregated API by
+# its Endpoints, which refuse loopback addresses; the pods reach it too, and nothing outside the machine does)
+GATEWAY = "10.244.0.1"
+
+
+def addons(metrics_port: int) -> str:
+    """metrics-server's registration as the aggregated API ``metrics.k8s.io`` (for ``kubectl top`` and the HPA) and
+    its RBAC, and read-only RBAC for the Prometheus that discovers pods from outside the cluster."""
+    return f"""apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {{name: "system:metrics-server"}}
+rules:
+  - {{apiGroups: [""], resources: [nodes/metrics], verbs: [get]}}
+  - {{apiGroups: [""], resources: [pods, nodes], verbs: [get, list, watch]}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {{name: "system:metrics-server"}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:metrics-server"}}
+subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:metrics-server"}}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {{name: "metrics-server:system:auth-delegator"}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:auth-delegator"}}
+subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:metrics-server"}}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: metrics-server-auth-reader, namespace: kube-system}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: extension-apiserver-authentication-reader}}
+subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:metrics-server"}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: metrics-server, namespace: kube-system}}
+spec:
+  ports: [{{name: https, port: 443, targetPort: {metrics_port}, protocol: TCP}}]
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {{name: metrics-server, namespace: kube-system}}
+subsets: [{{addresses: [{{ip: "{GATEWAY}"}}], ports: [{{name: https, port: {metrics_port}, protocol: TCP}}]}}]
+---
+apiVersion: apiregistration.k8s.io/v1
+kind: APIService
+metadata: {{name: v1beta1.metrics.k8s.io}}
+spec:
+  group: metrics.k8s.io
+  version: v1beta1
+  service: {{name: metrics-server, namespace: kube-system, port: 443}}
+  insecureSkipTLSVerify: true  # metrics-server's own self-signed serving certificate
+  groupPriorityMinimum: 100
+  versionPriority: 100
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {{name: fraud-mlops-prometheus}}
+rules:
+  - {{apiGroups: [""], resources: [pods, services, endpoints, nodes], verbs: [get, list, watch]}}
+  - {{apiGroups: [discovery.k8s.io], resources: [endpointslices], verbs: [get, list, watch]}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {{name: fraud-mlops-prometheus}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: fraud-mlops-prometheus}}
+subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: fraud-mlops-prometheus}}]
+"""
 
 
 def cni(ipam: Path) -> str:

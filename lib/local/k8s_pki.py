@@ -75,7 +75,7 @@ def make_pki(folder: Path, hostname: str) -> Path:
     """Every certificate and key the cluster needs, in ``folder`` (made once: an existing one is kept)."""
     from cryptography.hazmat.primitives import serialization
 
-    if (folder / "done").exists():
+    if (folder / "done-v2").exists():  # v2: with metrics-server's and Prometheus's certificates
         return folder
     folder.mkdir(parents=True, exist_ok=True)
     ca = _certificate(folder / "ca", "fraud-mlops development cluster CA", (), None)
@@ -90,6 +90,8 @@ def make_pki(folder: Path, hostname: str) -> Path:
         "scheduler": ("system:kube-scheduler", ()),
         "kube-proxy": ("system:kube-proxy", ("system:node-proxier",)),
         "kubelet-client": (f"system:node:{hostname}", ("system:nodes",)),
+        "metrics-server": ("system:metrics-server", ()),
+        "prometheus": ("fraud-mlops-prometheus", ()),  # RBAC: lib.local.k8s_config.ADDONS
     }
     for file, (name, groups) in clients.items():
         _certificate(folder / file, name, groups, ca)
@@ -101,7 +103,7 @@ def make_pki(folder: Path, hostname: str) -> Path:
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     atomic.write_text(folder / "sa.pub", public.decode())
-    atomic.write_text(folder / "done", "")
+    atomic.write_text(folder / "done-v2", "")
     return folder
 
 

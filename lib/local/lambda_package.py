@@ -248,6 +248,9 @@ class LambdaEmulator:
         )
         self.log = root.parent / f"emulator-{self.port}.log"
         self.log.unlink(missing_ok=True)
+        for stale in root.parent.glob("emulator-*.log"):  # kept after stop for output(); not for ever
+            if time.time() - stale.stat().st_mtime > 3600:
+                stale.unlink(missing_ok=True)
         argv = [
             "chroot",
             str(root),

@@ -25,6 +25,15 @@ from lib.local import daemons
 PROMETHEUS = PROJECT_ROOT / "monitoring" / "prometheus"
 
 
+# the API's pods (k8s/deployment.yaml: its label and its port named http), with their namespace and pod name
+KUBERNETES_PODS = [
+    {"source_labels": ["__meta_kubernetes_pod_label_app_kubernetes_io_name", "__meta_kubernetes_pod_container_port_name"],
+     "regex": "fraud-api;http", "action": "keep"},
+    {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
+    {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
+]  # fmt: skip
+
+
 class MonitoringError(PipelineError):
     """Prometheus or the Pushgateway cannot be found or started."""
 
@@ -46,6 +55,7 @@ class LocalMonitoring:
     prometheus_port: int = 0
     pushgateway_port: int = 0
     scrape_interval: str = "5s"
+    kubeconfig: str = ""  # the API's pods found on this cluster (kubernetes_sd_configs) instead of ``api``
     pids: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -71,6 +81,10 @@ class LocalMonitoring:
             raise MonitoringError(f"monitoring/prometheus/prometheus.yml scrapes jobs with no local target: {unknown}")
         for job in config["scrape_configs"]:
             job["static_configs"] = [{"targets": [targets[job["job_name"]]]}]
+            if job["job_name"] == "fraud-api" and self.kubeconfig:
+                del job["static_configs"]
+                job.update(kubernetes_sd_configs=[{"role": "pod", "kubeconfig_file": self.kubeconfig}],
+                           relabel_configs=KUBERNETES_PODS)  # fmt: skip
         return config
 
     def start(self, timeout: float = 60.0, detach: bool = False) -> "LocalMonitoring":
@@ -84,7 +98,7 @@ class LocalMonitoring:
                 self.data_dir / "pushgateway.log", detach=detach,
             ),
             daemons.spawn(
-                [binary("prometheus"), f"--config.file={self.data_dir / 'prometheus.yml'}",
+                [self._prometheus(), f"--config.file={self.data_dir / 'prometheus.yml'}",
                  f"--storage.tsdb.path={self.data_dir / 'tsdb'}", f"--web.listen-address=127.0.0.1:{self.prometheus_port}"],
                 self.data_dir / "prometheus.log", detach=detach,
             ),
@@ -99,6 +113,14 @@ class LocalMonitoring:
                 time.sleep(0.2)
         return self
 
+    def _prometheus(self) -> str:
+        """Debian's Prometheus; with ``kubeconfig``, the one built with Kubernetes discovery (Debian's lacks it)."""
+        if not self.kubeconfig:
+            return binary("prometheus")
+        from lib.local import k8s_build
+
+        return str(k8s_build.ensure_binaries() / "prometheus")
+
     def targets(self) -> dict[str, str]:
         """Each scrape job's health as Prometheus sees it (``up``, ``down`` or ``unknown``)."""
         with urllib.request.urlopen(f"{self.prometheus_url}/api/v1/targets", timeout=5) as response:
@@ -106,9 +128,11 @@ class LocalMonitoring:
         return {t["labels"]["job"]: t["health"] for t in active}
 
     def started(self) -> str:
+        api = f"the API's pods found through {self.kubeconfig}" if self.kubeconfig else f"the API at {self.api}"
         return (
             f"Prometheus {self.prometheus_url} (rules of monitoring/prometheus/rules; alerts {self.prometheus_url}/alerts) "
-            f"scraping the API at {self.api} and the stream scorer at {self.scorer}; "
+            f"scraping {api} "
+            f"and the stream scorer at {self.scorer}; "
             f"Pushgateway: PUSHGATEWAY_URL={self.pushgateway}"
         )
 

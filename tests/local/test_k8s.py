@@ -2,21 +2,28 @@
 built here (``lib.local.images``) and ``kubectl apply -k k8s/`` into a namespace that enforces PodSecurity
 ``restricted``, as k8s/README.md's "On the development cluster" runs it."""
 
+import contextlib
 import http.client
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
 import threading
 import time
+import urllib.request
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from lib.config import PROJECT_ROOT
 from lib.local import images, k8s, k8s_build
+from lib.local.daemons import free_port
 from tests.local.test_services import command
+from tests.monitoring.test_monitoring import need, panel_queries, query
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]  # the first test may build Kubernetes (10 minutes)
 
@@ -161,9 +168,10 @@ def test_inside_the_pod_non_root_read_only_no_capabilities_no_service_links(clus
     assert "FRAUD_API_PORT" not in out[4] and "FRAUD_API_KEYS" in out[4]  # no Service links in FRAUD_
 
 
-def test_a_model_update_rolls_out_under_load_with_no_failed_request(cluster, deployed, api_images):
-    """A new bundle is a new image tag; `kubectl set image` replaces the pods one at a time while requests flow."""
-    ns, port = deployed
+@contextlib.contextmanager
+def under_load(port: int, clients: int = 4) -> Iterator[list[tuple[int, str]]]:
+    """``clients`` threads sending requests (each on a new connection) while the block runs (at most 200,000);
+    yields their outcomes: (status or 0 for a connection error, model version or the error's name)."""
     outcomes: list[tuple[int, str]] = []
     stop = threading.Event()
 
@@ -175,22 +183,147 @@ def test_a_model_update_rolls_out_under_load_with_no_failed_request(cluster, dep
             except OSError as exc:
                 outcomes.append((0, type(exc).__name__))
 
-    workers = [threading.Thread(target=load) for _ in range(4)]
+    workers = [threading.Thread(target=load) for _ in range(clients)]
     for worker in workers:
         worker.start()
     try:
+        yield outcomes
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(timeout=30)
+
+
+def test_a_model_update_rolls_out_under_load_with_no_failed_request(cluster, deployed, api_images):
+    """A new bundle is a new image tag; `kubectl set image` replaces the pods one at a time while requests flow."""
+    ns, port = deployed
+    with under_load(port) as outcomes:
         time.sleep(3)
         began = time.monotonic()
         cluster.kubectl("-n", ns, "set", "image", "deployment/fraud-api", f"api={api_images['2']}")
         cluster.kubectl("-n", ns, "rollout", "status", "deployment/fraud-api", "--timeout=240s", timeout=260)
         rolled = time.monotonic() - began
         time.sleep(3)
-    finally:
-        stop.set()
-        for worker in workers:
-            worker.join(timeout=30)
     failed = [o for o in outcomes if o[0] != 200]
     versions = [v for s, v in outcomes if s == 200]
     print(f"rollout {rolled:.1f} s; {len(outcomes):,} requests, {len(failed)} failed")
     assert not failed, f"{len(failed)} of {len(outcomes)} requests failed during the rollout: {failed[:5]}"
     assert versions[0] == "1" and versions[-1] == "2" and len(versions) > 100
+
+
+def test_a_stalled_pod_leaves_the_service_and_is_restarted(cluster, deployed):
+    """Every process of one pod's container stopped (SIGSTOP): readiness takes it out of the Service's endpoints,
+    liveness restarts it, and it comes back Ready and in the endpoints."""
+    ns, _ = deployed
+    pod = pods(cluster, ns)[0]
+    name, ip = pod["metadata"]["name"], pod["status"]["podIP"]
+    container = pod["status"]["containerStatuses"][0]["containerID"].removeprefix("containerd://")
+    ctr = ["ctr", "--address", str(k8s.containerd_socket(cluster.data_dir)), "-n", "k8s.io"]
+    listed = subprocess.run([*ctr, "tasks", "ps", container], capture_output=True, text=True, check=True).stdout
+    pids = [int(line.split()[0]) for line in listed.splitlines()[1:] if line.strip()]
+
+    def endpoints() -> set[str]:
+        slices = json.loads(cluster.kubectl("-n", ns, "get", "endpointslices", "-l",
+                                            "kubernetes.io/service-name=fraud-api", "-o", "json"))  # fmt: skip
+        return {a for s in slices["items"] for e in s.get("endpoints") or [] if e["conditions"].get("ready")
+                for a in e["addresses"]}  # fmt: skip
+
+    def wait(what: str, done, timeout: float = 150) -> float:
+        began, deadline = time.monotonic(), time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if done():
+                return time.monotonic() - began
+            time.sleep(1)
+        raise AssertionError(f"{what} did not happen within {timeout:.0f} s")
+
+    assert ip in endpoints() and pids
+    began = time.monotonic()
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    out = wait("the stalled pod leaving the endpoints", lambda: ip not in endpoints())
+
+    def restarted() -> bool:
+        status = json.loads(cluster.kubectl("-n", ns, "get", "pod", name, "-o", "json"))["status"]
+        return status["containerStatuses"][0]["restartCount"] >= 1
+
+    wait("the liveness probe's restart", restarted)
+    restart = time.monotonic() - began
+    back = wait("the restarted pod back in the endpoints", lambda: ip in endpoints()) + restart
+    print(
+        f"stalled pod: out of the endpoints after {out:.0f} s, restarted after {restart:.0f} s, back after {back:.0f} s"
+    )
+
+
+def test_prometheus_finds_the_pods_through_the_api_server(cluster, deployed, tmp_path):
+    """k8s/README.md's `monitoring-local start --kubeconfig` (the project's config and rules): Prometheus finds the
+    API's pods with kubernetes_sd_configs against the cluster's API server, as a read-only identity, and scrapes
+    each; every dashboard panel whose series the API exports answers."""
+    need("prometheus-pushgateway")
+    ns, port = deployed
+    kubeconfig = str(cluster.data_dir / "prometheus.kubeconfig")
+    cache = tmp_path / "cache"
+    (cache / "fraud-mlops" / "k8s" / k8s_build.K8S_VERSION).mkdir(parents=True)
+    (cache / "fraud-mlops" / "k8s" / k8s_build.K8S_VERSION / "bin").symlink_to(k8s_build.ensure_binaries())
+    cli = command("monitoring-local", {**os.environ, "XDG_CACHE_HOME": str(cache)})
+    running = {p["metadata"]["name"] for p in pods(cluster, ns)}
+    started = cli("start", "--kubeconfig", kubeconfig, "--port", str(free_port()), "--pushgateway-port",
+                  str(free_port()))  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    prometheus = started.stdout.split()[1]
+    try:
+        with under_load(port, clients=2) as outcomes:
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline:
+                scraped = {r["metric"]["pod"] for r in query(prometheus, 'up{job="fraud-api"} == 1')}
+                if scraped >= running:
+                    break
+                time.sleep(1)
+            assert scraped >= running, (scraped, running, cli("status").stdout)
+            time.sleep(6)  # a few scrapes under load, so rates have two points
+            exported = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+            checked, empty = [], []
+            for title, expr in panel_queries():
+                if all(name in exported for name in re.findall(r"fraud_\w+", expr)):
+                    checked.append(title)
+                    if not query(prometheus, expr.replace("$__rate_interval", "30s")):
+                        empty.append(f"{title}: {expr}")
+        rules = json.loads(urllib.request.urlopen(f"{prometheus}/api/v1/rules").read())["data"]["groups"]
+    finally:
+        assert cli("stop").stdout.strip() == "stopped"
+    assert len(checked) >= 8 and not empty, (checked, empty)
+    assert rules and all(r["health"] == "ok" for g in rules for r in g["rules"])  # the rules load in Prometheus 3
+    assert all(status == 200 for status, _ in outcomes)
+    forbidden = cluster.kubectl("auth", "can-i", "create", "pods", "--kubeconfig", kubeconfig, check=False)
+    assert forbidden.strip() == "no"  # Prometheus's identity reads, and nothing else
+
+
+def test_the_hpa_scales_up_under_load(cluster, deployed):
+    """metrics-server's CPU figures reach the HorizontalPodAutoscaler (60 % of the pods' 500m request), which adds
+    pods under load; they become Ready and serve."""
+    ns, port = deployed
+
+    def hpa() -> dict:
+        return json.loads(cluster.kubectl("-n", ns, "get", "hpa", "fraud-api", "-o", "json"))["status"]
+
+    def utilization() -> int | None:
+        metrics = hpa().get("currentMetrics") or [{}]
+        return metrics[0].get("resource", {}).get("current", {}).get("averageUtilization")
+
+    deadline = time.monotonic() + 120
+    while utilization() is None and time.monotonic() < deadline:  # metrics-server's first figures
+        time.sleep(2)
+    assert utilization() is not None, hpa()
+    with under_load(port) as outcomes:
+        began = time.monotonic()
+        deadline = began + 300
+        while time.monotonic() < deadline:
+            ready = json.loads(cluster.kubectl("-n", ns, "get", "deployment", "fraud-api", "-o", "json"))["status"]
+            if ready.get("readyReplicas", 0) > 2:
+                break
+            time.sleep(2)
+        scaled = time.monotonic() - began
+        status = hpa()
+    print(f"HPA: {status['currentReplicas']} -> {status['desiredReplicas']} replicas, a third Ready after "
+          f"{scaled:.0f} s under load; {len(outcomes):,} requests, {sum(o[0] != 200 for o in outcomes)} failed")  # fmt: skip
+    assert ready.get("readyReplicas", 0) > 2, (status, ready)
+    assert not [o for o in outcomes if o[0] != 200]
