@@ -91,7 +91,7 @@ def make_pki(folder: Path, hostname: str) -> Path:
         "kube-proxy": ("system:kube-proxy", ("system:node-proxier",)),
         "kubelet-client": (f"system:node:{hostname}", ("system:nodes",)),
         "metrics-server": ("system:metrics-server", ()),
-        "prometheus": ("fraud-mlops-prometheus", ()),  # RBAC: lib.local.k8s_config.ADDONS
+        "prometheus": ("fraud-mlops-prometheus", ()),  # RBAC: lib.local.k8s_config.addons
     }
     for file, (name, groups) in clients.items():
         _certificate(folder / file, name, groups, ca)
