@@ -59,6 +59,9 @@ class BundleInfo:
     test_auprc: float | None = None
     created: str = ""
     compiled: CompiledInfo | None = None  # model.so: its checksum, the machine and compiler it was built with
+    # model.ubj's SHA-256, checked before XGBoost parses it: a truncated file made XGBoost reserve 20+ GB (OOM-killed
+    # the process) where it should have been refused; None in bundles exported before it was recorded
+    model_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
 
 
 _INFO = TypeAdapter(BundleInfo)
@@ -91,6 +94,7 @@ def export_bundle(folder: str | Path, booster: xgb.Booster, info: BundleInfo, co
     with atomic.staged_dir(folder) as tmp:
         tmp.mkdir(parents=True)
         booster.save_model(tmp / MODEL_FILE)
+        stamped["model_sha256"] = compiled_model.sha256(tmp / MODEL_FILE)
         compiled = compiled_model.compile_booster(booster, tmp) if compile else None
         stamped["compiled"] = asdict(compiled) if compiled else None
         (tmp / BUNDLE_FILE).write_text(json.dumps(stamped, indent=2))
@@ -115,6 +119,9 @@ def load_bundle(folder: str | Path) -> tuple[BundleInfo, xgb.Booster]:
         )
     if list(info.features) != list(features.feature_names(info.feature_set)):
         raise BundleError(f"{meta}: features {info.features} are not the {info.feature_set!r} set of this spec")
+    if info.model_sha256 is not None and compiled_model.sha256(model) != info.model_sha256:
+        raise BundleError(f"{model}: its SHA-256 is not the {info.model_sha256[:12]}… that {meta.name} records "
+                          "(truncated or altered since the export); export the bundle again")  # fmt: skip
     try:
         booster = xgb.Booster(model_file=str(model))
     except xgb.core.XGBoostError as exc:
