@@ -110,5 +110,10 @@ def load(image: str, containerd_socket: Path) -> None:
         archive = Path(folder) / "image.tar"
         oci = ["--format", "oci-archive"] if Path(command[0]).name == "podman" else []
         _run([*command, "save", *oci, "-o", str(archive), image], env, f"saving {image}")
-        _run(["ctr", "--address", str(containerd_socket), "-n", "k8s.io", "images", "import", str(archive)], env,
-             f"importing {image} into the cluster's containerd")  # fmt: skip
+        import_archive(archive, containerd_socket)
+
+
+def import_archive(archive: Path, containerd_socket: Path) -> None:
+    """An image archive (OCI or Docker) into the containerd at ``containerd_socket``, namespace ``k8s.io``."""
+    _run(["ctr", "--address", str(containerd_socket), "-n", "k8s.io", "images", "import", str(archive)],
+         dict(os.environ), f"importing {archive} into the cluster's containerd")  # fmt: skip

@@ -214,18 +214,15 @@ class LocalK8s:
 
     def _import_pause(self, bin_dir: Path, socket_path: Path) -> None:
         """The pod sandbox's image: our ``pause`` program alone in an OCI archive, imported into containerd."""
+        from lib.local.images import import_archive
         from lib.local.oci import single_binary_image
 
-        archive = single_binary_image(bin_dir / "pause", PAUSE_IMAGE, self.data_dir / "pause.oci.tar")
-        done = subprocess.run(["ctr", "--address", str(socket_path), "-n", "k8s.io", "images", "import",
-                               str(archive)], capture_output=True, text=True, check=False)  # fmt: skip
-        if done.returncode:
-            raise K8sError(f"importing the pause image into containerd failed: {done.stderr[-2000:]}")
+        import_archive(
+            single_binary_image(bin_dir / "pause", PAUSE_IMAGE, self.data_dir / "pause.oci.tar"), socket_path
+        )
 
     def _healthy(self, path: str) -> bool:
-        done = subprocess.run([str(self.bin / "kubectl"), "--kubeconfig", str(self.kubeconfig), "get", "--raw", path],
-                              capture_output=True, text=True, timeout=10, check=False)  # fmt: skip
-        return done.returncode == 0 and done.stdout.strip() == "ok"
+        return self.kubectl("get", "--raw", path, check=False, timeout=10).strip() == "ok"
 
     def _node_ready(self, host: str) -> bool:
         path = '{.status.conditions[?(@.type=="Ready")].status}'
@@ -334,9 +331,9 @@ def cleanup(data_dir: Path) -> None:
     for controller in Path("/sys/fs/cgroup").iterdir():
         pods = controller / "kubepods"
         if pods.is_dir():
-            for folder in sorted(pods.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+            for folder in sorted(pods.rglob("*"), key=lambda p: len(p.parts), reverse=True):  # the deepest first
                 if folder.is_dir():
-                    folder.rmdir() if not any(folder.iterdir()) else _rmdir(folder)
+                    _rmdir(folder)
             _rmdir(pods)
     for table in ("filter", "nat", "mangle"):
         rules = subprocess.run(["iptables-save", "-t", table], capture_output=True, text=True, check=False).stdout
@@ -345,12 +342,10 @@ def cleanup(data_dir: Path) -> None:
                 subprocess.run(
                     ["iptables", "-t", table, "-D", *shlex.split(rule[3:])], capture_output=True, check=False
                 )
-        for chain in [r[1:].split()[0] for r in rules.splitlines() if r.startswith(":")]:
-            if chain.startswith(("KUBE-", "CNI-")):
-                subprocess.run(["iptables", "-t", table, "-F", chain], capture_output=True, check=False)
-        for chain in [r[1:].split()[0] for r in rules.splitlines() if r.startswith(":")]:
-            if chain.startswith(("KUBE-", "CNI-")):
-                subprocess.run(["iptables", "-t", table, "-X", chain], capture_output=True, check=False)
+        chains = [r[1:].split()[0] for r in rules.splitlines() if r.startswith((":KUBE-", ":CNI-"))]
+        for action in ("-F", "-X"):  # every chain emptied before any is deleted (they jump into each other)
+            for chain in chains:
+                subprocess.run(["iptables", "-t", table, action, chain], capture_output=True, check=False)
     subprocess.run(["ip", "link", "delete", BRIDGE], capture_output=True, check=False)
     shutil.rmtree(data_dir / "containerd" / "state", ignore_errors=True)
     shutil.rmtree(containerd_socket(data_dir).parent, ignore_errors=True)
