@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,6 +34,15 @@ def listening(host: str, port: int, timeout: float = 1.0) -> bool:
     try:
         socket.create_connection((host, port), timeout=timeout).close()
         return True
+    except OSError:
+        return False
+
+
+def http_ok(url: str) -> bool:
+    """Whether ``url`` answers 200 (a readiness endpoint) within a second."""
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return response.status == 200
     except OSError:
         return False
 

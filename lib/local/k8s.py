@@ -2,20 +2,22 @@
 start|status|stop``.
 
 Kubernetes' own programs (``lib.local.k8s_build``: kube-apiserver, kube-controller-manager, kube-scheduler,
-kubelet, kube-proxy, kubectl, etcd, metrics-server, built once into the project's cache), Debian's containerd
+kubelet, kube-proxy, kubectl, etcd, metrics-server, CoreDNS, built once into the project's cache), Debian's containerd
 and runc as the container runtime and Debian's CNI plugins for the pods' network. Everything listens on
 127.0.0.1; the node's name is this machine's hostname, which must resolve to 127.0.0.1 (``/etc/hosts``).
 Needs root (the kubelet and containerd own cgroups, mounts and iptables).
 
-What ``stop`` removes besides the processes: the pods' containers (containerd's state), the kubelet's mounts
-and its root folder (``/var/lib/fraud-mlops-k8s/<hash>``: the pods' volumes), the pods' cgroups (``kubepods``),
-kube-proxy's and the CNI plugins' iptables chains, and the pods' bridge. The cluster's files (PKI, etcd's data, images) stay in its folder for the next ``start``.
+What ``stop`` removes besides the processes: the pods' containers (containerd's state) and network namespaces,
+the kubelet's mounts and its root folder (``/var/lib/fraud-mlops-k8s/<hash>``: the pods' volumes), the pods'
+cgroups (``kubepods``), kube-proxy's and the CNI plugins' iptables chains, and the pods' bridge. It leaves
+``/run/netns`` a shared mount point, as podman and ``ip netns`` leave it. The cluster's files (PKI, etcd's data, images) stay in its folder for the next ``start``.
 
 A user's own cluster (Minikube, kind, EKS, GKE) differs: see k8s/README.md, "On the development cluster".
 """
 
 import contextlib
 import hashlib
+import json
 import os
 import shlex
 import shutil
@@ -123,15 +125,15 @@ class LocalK8s:
         d, host = self.data_dir, socket.gethostname()
         pki = k8s_pki.make_pki(d / "pki", host)
         for name in ("etcd", "etcd_peer", "kubelet", "kubelet_health", "proxy_health", "proxy_metrics",
-                     "scheduler", "controller_manager", "metrics_server"):  # fmt: skip
+                     "scheduler", "controller_manager", "metrics_server", "dns_ready"):  # fmt: skip
             self.ports[name] = self.ports.get(name) or free_port()
         for user in ("admin", "controller-manager", "scheduler", "kube-proxy", "kubelet-client", "metrics-server",
-                     "prometheus"):  # fmt: skip
+                     "prometheus", "coredns"):  # fmt: skip
             k8s_pki.kubeconfig(d / f"{user}.kubeconfig", self.server, pki, user)
         try:
             self._start_control_plane(bin_dir, pki, detach, timeout)
             self._start_node(bin_dir, pki, host, detach, timeout)
-            self._start_metrics_server(bin_dir, pki, detach, timeout)
+            self._start_addons(bin_dir, pki, detach, timeout)
         except BaseException:
             self.stop()
             raise
@@ -183,6 +185,7 @@ class LocalK8s:
         atomic.write_text(d / "cni" / "10-fraud.conflist", k8s_config.cni(d / "cni-ipam"))
         atomic.write_text(d / "containerd.toml", k8s_config.containerd(d, socket_path))
         _bridge()  # before containerd: metrics-server listens on its address before any pod exists
+        _shared_netns()
         self._spawn("containerd", ["containerd", "--config", str(d / "containerd.toml")], detach)
         self._wait(socket_path.exists, "containerd", timeout)
         self._import_pause(bin_dir, socket_path)
@@ -195,11 +198,14 @@ class LocalK8s:
                                    f"--hostname-override={host}"], detach)  # fmt: skip
         self._wait(lambda: self._node_ready(host), f"the node {host}", timeout)
 
-    def _start_metrics_server(self, bin_dir: Path, pki: Path, detach: bool, timeout: float) -> None:
-        """metrics-server on the pods' gateway address, registered as ``metrics.k8s.io``; its first figures come
-        after its first scrape of the kubelet (15 s)."""
+    def _start_addons(self, bin_dir: Path, pki: Path, detach: bool, timeout: float) -> None:
+        """metrics-server and CoreDNS on the pods' gateway address, as host processes: metrics-server registered as
+        ``metrics.k8s.io`` (its first figures come after its first scrape of the kubelet, 15 s), CoreDNS behind the
+        Service ``kube-dns`` that the kubelet gives pods as their nameserver."""
         d, kc = self.data_dir, self.data_dir / "metrics-server.kubeconfig"
-        self.kubectl("apply", "-f", "-", stdin=k8s_config.addons(self.ports["metrics_server"]))  # its RBAC first
+        self.kubectl("apply", "-f", "-", stdin=k8s_config.addons(self.ports["metrics_server"]))  # their RBAC first
+        atomic.write_text(d / "Corefile", k8s_config.corefile(d / "coredns.kubeconfig", self.ports["dns_ready"]))
+        self._spawn("coredns", [str(bin_dir / "coredns"), "-conf", str(d / "Corefile")], detach)
         self._spawn("metrics-server", [
             str(bin_dir / "metrics-server"), f"--bind-address={k8s_config.GATEWAY}",
             f"--secure-port={self.ports['metrics_server']}", f"--cert-dir={d / 'metrics-server'}", f"--kubeconfig={kc}",
@@ -211,6 +217,7 @@ class LocalK8s:
         available = '{.status.conditions[?(@.type=="Available")].status}'
         self._wait(lambda: self.kubectl("get", "apiservice", "v1beta1.metrics.k8s.io", "-o", f"jsonpath={available}",
                                         check=False, timeout=10) == "True", "metrics-server's API", timeout)  # fmt: skip
+        self._wait(lambda: daemons.http_ok(f"http://127.0.0.1:{self.ports['dns_ready']}/ready"), "CoreDNS", timeout)
 
     def _import_pause(self, bin_dir: Path, socket_path: Path) -> None:
         """The pod sandbox's image: our ``pause`` program alone in an OCI archive, imported into containerd."""
@@ -264,7 +271,7 @@ class LocalK8s:
     def stop(self, timeout: float = 30.0) -> None:
         """The pods' containers, the node's parts, then the control plane (the API server before etcd: it waits
         for etcd while it drains), each with its children; then what they set up on the host."""
-        stages = (("metrics-server", "kube-proxy", "kubelet"), ("containerd",), ("kube-scheduler", "kube-controller-manager"),
+        stages = (("metrics-server", "coredns", "kube-proxy", "kubelet"), ("containerd",), ("kube-scheduler", "kube-controller-manager"),
                   ("kube-apiserver",), ("etcd",))  # fmt: skip
         pids, self.pids = self.pids, {}
         _stop_containers(self.data_dir)
@@ -280,10 +287,20 @@ class LocalK8s:
 
 
 def _stop_containers(data_dir: Path) -> None:
-    """Every container of the pods and its containerd shim (they live outside containerd's process group)."""
-    socket_path = containerd_socket(data_dir)
+    """Every container of the pods and its containerd shim (they live outside containerd's process group), and the
+    pods' network namespaces (the CRI removes them when the kubelet stops a pod, not when a task is killed)."""
+    socket_path, namespaces = containerd_socket(data_dir), []
     if socket_path.exists():
         ctr = ["ctr", "--address", str(socket_path), "-n", "k8s.io"]
+        listed = subprocess.run(
+            [*ctr, "containers", "ls", "-q"], capture_output=True, text=True, timeout=30, check=False
+        )
+        for container in listed.stdout.split():
+            info = subprocess.run([*ctr, "containers", "info", container], capture_output=True, text=True, timeout=30,
+                                  check=False)  # fmt: skip
+            with contextlib.suppress(ValueError, KeyError):
+                spec = json.loads(info.stdout)["Spec"]["linux"]["namespaces"]
+                namespaces += [n["path"] for n in spec if n["type"] == "network" and "/netns/" in n.get("path", "")]
         listed = subprocess.run([*ctr, "tasks", "ls", "-q"], capture_output=True, text=True, timeout=30, check=False)
         for task in listed.stdout.split():
             subprocess.run([*ctr, "tasks", "kill", "-a", "-s", "SIGKILL", task], capture_output=True, timeout=30,
@@ -295,6 +312,20 @@ def _stop_containers(data_dir: Path) -> None:
                 os.kill(int(cmdline.parent.name), signal.SIGKILL)
         except (OSError, ValueError):
             continue
+    for path in namespaces:
+        subprocess.run(["umount", path], capture_output=True, check=False)
+        Path(path).unlink(missing_ok=True)
+
+
+def _shared_netns() -> None:
+    """``/run/netns`` made a shared mount point of its own (what podman and ``ip netns`` do when it is not one)
+    before containerd puts a pod's network namespace there: were podman to do it later (``k8s-image`` while pods run),
+    its bind mount would hide the pods' namespaces made before it, which then can never be removed (their pods stay
+    Terminating: "remove netns: device or resource busy")."""
+    Path("/run/netns").mkdir(parents=True, exist_ok=True)
+    if subprocess.run(["mount", "--make-shared", "/run/netns"], capture_output=True, check=False).returncode:
+        for step in (["--rbind", "/run/netns", "/run/netns"], ["--make-shared", "/run/netns"]):
+            subprocess.run(["mount", *step], capture_output=True, check=True)
 
 
 def _bridge() -> None:
@@ -326,7 +357,7 @@ def cleanup(data_dir: Path) -> None:
     """What the kubelet, containerd, kube-proxy and the CNI plugins leave on the host once stopped."""
     for line in reversed(Path("/proc/mounts").read_text().splitlines()):  # the deepest first
         target = line.split()[1].replace("\\040", " ")
-        if target.startswith((f"{data_dir}/", f"{kubelet_root(data_dir)}/")):
+        if target == str(kubelet_root(data_dir)) or target.startswith((f"{data_dir}/", f"{kubelet_root(data_dir)}/")):
             subprocess.run(["umount", "-l", target], capture_output=True, check=False)
     for controller in Path("/sys/fs/cgroup").iterdir():
         pods = controller / "kubepods"

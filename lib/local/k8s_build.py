@@ -30,9 +30,10 @@ K8S_VERSION = "v1.37.2"
 ETCD_VERSION = "v3.7.0"
 METRICS_SERVER_VERSION = "v0.8.0"
 PROMETHEUS_VERSION = "v0.316.0"  # the Go module's version of Prometheus 3.16
+COREDNS_VERSION = "v1.15.0"
 GO_VERSION = "1.26.0"  # the go line of the modules below; kubernetes 1.37 needs Go >= 1.26
 KUBE = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "kubectl")
-PROGRAMS = (*KUBE, "etcd", "metrics-server", "prometheus", "pause")
+PROGRAMS = (*KUBE, "etcd", "metrics-server", "coredns", "prometheus", "pause")
 
 _PAUSE = """package main
 
@@ -60,6 +61,18 @@ import (
 
 func main() { etcdmain.Main(os.Args) }
 """
+
+
+# CoreDNS with the plugins the cluster's Corefile uses (lib.local.k8s_config.corefile), in CoreDNS's own order
+# (plugin.cfg), as its docs build a smaller server: the full plugin set pulls in every cloud's SDK
+_COREDNS_PLUGINS = ("bind", "ready", "errors", "cache", "kubernetes", "forward")
+_COREDNS = (
+    'package main\n\nimport (\n\t"github.com/coredns/coredns/core/dnsserver"\n\t"github.com/coredns/coredns/coremain"\n'
+    + "".join(f'\t_ "github.com/coredns/coredns/plugin/{name}"\n' for name in _COREDNS_PLUGINS)
+    + ")\n\nfunc init() {\n\tdnsserver.Directives = []string{"
+    + ", ".join(f'"{name}"' for name in _COREDNS_PLUGINS)
+    + "}\n}\n\nfunc main() { coremain.Run() }\n"
+)
 
 
 class K8sBuildError(PipelineError):
@@ -123,6 +136,8 @@ def _module(go: str, folder: Path, program: str, version: str) -> None:
     elif program == "prometheus":
         mod = f"require github.com/prometheus/prometheus {PROMETHEUS_VERSION}\n"
         source = '//go:build tools\n\npackage tools\n\nimport _ "github.com/prometheus/prometheus/cmd/prometheus"\n'
+    elif program == "coredns":
+        mod, source = f"require github.com/coredns/coredns {COREDNS_VERSION}\n", _COREDNS
     elif program == "metrics-server":
         mod = f"require sigs.k8s.io/metrics-server {METRICS_SERVER_VERSION}\n"
         source = '//go:build tools\n\npackage tools\n\nimport _ "sigs.k8s.io/metrics-server/cmd/metrics-server"\n'
@@ -134,7 +149,7 @@ def _module(go: str, folder: Path, program: str, version: str) -> None:
 
 
 def _build(go: str, folder: Path, program: str, version: str) -> None:
-    target = {"etcd": ".", "pause": ".", "metrics-server": "sigs.k8s.io/metrics-server/cmd/metrics-server",
+    target = {"etcd": ".", "pause": ".", "coredns": ".", "metrics-server": "sigs.k8s.io/metrics-server/cmd/metrics-server",
               "prometheus": "github.com/prometheus/prometheus/cmd/prometheus"}.get(program, f"k8s.io/kubernetes/cmd/{program}")  # fmt: skip
     tags = ["-tags", "remove_all_sd,enable_kubernetes_sd"] if program == "prometheus" else []
     flags = "-s -w"

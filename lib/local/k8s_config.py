@@ -9,11 +9,13 @@ PAUSE_IMAGE = "registry.k8s.io/pause:3.10"  # the name containerd's CRI asks for
 # the host's address on the pods' bridge: where metrics-server listens (the API server routes to an aggregated API by
 # its Endpoints, which refuse loopback addresses; the pods reach it too, and nothing outside the machine does)
 GATEWAY = "10.244.0.1"
+DNS_IP = "10.96.0.10"  # the Service kube-dns, as kubeadm, kind and Minikube number it; the kubelet's clusterDNS
 
 
 def addons(metrics_port: int) -> str:
     """metrics-server's registration as the aggregated API ``metrics.k8s.io`` (for ``kubectl top`` and the HPA) and
-    its RBAC, and read-only RBAC for the Prometheus that discovers pods from outside the cluster."""
+    its RBAC; the cluster DNS's Service ``kube-dns`` (CoreDNS on the gateway, port 53) and its RBAC; read-only RBAC
+    for the Prometheus that discovers pods from outside the cluster."""
     return f"""apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRole
 metadata: {{name: "system:metrics-server"}}
@@ -73,6 +75,48 @@ kind: ClusterRoleBinding
 metadata: {{name: fraud-mlops-prometheus}}
 roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: fraud-mlops-prometheus}}
 subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: fraud-mlops-prometheus}}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {{name: "system:coredns"}}
+rules:
+  - {{apiGroups: [""], resources: [endpoints, services, pods, namespaces], verbs: [list, watch]}}
+  - {{apiGroups: [discovery.k8s.io], resources: [endpointslices], verbs: [list, watch]}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {{name: "system:coredns"}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:coredns"}}
+subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:coredns"}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: kube-dns, namespace: kube-system, labels: {{k8s-app: kube-dns}}}}
+spec:
+  clusterIP: {DNS_IP}
+  ports: [{{name: dns, port: 53, protocol: UDP}}, {{name: dns-tcp, port: 53, protocol: TCP}}]
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {{name: kube-dns, namespace: kube-system}}
+subsets: [{{addresses: [{{ip: "{GATEWAY}"}}], ports: [{{name: dns, port: 53, protocol: UDP}}, {{name: dns-tcp, port: 53, protocol: TCP}}]}}]
+"""
+
+
+def corefile(kubeconfig: Path, ready_port: int) -> str:
+    """CoreDNS's configuration: the cluster's names from the API server, anything else from the host's resolver."""
+    return f""".:53 {{
+    bind {GATEWAY}
+    ready 127.0.0.1:{ready_port}
+    errors
+    cache 30
+    kubernetes cluster.local in-addr.arpa ip6.arpa {{
+        kubeconfig {kubeconfig} fraud-mlops
+        pods insecure
+        fallthrough in-addr.arpa ip6.arpa
+    }}
+    forward . /etc/resolv.conf
+}}
 """
 
 
@@ -130,6 +174,7 @@ failCgroupV1: false
 failSwapOn: false
 containerRuntimeEndpoint: unix://{socket_path}
 clusterDomain: cluster.local
+clusterDNS: [{DNS_IP}]
 resolvConf: /etc/resolv.conf
 evictionHard: {{memory.available: "200Mi", nodefs.available: "2%", imagefs.available: "2%"}}
 """

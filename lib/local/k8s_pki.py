@@ -75,7 +75,7 @@ def make_pki(folder: Path, hostname: str) -> Path:
     """Every certificate and key the cluster needs, in ``folder`` (made once: an existing one is kept)."""
     from cryptography.hazmat.primitives import serialization
 
-    if (folder / "done-v2").exists():  # v2: with metrics-server's and Prometheus's certificates
+    if (folder / "done-v3").exists():  # v3: with metrics-server's, Prometheus's and CoreDNS's certificates
         return folder
     folder.mkdir(parents=True, exist_ok=True)
     ca = _certificate(folder / "ca", "fraud-mlops development cluster CA", (), None)
@@ -92,6 +92,7 @@ def make_pki(folder: Path, hostname: str) -> Path:
         "kubelet-client": (f"system:node:{hostname}", ("system:nodes",)),
         "metrics-server": ("system:metrics-server", ()),
         "prometheus": ("fraud-mlops-prometheus", ()),  # RBAC: lib.local.k8s_config.addons
+        "coredns": ("system:coredns", ()),
     }
     for file, (name, groups) in clients.items():
         _certificate(folder / file, name, groups, ca)
@@ -103,7 +104,7 @@ def make_pki(folder: Path, hostname: str) -> Path:
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     atomic.write_text(folder / "sa.pub", public.decode())
-    atomic.write_text(folder / "done-v2", "")
+    atomic.write_text(folder / "done-v3", "")
     return folder
 
 

@@ -105,7 +105,7 @@ class LocalMonitoring:
         ]  # fmt: skip
         deadline = time.monotonic() + timeout
         for url in (f"http://{self.pushgateway}/-/ready", f"{self.prometheus_url}/-/ready"):
-            while not _ready(url):
+            while not daemons.http_ok(url):
                 if time.monotonic() > deadline or not self.running():
                     logs = "".join(p.read_text()[-1500:] for p in sorted(self.data_dir.glob("*.log")))
                     self.stop()
@@ -152,14 +152,6 @@ class LocalMonitoring:
 
     def __exit__(self, *exc) -> None:
         self.stop()
-
-
-def _ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 BACKGROUND = daemons.Background(
