@@ -59,7 +59,13 @@ def _k8s_image(args: argparse.Namespace) -> None:
 
     from lib.local import images, k8s
 
-    image = images.build_api(Path(args.bundle).resolve(), args.tag, args.base_image)  # like docker build: from here
+    if args.train:  # a batch image: run by podman/docker run (k8s/README.md), not loaded into the cluster
+        print(f"{images.build_train(args.tag, args.base_image)} built")
+        return
+    if args.redis:  # the online-store component's Redis, as a stand-in (k8s/README.md)
+        image = images.redis_stand_in()
+    else:
+        image = images.build_api(Path(args.bundle).resolve(), args.tag, args.base_image)  # like docker build: from here
     cluster = k8s.BACKGROUND.running()
     if cluster:
         images.load(image, k8s.containerd_socket(cluster.data_dir))
@@ -114,6 +120,10 @@ def add_commands(commands) -> None:
         "k8s-image", help="build the API image (k8s/Dockerfile) and load it into the running development cluster"
     )
     image.add_argument("--tag", default="latest", help="paysim-fraud-api:TAG (a new model: a new tag)")
+    image.add_argument("--train", action="store_true",
+                       help="build the training image instead (k8s/Dockerfile.train: paysim-fraud-train:TAG)")  # fmt: skip
+    image.add_argument("--redis", action="store_true", help="the online-store component's Redis instead: a stand-in "
+                       "from Debian's packages (localhost/fraud-mlops/redis:7.0-bookworm), loaded like the API image")  # fmt: skip
     image.add_argument("--bundle", default="data/bundle", help="the serving bundle the image carries (from the cwd)")
     image.add_argument("--base-image", help="default: Python 3.11 from Debian's packages (no registry needed); "
                        "python:3.11-slim where a registry is reachable")  # fmt: skip

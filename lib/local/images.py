@@ -27,6 +27,7 @@ STAND_IN = "localhost/fraud-mlops/python:3.11-bookworm"
 # (podman would otherwise put a short name under localhost/, where the kubelet does not look)
 API_IMAGE = "docker.io/library/paysim-fraud-api"
 TRAIN_IMAGE = "docker.io/library/paysim-fraud-train"
+REDIS_STAND_IN = "localhost/fraud-mlops/redis:7.0-bookworm"
 _PACKAGES = ("python3", "python3-venv", "python3-pip", "python-is-python3", "ca-certificates")
 # podman on this kind of VM: it cannot raise rlimits (crun/runc's setrlimit fails) and crun refuses hybrid cgroups
 _CONTAINERS_CONF = """[containers]
@@ -69,26 +70,34 @@ def exists(image: str) -> bool:
 
 def stand_in() -> str:
     """The stand-in for ``python:3.11-slim`` (made once: debootstrap, about a minute, then imported)."""
-    if exists(STAND_IN):
-        return STAND_IN
+    return _debian_image(STAND_IN, _PACKAGES, ['CMD ["python3"]', "ENV LANG=C.UTF-8"])
+
+
+def redis_stand_in() -> str:
+    """The stand-in for the official ``redis`` image that ``k8s/online-store`` names: bookworm's ``redis-server``
+    (7.0) as the entrypoint, so that the manifest's ``args`` reach it as they reach the official image's."""
+    return _debian_image(REDIS_STAND_IN, ("redis-server",), ['ENTRYPOINT ["redis-server"]', "WORKDIR /data"])
+
+
+def _debian_image(name: str, packages: tuple[str, ...], changes: list[str]) -> str:
+    if exists(name):
+        return name
     command, env = engine()
     with tempfile.TemporaryDirectory(prefix="fraud-base-") as folder:
-        root = debian.bootstrap(Path(folder) / "root", "bookworm", _PACKAGES, ImageError)
+        root = debian.bootstrap(Path(folder) / "root", "bookworm", packages, ImageError)
         for marker in root.glob("usr/lib/python3*/EXTERNALLY-MANAGED"):  # pip installs as in python:3.11-slim
             marker.unlink()
         shutil.rmtree(root / "var" / "cache" / "apt" / "archives", ignore_errors=True)
         tar = subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
-        _run([*command, "import", "--change", 'CMD ["python3"]', "--change", "ENV LANG=C.UTF-8", "-", STAND_IN], env,
-             "importing the stand-in base image", stdin=tar.stdout)  # fmt: skip
+        flags = [part for change in changes for part in ("--change", change)]
+        _run([*command, "import", *flags, "-", name], env, f"importing {name}", stdin=tar.stdout)
         tar.wait()
-    return STAND_IN
+    return name
 
 
 def build_api(bundle: Path, tag: str, base_image: str | None = None) -> str:
     """``API_IMAGE:tag`` from ``k8s/Dockerfile`` with ``bundle`` as its model: the build context holds what the
     Dockerfile copies and nothing else of the checkout (never its ``data/``)."""
-    base = base_image or stand_in()
-    command, env = engine()
     if not (bundle / "bundle.json").exists():
         raise ImageError(f"{bundle}: not a serving bundle (no bundle.json); run make run, or pass --bundle")
     with tempfile.TemporaryDirectory(prefix="fraud-image-") as folder:
@@ -96,10 +105,33 @@ def build_api(bundle: Path, tag: str, base_image: str | None = None) -> str:
         shutil.copytree(PROJECT_ROOT / "k8s", context / "k8s", ignore=shutil.ignore_patterns("online-store"))
         shutil.copytree(PROJECT_ROOT / "lib", context / "lib", ignore=shutil.ignore_patterns("__pycache__"))
         shutil.copytree(bundle, context / "data" / "bundle")
-        image = f"{API_IMAGE}:{tag}"
-        pull = ["--pull=never"] if Path(command[0]).name == "podman" else []
-        _run([*command, "build", *pull, "-f", "k8s/Dockerfile", "--build-arg", f"BASE_IMAGE={base}", "-t", image,
-              "."], env, f"building {image}", cwd=context)  # fmt: skip
+        return _build(context, "k8s/Dockerfile", f"{API_IMAGE}:{tag}", base_image)
+
+
+def build_train(tag: str, base_image: str | None = None) -> str:
+    """``TRAIN_IMAGE:tag`` from ``k8s/Dockerfile.train``: the pipeline, Spark's Java, Redis and the whole lock (about
+    6 GB). Its context is the checkout as git lists it (tracked files and new ones not ignored: a fresh clone with
+    your edits), then ``.dockerignore``: never the checkout's ``data/`` outputs, ``runs/`` or MLflow store."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=PROJECT_ROOT,
+                            capture_output=True, check=False)  # fmt: skip
+    if listed.returncode:
+        raise ImageError(f"{PROJECT_ROOT} is not a git checkout: the training image is built from git's file list")
+    with tempfile.TemporaryDirectory(prefix="fraud-image-") as folder:
+        context = Path(folder)
+        for name in filter(None, listed.stdout.decode().split("\0")):
+            source = PROJECT_ROOT / name
+            if source.is_file():  # not one deleted since its last commit
+                (context / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, context / name)
+        return _build(context, "k8s/Dockerfile.train", f"{TRAIN_IMAGE}:{tag}", base_image)
+
+
+def _build(context: Path, dockerfile: str, image: str, base_image: str | None) -> str:
+    base = base_image or stand_in()
+    command, env = engine()
+    pull = ["--pull=never"] if Path(command[0]).name == "podman" and not base_image else []
+    _run([*command, "build", *pull, "-f", dockerfile, "--build-arg", f"BASE_IMAGE={base}", "-t", image, "."], env,
+         f"building {image}", cwd=context)  # fmt: skip
     return image
 
 

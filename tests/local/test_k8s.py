@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from lib.config import PROJECT_ROOT
 from lib.local import images, k8s, k8s_build
@@ -45,7 +46,9 @@ TRANSACTION = {"step": 1, "type": "TRANSFER", "amount": 181.0, "nameOrig": "C130
 def leftovers() -> dict[str, object]:
     """What a stopped cluster must not leave on the host."""
     chains = subprocess.run(["iptables-save"], capture_output=True, text=True, check=False).stdout
+    mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
     return {
+        "mounts": [m for m in mounts if m.startswith(("/var/lib/fraud-mlops-k8s/", "/run/netns/cni-"))],
         "chains": [line for line in chains.splitlines() if "KUBE-" in line or "CNI-" in line],
         "bridge": Path(f"/sys/class/net/{k8s.BRIDGE}").exists(),
         "cgroups": [str(p) for p in Path("/sys/fs/cgroup").glob("*/kubepods")],
@@ -58,7 +61,7 @@ def leftovers() -> dict[str, object]:
 def cluster(tmp_path_factory):
     with k8s.LocalK8s(tmp_path_factory.mktemp("k8s")) as running:
         yield running
-    assert leftovers() == {"chains": [], "bridge": False, "cgroups": [], "processes": []}
+    assert leftovers() == {"mounts": [], "chains": [], "bridge": False, "cgroups": [], "processes": []}
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +144,7 @@ def test_the_documented_recipe(tmp_path, model_versions):
         stopped = subprocess.run(["bash", "-c", last], cwd=work, env=env, capture_output=True, text=True, timeout=300)
         subprocess.run(["podman", "rmi", "-a", "-f"], env=env, capture_output=True, check=False)
     assert stopped.stdout.strip() == "stopped", stopped.stderr
-    assert leftovers() == {"chains": [], "bridge": False, "cgroups": [], "processes": []}
+    assert leftovers() == {"mounts": [], "chains": [], "bridge": False, "cgroups": [], "processes": []}
     assert cli("stop").stdout.strip() == "no local Kubernetes cluster was running"
 
 
@@ -327,3 +330,63 @@ def test_the_hpa_scales_up_under_load(cluster, deployed):
           f"{scaled:.0f} s under load; {len(outcomes):,} requests, {sum(o[0] != 200 for o in outcomes)} failed")  # fmt: skip
     assert ready.get("readyReplicas", 0) > 2, (status, ready)
     assert not [o for o in outcomes if o[0] != 200]
+
+
+def test_the_online_store_component_on_the_cluster(cluster, deployed, api_images, tmp_path):
+    """(Last: the node's 2 CPUs hold one API Deployment, so the others' namespace goes first.) An overlay of k8s/ with
+    the ``online-store`` component, as k8s/README.md says to opt in: the API resolves the Service ``online-store``
+    through the cluster's DNS, reads and records each transaction's entity features in that Redis, answers 503
+    naming the store while it has no pod, and scores again once it is back."""
+    cluster.kubectl("delete", "namespace", deployed[0], "--timeout=180s", timeout=200)
+    env = {**os.environ, "HOME": str(tmp_path / "home")}  # no development cluster of the user's to load it into
+    made = command("k8s-image", env, timeout=600)("--redis")
+    assert made.returncode == 0 and made.stdout.startswith(f"{images.REDIS_STAND_IN} built (no development"), made
+    images.load(images.REDIS_STAND_IN, k8s.containerd_socket(cluster.data_dir))  # into the test's cluster
+    shutil.copytree(PROJECT_ROOT / "k8s", tmp_path / "k8s")
+    section = (
+        (PROJECT_ROOT / "k8s" / "README.md").read_text().split("### The online store on the development cluster")[1]
+    )
+    overlay = yaml.safe_load(section.split("```yaml")[1].split("```")[0])  # the README's overlay, as written
+    overlay["images"].append({"name": "paysim-fraud-api", "newName": images.API_IMAGE,
+                              "newTag": api_images["1"].rsplit(":", 1)[1]})  # fmt: skip
+    record = [{"op": "add", "path": "/data/FRAUD_STORE_RECORD", "value": "true"}]
+    overlay["patches"] = [{"target": {"kind": "ConfigMap", "name": "fraud-api"}, "patch": json.dumps(record)}]
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "kustomization.yaml").write_text(yaml.safe_dump(overlay))
+    ns = "fraud-store"
+    cluster.kubectl("create", "namespace", ns)
+    cluster.kubectl("label", "namespace", ns, "pod-security.kubernetes.io/enforce=restricted")
+    cluster.kubectl("-n", ns, "create", "secret", "generic", "fraud-api-keys", f"--from-literal=FRAUD_API_KEYS={KEY}")
+    cluster.kubectl("apply", "-k", str(tmp_path / "store"), "-n", ns)
+    for deployment in ("online-store", "fraud-api"):
+        cluster.kubectl("-n", ns, "rollout", "status", f"deployment/{deployment}", "--timeout=240s", timeout=260)
+    service = json.loads(cluster.kubectl("-n", ns, "get", "service", "-o", "json"))["items"]
+    address = {s["metadata"]["name"]: s["spec"] for s in service}
+    resolved = cluster.kubectl("-n", ns, "exec", "deployment/fraud-api", "--", "python", "-c",
+                               "import socket; print(socket.gethostbyname('online-store'))")  # fmt: skip
+    assert resolved.strip() == address["online-store"]["clusterIP"]
+    port = address["fraud-api"]["ports"][0]["nodePort"]
+
+    def redis(*args: str) -> str:
+        return cluster.kubectl("-n", ns, "exec", "deployment/online-store", "--", "redis-cli", *args).strip()
+
+    def answers(status: int, within: float = 60) -> tuple[int, dict]:
+        deadline = time.monotonic() + within  # kube-proxy's rules follow a new pod within seconds
+        while (outcome := predict(port))[0] != status and time.monotonic() < deadline:
+            time.sleep(1)
+        return outcome
+
+    assert answers(200)[0] == 200
+    assert sorted(redis("--scan").split()) == [
+        f"fraud:d:{TRANSACTION['nameDest']}",
+        f"fraud:o:{TRANSACTION['nameOrig']}",
+    ]
+    assert redis("hget", f"fraud:o:{TRANSACTION['nameOrig']}", f"n{TRANSACTION['step']}") == "1"  # recorded once
+    cluster.kubectl("-n", ns, "scale", "deployment/online-store", "--replicas=0")
+    cluster.kubectl("-n", ns, "wait", "--for=delete", "pod", "-l", "app.kubernetes.io/name=online-store",
+                    "--timeout=120s", timeout=130)  # fmt: skip
+    status, body = answers(503)
+    assert status == 503 and "redis://online-store:6379/0" in body["detail"], body
+    cluster.kubectl("-n", ns, "scale", "deployment/online-store", "--replicas=1")
+    cluster.kubectl("-n", ns, "rollout", "status", "deployment/online-store", "--timeout=120s", timeout=130)
+    assert answers(200)[0] == 200  # a new, empty Redis (no persistence): the stream or `store backfill` refills it
