@@ -74,7 +74,9 @@ def read(notebook: str | Path | nbformat.NotebookNode) -> dict:
 def figures(name: str, outputs: dict) -> dict[str, tuple[float, Unit]]:
     """A notebook's recorded numbers with their units (for MLflow metrics and the run page): a pipeline step's
     from its typed record, nested ones flattened (``candidates.xgboost_full.validation_auprc``); another
-    notebook's top-level numbers, unit undeclared."""
+    notebook's top-level numbers, unit undeclared; none for a notebook that recorded nothing (it failed)."""
+    if not outputs:
+        return {}
     step = records.load(name, outputs)
     if step is not None:
         return formats.numbers(step)

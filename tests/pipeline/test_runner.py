@@ -66,6 +66,21 @@ def test_parameter_only_declared_by_unselected_notebook_is_refused(notebooks, ma
         runner.run_pipeline(overrides={"SHOULD_FAIL": True}, only=["01"], settings=make_settings(*notebooks))
 
 
+def test_a_failed_pipeline_step_is_reported_not_its_missing_record(tmp_path, make_settings, capsys):
+    """A notebook named as a pipeline step (its figures come from a typed record, lib.pipeline.records) that fails
+    before recording: the run reports the notebook's error, not a TypeError about the record it never wrote."""
+    folder = tmp_path / "notebooks"
+    write_notebook(folder / "01_acquire.ipynb", "SOURCE = 'x.csv'", "raise FileNotFoundError(SOURCE)")
+    params = tmp_path / "params"
+    params.mkdir()
+    (params / "default.yaml").write_text("SOURCE: x.csv\n")
+    failed = runner.run_pipeline(settings=make_settings(folder, params), progress=False)
+    assert not failed.ok and failed.outputs == {}
+    assert "01_acquire" in capsys.readouterr().out and "FileNotFoundError: x.csv" in failed.failure.format(
+        failed.run_id
+    )
+
+
 def test_failure_is_reported_kept_and_resumable(notebooks, make_settings, capsys):
     settings = make_settings(*notebooks)
     failed = runner.run_pipeline(overrides={"SHOULD_FAIL": True, "LABEL": "x"}, settings=settings, progress=False)
