@@ -28,7 +28,7 @@ $(BIN)/actionlint: | $(STAMP)
 	GOBIN=$(abspath $(BIN)) go install github.com/rhysd/actionlint/cmd/actionlint@$(ACTIONLINT_VERSION)
 
 # The development cluster's programs (python -m lib k8s-local): Kubernetes, etcd, metrics-server, CoreDNS, built from the
-# Go module proxy into ~/.cache/fraud-mlops/k8s/<version>/bin (about 10 minutes cold on 2 cores, then nothing).
+# Go module proxy into ~/.cache/fraud-mlops/k8s/<version>/bin (about 15 minutes cold on 2 cores, then nothing).
 k8s-tools: setup
 	$(BIN)/python -c "from lib.local.k8s_build import ensure_binaries; ensure_binaries()"
 

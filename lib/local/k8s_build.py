@@ -7,12 +7,13 @@ No release download site is reachable here, so everything comes from source thro
   its own tree); a small module of ours requires it and pins each staging module to its published
   ``v0.<minor>.<patch>``, read from kubernetes' own ``replace`` block. Its binaries carry their version
   (``-ldflags -X``), as a release's do: kubectl refuses a server that says ``v0.0.0-master``.
-* etcd (``go.etcd.io/etcd/server/v3``'s ``etcdmain``) and metrics-server (``sigs.k8s.io/metrics-server``)
-  through a module each; the pause container's program is ten lines of Go of our own.
+* etcd (``go.etcd.io/etcd/server/v3``'s ``etcdmain``), metrics-server (``sigs.k8s.io/metrics-server``) and CoreDNS
+  (with the plugins its Corefile uses only) through a module each; the pause container's program is ten lines of Go
+  of our own.
 * Prometheus with Kubernetes discovery (``monitoring-local --kubeconfig``): Debian's is built without it (its
   config refuses ``kubernetes_sd_configs``); ours has that discovery only (``remove_all_sd,enable_kubernetes_sd``).
 
-A cold build takes about 10 minutes on 2 cores (5 GB of Go build cache); then seconds.
+A cold build takes about 15 minutes on 2 cores (5 GB of Go build cache); then seconds.
 """
 
 import json
@@ -99,7 +100,7 @@ def ensure_binaries(version: str = K8S_VERSION, say=print) -> Path:
     go = shutil.which("go")
     if not go:
         raise K8sBuildError("go is not installed; the development cluster is built from source (install Go >= 1.26)")
-    say(f"building {', '.join(todo)} for Kubernetes {version} (about 10 minutes on 2 cores the first time)")
+    say(f"building {', '.join(todo)} for Kubernetes {version} (about 15 minutes on 2 cores the first time)")
     build = cache_dir(version) / "build"
     for program in todo:
         module = build / ("kubernetes" if program in KUBE else program)

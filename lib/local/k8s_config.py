@@ -12,24 +12,37 @@ GATEWAY = "10.244.0.1"
 DNS_IP = "10.96.0.10"  # the Service kube-dns, as kubeadm, kind and Minikube number it; the kubelet's clusterDNS
 
 
-def addons(metrics_port: int) -> str:
-    """metrics-server's registration as the aggregated API ``metrics.k8s.io`` (for ``kubectl top`` and the HPA) and
-    its RBAC; the cluster DNS's Service ``kube-dns`` (CoreDNS on the gateway, port 53) and its RBAC; read-only RBAC
-    for the Prometheus that discovers pods from outside the cluster."""
+# the cluster's clients with a certificate of their own (lib.local.k8s_pki) and what they may read: a ClusterRole each,
+# named after the client and bound to it
+_ROLES = {
+    "system:metrics-server": ('{apiGroups: [""], resources: [nodes/metrics], verbs: [get]}',
+                              '{apiGroups: [""], resources: [pods, nodes], verbs: [get, list, watch]}'),
+    "fraud-mlops-prometheus": ('{apiGroups: [""], resources: [pods, services, endpoints, nodes], verbs: [get, list, watch]}',
+                               "{apiGroups: [discovery.k8s.io], resources: [endpointslices], verbs: [get, list, watch]}"),
+    "system:coredns": ('{apiGroups: [""], resources: [endpoints, services, pods, namespaces], verbs: [list, watch]}',
+                       "{apiGroups: [discovery.k8s.io], resources: [endpointslices], verbs: [list, watch]}"),
+}  # fmt: skip
+
+
+def _cluster_role(user: str, rules: tuple[str, ...]) -> str:
+    listed = "".join(f"\n  - {rule}" for rule in rules)
     return f"""apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRole
-metadata: {{name: "system:metrics-server"}}
-rules:
-  - {{apiGroups: [""], resources: [nodes/metrics], verbs: [get]}}
-  - {{apiGroups: [""], resources: [pods, nodes], verbs: [get, list, watch]}}
+metadata: {{name: "{user}"}}
+rules:{listed}
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRoleBinding
-metadata: {{name: "system:metrics-server"}}
-roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:metrics-server"}}
-subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:metrics-server"}}]
----
-apiVersion: rbac.authorization.k8s.io/v1
+metadata: {{name: "{user}"}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "{user}"}}
+subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: "{user}"}}]"""
+
+
+def addons(metrics_port: int) -> str:
+    """The RBAC of metrics-server, CoreDNS and the Prometheus that discovers pods from outside the cluster (read-only);
+    metrics-server's registration as the aggregated API ``metrics.k8s.io`` (for ``kubectl top`` and the HPA); the
+    cluster DNS's Service ``kube-dns`` (CoreDNS on the gateway, port 53)."""
+    registered = f"""apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRoleBinding
 metadata: {{name: "metrics-server:system:auth-delegator"}}
 roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:auth-delegator"}}
@@ -63,32 +76,6 @@ spec:
   groupPriorityMinimum: 100
   versionPriority: 100
 ---
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {{name: fraud-mlops-prometheus}}
-rules:
-  - {{apiGroups: [""], resources: [pods, services, endpoints, nodes], verbs: [get, list, watch]}}
-  - {{apiGroups: [discovery.k8s.io], resources: [endpointslices], verbs: [get, list, watch]}}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {{name: fraud-mlops-prometheus}}
-roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: fraud-mlops-prometheus}}
-subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: fraud-mlops-prometheus}}]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {{name: "system:coredns"}}
-rules:
-  - {{apiGroups: [""], resources: [endpoints, services, pods, namespaces], verbs: [list, watch]}}
-  - {{apiGroups: [discovery.k8s.io], resources: [endpointslices], verbs: [list, watch]}}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {{name: "system:coredns"}}
-roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:coredns"}}
-subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:coredns"}}]
----
 apiVersion: v1
 kind: Service
 metadata: {{name: kube-dns, namespace: kube-system, labels: {{k8s-app: kube-dns}}}}
@@ -101,6 +88,7 @@ kind: Endpoints
 metadata: {{name: kube-dns, namespace: kube-system}}
 subsets: [{{addresses: [{{ip: "{GATEWAY}"}}], ports: [{{name: dns, port: 53, protocol: UDP}}, {{name: dns-tcp, port: 53, protocol: TCP}}]}}]
 """
+    return "\n---\n".join([*(_cluster_role(user, rules) for user, rules in _ROLES.items()), registered])
 
 
 def corefile(kubeconfig: Path, ready_port: int) -> str:
